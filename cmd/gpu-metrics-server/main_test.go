@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
+)
+
+// binary is the gpu-metrics-server built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gms-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "gpu-metrics-server")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binary:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a running gpu-metrics-server.
+type process struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	addr chan string
+	done chan error
+}
+
+var listeningRE = regexp.MustCompile(`metrics="http://([^/"]+)/metrics"`)
+
+// start runs the binary and waits until it logs its listen address.
+func start(t *testing.T, args ...string) (*process, string) {
+	t.Helper()
+	p := &process{cmd: exec.Command(binary, args...), addr: make(chan string, 1), done: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.logs.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := listeningRE.FindStringSubmatch(line); m != nil {
+				select {
+				case p.addr <- m[1]:
+				default:
+				}
+			}
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("process log:\n%s", p.log())
+		}
+	})
+	select {
+	case a := <-p.addr:
+		return p, a
+	case err := <-p.done:
+		t.Fatalf("exited before listening: %v\n%s", err, p.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no listen address logged\n%s", p.log())
+	}
+	return nil, ""
+}
+
+func (p *process) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return mfs
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes. The deadline
+// is generous: it guards against hangs, it is not a speed assertion.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAgentSimulated(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	p, addr := start(t, "agent", "--backend=sim", "--sim-gpus=3", "--node-name=node-a",
+		"--sample-interval="+interval.String(), "--web.listen-address=127.0.0.1:0", "--pod-resources-socket=")
+
+	eventually(t, "/readyz", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	mfs := scrape(t, addr)
+	util := mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()
+	if len(util) != 3 {
+		t.Fatalf("%d GPU_UTIL series, want 3", len(util))
+	}
+	for i, m := range util {
+		l := labels(m)
+		if l["UUID"] != collector.SimUUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
+			t.Errorf("series %d labels %v", i, l)
+		}
+		if _, ok := l["pod"]; ok {
+			t.Errorf("pod label without pod attribution: %v", l)
+		}
+	}
+
+	// Drive GPU 1 and check every round sampled after the change shows it.
+	resp, err := http.Post("http://"+addr+"/sim/set?gpu=1&utilization=73", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("/sim/set: %s", resp.Status)
+	}
+	changedAt := float64(time.Now().UnixMilli()) / 1000
+	eventually(t, "two sample rounds after the change", func() bool {
+		mfs := scrape(t, addr)
+		ts := mfs[collector.SampleTimestampMetric].GetMetric()[0].GetGauge().GetValue()
+		if ts <= changedAt {
+			return false
+		}
+		v := mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()[1].GetGauge().GetValue()
+		if v != 73 {
+			t.Fatalf("round sampled at %.3f (after the change at %.3f) shows %v, want 73", ts, changedAt, v)
+		}
+		return ts > changedAt+2*interval.Seconds()
+	})
+
+	// SIGTERM: graceful exit 0.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+func TestAgentPodAttribution(t *testing.T) {
+	dir, err := os.MkdirTemp("", "gms-pr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "kubelet.sock")
+	kubelet, err := fakekubelet.Start(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kubelet.Stop()
+	u0, u1 := collector.SimUUID("node-b", 0), collector.SimUUID("node-b", 1)
+	kubelet.SetPods([]*podresourcesv1.PodResources{
+		fakekubelet.GPUPod("ml", "train-0", "main", "nvidia.com/gpu", u0),
+		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u1+"::0"),
+		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u1+"::1"),
+	})
+
+	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=3", "--node-name=node-b", "--sample-interval=200ms",
+		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=200ms")
+
+	// owners renders the GPU_UTIL series as "uuid-index:namespace/pod/container/vgpu".
+	owners := func() string {
+		var rows []string
+		for _, m := range scrape(t, addr)["DCGM_FI_DEV_GPU_UTIL"].GetMetric() {
+			l := labels(m)
+			rows = append(rows, fmt.Sprintf("%s:%s/%s/%s/%s", l["gpu"], l["namespace"], l["pod"], l["container"], l["vgpu"]))
+		}
+		return strings.Join(rows, " ")
+	}
+	want := "0:ml/train-0/main/ 1:inf/a/srv/0 1:inf/b/srv/1 2:///"
+	eventually(t, "pod labels "+want, func() bool { return owners() == want })
+
+	// The kubelet's answer changes: train-0 ends, c takes GPU 2.
+	kubelet.SetPods([]*podresourcesv1.PodResources{
+		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u1+"::0"),
+		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u1+"::1"),
+		fakekubelet.GPUPod("ml", "c", "main", "nvidia.com/gpu", collector.SimUUID("node-b", 2)),
+	})
+	want = "0:/// 1:inf/a/srv/0 1:inf/b/srv/1 2:ml/c/main/"
+	eventually(t, "pod labels "+want, func() bool { return owners() == want })
+
+	// The kubelet goes away: device series stay, with the last mapping.
+	kubelet.Stop()
+	eventually(t, "pod_resources_up 0", func() bool {
+		up := scrape(t, addr)["gpu_metrics_server_pod_resources_up"].GetMetric()
+		return len(up) == 1 && up[0].GetGauge().GetValue() == 0
+	})
+	if got := owners(); got != want {
+		t.Errorf("during the kubelet outage: %q, want the last mapping %q", got, want)
+	}
+}
+
+func TestAgentFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"agent", "--backend=cuda"}, "--backend"},
+		{[]string{"agent", "--backend=sim", "--sample-interval=0s"}, "--sample-interval"},
+		{[]string{"agent", "--backend=sim", "--sample-interval=-1s"}, "--sample-interval"},
+		{[]string{"agent", "--backend=sim", "--web.config.file=/nonexistent/web.yml"}, "--web.config.file"},
+		{[]string{"agent", "--backend=sim", "--pod-resources-interval=0s"}, "--pod-resources-interval"},
+		{[]string{"agent", "--backend=sim", "--web.listen-address=nonsense"}, "--web.listen-address"},
+		{[]string{"agent", "--no-such-flag"}, "--no-such-flag"},
+		{[]string{"agent", "--sample-interval=soon"}, "--sample-interval"},
+		{[]string{"agent", "--backend=sim", "--logging-format=xml"}, "logging-format"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := exec.Command(binary, tt.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
+			}
+			out := strings.TrimSpace(stderr.String())
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
+				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
+			}
+		})
+	}
+}
+
+func TestAgentWithoutNVML(t *testing.T) {
+	if _, err := os.Stat("/dev/nvidiactl"); err == nil {
+		t.Skip("an NVIDIA driver is present; hack/gpu-smoke.sh covers this machine")
+	}
+	cmd := exec.Command(binary, "agent", "--backend=nvml", "--web.listen-address=127.0.0.1:0", "--pod-resources-socket=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "NVML library (libnvidia-ml.so.1) not found") {
+		t.Errorf("no clear message:\n%s", out)
+	}
+	if strings.Contains(string(out), "panic") {
+		t.Errorf("panicked:\n%s", out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), "gpu-metrics-server, version") {
+		t.Errorf("version output %q", out)
+	}
+}

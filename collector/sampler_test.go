@@ -1,0 +1,212 @@
+package collector
+
+import (
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
+)
+
+// fakeLookup maps a UUID to its owners.
+type fakeLookup map[string][]podmap.Owner
+
+func (f fakeLookup) Owners(k podmap.DeviceKey) []podmap.Owner { return f[k.UUID] }
+
+// scriptedBackend returns whatever the test put in it.
+type scriptedBackend struct {
+	readings []DeviceReading
+	errs     []DeviceError
+	calls    int
+}
+
+func (b *scriptedBackend) Name() string { return "scripted" }
+func (b *scriptedBackend) Close() error { return nil }
+func (b *scriptedBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
+	b.calls++
+	return b.readings, b.errs
+}
+
+func utilReading(d *Device, util float64) DeviceReading {
+	return DeviceReading{Device: d, Reading: Reading{Valid: FieldGPUUtil, GPUUtil: util}}
+}
+
+func TestSamplerJoinsOwners(t *testing.T) {
+	d0 := &Device{Index: 0, UUID: "GPU-a", Minor: 0}
+	d1 := &Device{Index: 1, UUID: "GPU-b", Minor: 1}
+	b := &scriptedBackend{readings: []DeviceReading{utilReading(d0, 50), utilReading(d1, 0)}}
+	owners := fakeLookup{"GPU-a": {{Namespace: "ns", Pod: "p", Container: "c", Resource: "nvidia.com/gpu"}}}
+	s := NewSampler(b, SamplerOptions{Node: "n1", Interval: time.Second, Owners: func() podmap.Lookup { return owners }})
+	if s.Ready() || s.Latest() != nil {
+		t.Fatal("ready before the first sample")
+	}
+	now := time.Unix(1000, 0)
+	snap := s.SampleOnce(now)
+	if !s.Ready() || s.Latest() != snap || !snap.PodsMapped || snap.Node != "n1" {
+		t.Fatalf("after one round: ready=%v latest=%p snap=%p mapped=%v", s.Ready(), s.Latest(), snap, snap.PodsMapped)
+	}
+	if got := snap.Devices[0].Owners; len(got) != 1 || got[0].Pod != "p" {
+		t.Errorf("GPU-a owners = %+v", got)
+	}
+	if got := snap.Devices[1].Owners; got != nil {
+		t.Errorf("idle GPU-b owners = %+v, want none", got)
+	}
+	if s.Fresh(now.Add(3*time.Second), 3*time.Second) != snap {
+		t.Error("snapshot at max age not served")
+	}
+	if s.Fresh(now.Add(3*time.Second+time.Millisecond), 3*time.Second) != nil {
+		t.Error("stale snapshot served")
+	}
+}
+
+func TestSamplerReadiness(t *testing.T) {
+	tests := []struct {
+		name      string
+		readings  int
+		errs      int
+		wantReady bool
+	}{
+		{"devices read", 1, 0, true},
+		{"some failing", 1, 1, true},
+		{"all failing", 0, 1, false},
+		{"no GPUs at all", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &scriptedBackend{}
+			for i := 0; i < tt.readings; i++ {
+				b.readings = append(b.readings, utilReading(&Device{UUID: "GPU-x"}, 1))
+			}
+			for i := 0; i < tt.errs; i++ {
+				b.errs = append(b.errs, DeviceError{Device: "GPU-y", Err: io.EOF})
+			}
+			s := NewSampler(b, SamplerOptions{Interval: time.Second})
+			s.SampleOnce(time.Now())
+			if s.Ready() != tt.wantReady {
+				t.Errorf("ready = %v, want %v", s.Ready(), tt.wantReady)
+			}
+		})
+	}
+}
+
+func TestSamplerHistoryMean(t *testing.T) {
+	d := &Device{UUID: "GPU-a"}
+	b := &scriptedBackend{}
+	s := NewSampler(b, SamplerOptions{Interval: time.Second, HistoryLength: 4})
+	base := time.Unix(1000, 0)
+	for i, u := range []float64{10, 20, 30, 40, 50, 60} {
+		b.readings = []DeviceReading{utilReading(d, u)}
+		s.SampleOnce(base.Add(time.Duration(i) * time.Second))
+	}
+	now := base.Add(5 * time.Second)
+	tests := []struct {
+		window   time.Duration
+		wantMean float64
+		wantN    int
+	}{
+		{1500 * time.Millisecond, 55, 2}, // 50, 60
+		{time.Hour, 45, 4},               // ring holds the last 4: 30..60
+		{0, 0, 0},
+	}
+	for _, tt := range tests {
+		mean, n := s.MeanUtilization("GPU-a", tt.window, now)
+		if mean != tt.wantMean || n != tt.wantN {
+			t.Errorf("window %v: mean %v n %d, want %v %d", tt.window, mean, n, tt.wantMean, tt.wantN)
+		}
+	}
+	if _, n := s.MeanUtilization("GPU-none", time.Hour, now); n != 0 {
+		t.Error("history for an unknown device")
+	}
+}
+
+func TestMetricsHandler(t *testing.T) {
+	d := &Device{Index: 0, UUID: "GPU-a", Name: "H", PCIBusID: "00000000:01:00.0", Minor: 0}
+	b := &scriptedBackend{readings: []DeviceReading{utilReading(d, 42)}}
+	reg := prometheus.NewRegistry()
+	s := NewSampler(b, SamplerOptions{Node: "n", Interval: time.Second, Registerer: reg})
+	h := MetricsHandler(s, reg, time.Minute)
+
+	get := func(gz bool) string {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		if gz {
+			req.Header.Set("Accept-Encoding", "deflate, gzip;q=1.0")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status %d", rec.Code)
+		}
+		var body io.Reader = rec.Body
+		if gz {
+			if rec.Header().Get("Content-Encoding") != "gzip" {
+				t.Fatal("gzip not used")
+			}
+			zr, err := gzip.NewReader(rec.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = zr
+		}
+		out, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	before := get(false)
+	if strings.Contains(before, "DCGM_FI_DEV_GPU_UTIL") {
+		t.Error("device series served before the first sample")
+	}
+	s.SampleOnce(time.Now())
+	for _, gz := range []bool{false, true} {
+		out := get(gz)
+		for _, want := range []string{
+			`DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",pci_bus_id="00000000:01:00.0",device="nvidia0",modelName="H",hostname="n"} 42`,
+			"gpu_metrics_server_devices 1",
+			"gpu_metrics_server_sample_duration_seconds_count 1",
+			SampleTimestampMetric + " ",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("gzip=%v: missing %q in\n%s", gz, want, out)
+			}
+		}
+	}
+	// A stuck sampler: the snapshot ages out and is no longer served.
+	stale := MetricsHandler(s, reg, time.Nanosecond)
+	rec := httptest.NewRecorder()
+	time.Sleep(time.Millisecond)
+	stale.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if strings.Contains(rec.Body.String(), "DCGM_FI_DEV_GPU_UTIL") {
+		t.Error("stale snapshot served")
+	}
+}
+
+func TestSamplerErrorMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := &scriptedBackend{errs: []DeviceError{{Device: "GPU-z", Err: io.EOF, Lost: true}}}
+	s := NewSampler(b, SamplerOptions{Interval: time.Second, Registerer: reg})
+	s.SampleOnce(time.Now())
+	s.SampleOnce(time.Now())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				got[mf.GetName()] += c.GetValue()
+			}
+		}
+	}
+	if got["gpu_metrics_server_sample_errors_total"] != 2 || got["gpu_metrics_server_devices_lost_total"] != 2 {
+		t.Errorf("counters = %v", got)
+	}
+}
