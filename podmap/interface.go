@@ -2,6 +2,11 @@
 // instance) on this node, from the kubelet's pod-resources API, and keeps the
 // answer in an immutable Mapping refreshed in the background, so that no
 // scrape ever waits on the kubelet.
+//
+// Refresher is the Source the agent uses; NewMapping builds a Mapping from a
+// List answer directly; ParseDeviceID knows the device-ID forms device
+// plugins hand out. The fakekubelet subpackage serves scripted answers on a
+// real socket for tests.
 package podmap
 
 // Owner is one container's claim on a device.

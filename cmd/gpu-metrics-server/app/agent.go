@@ -100,8 +100,8 @@ func (o *agentOptions) validate() error {
 		}
 	}
 	for _, n := range o.ResourceNames {
-		if n == "" {
-			return flagErrorf("resource-names", "empty resource name")
+		if err := podmap.ValidateResourceName(n); err != nil {
+			return flagErrorf("resource-names", "%v", err)
 		}
 	}
 	return nil

@@ -1,0 +1,353 @@
+package podmap
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
+)
+
+func listErrors(r *Refresher, code codes.Code) float64 {
+	return testutil.ToFloat64(r.metrics.errors.WithLabelValues("List", code.String()))
+}
+
+func TestRefresherScenarios(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			path := socketPath(t)
+			fake := startFake(t, path)
+			fake.SetPods(sc.pods)
+			r := startRefresher(t, Options{Socket: path, ExtraResourceNames: sc.extra})
+			waitFor(t, "the first refresh", r.Up)
+
+			checkMapping(t, r.Current(), sc)
+			for name, tc := range map[string]struct {
+				c    prometheus.Collector
+				want int
+			}{
+				"up":             {r.metrics.up, 1},
+				"mapped devices": {r.metrics.mappedDevices, sc.devices},
+				"unknown IDs":    {r.metrics.unknownIDs, len(sc.unknown)},
+				"skipped":        {r.metrics.skipped, sc.skipped},
+			} {
+				if got := testutil.ToFloat64(tc.c); got != float64(tc.want) {
+					t.Errorf("%s metric = %v, want %d", name, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestRefresherSocketAppearsLater(t *testing.T) {
+	path := socketPath(t)
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "a failed List", func() bool { return listErrors(r, codes.Unavailable) >= 2 })
+	if r.Up() || testutil.ToFloat64(r.metrics.up) != 0 {
+		t.Errorf("Up() = %v, up metric = %v with no socket; want false, 0", r.Up(), testutil.ToFloat64(r.metrics.up))
+	}
+	if got := r.Current().Owners(keyA); got != nil {
+		t.Errorf("Owners before any answer = %+v, want nil", got)
+	}
+
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "late", "c", resGPU, uuidA)})
+	waitFor(t, "the kubelet to be found", r.Up)
+	want := []Owner{owner("ns", "late", "c", resGPU, "")}
+	if got := r.Current().Owners(keyA); !slices.Equal(got, want) {
+		t.Errorf("Owners = %+v, want %+v", got, want)
+	}
+}
+
+func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{
+		fakekubelet.GPUPod("ns", "stays", "c", resGPU, uuidA),
+		fakekubelet.GPUPod("ns", "ends", "c", resGPU, uuidB),
+	})
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the first refresh", r.Up)
+	before := r.Current()
+
+	fake.Stop()
+	waitFor(t, "the outage to be noticed", func() bool { return !r.Up() })
+	waitFor(t, "more failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= 3 })
+	if got := r.Current(); got != before {
+		t.Errorf("the mapping changed during the outage")
+	}
+	if got := r.Current().Owners(keyB); !slices.Equal(got, []Owner{owner("ns", "ends", "c", resGPU, "")}) {
+		t.Errorf("during the outage Owners(B) = %+v, want the last known owner", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.up); got != 0 {
+		t.Errorf("up metric during the outage = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.mappedDevices); got != 2 {
+		t.Errorf("mapped devices during the outage = %v, want 2 (the mapping in use)", got)
+	}
+
+	// The kubelet comes back; the pod on B ended while it was down.
+	fake = startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{
+		fakekubelet.GPUPod("ns", "stays", "c", resGPU, uuidA),
+		fakekubelet.GPUPod("ns", "new", "c", resGPU, uuidB),
+	})
+	waitFor(t, "the restarted kubelet's answer", func() bool {
+		got := r.Current().Owners(keyB)
+		return len(got) == 1 && got[0].Pod == "new"
+	})
+	if !r.Up() || testutil.ToFloat64(r.metrics.up) != 1 {
+		t.Errorf("after recovery Up() = %v, up metric = %v; want true, 1", r.Up(), testutil.ToFloat64(r.metrics.up))
+	}
+	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "stays", "c", resGPU, "")}) {
+		t.Errorf("after recovery Owners(A) = %+v", got)
+	}
+}
+
+func TestRefresherDropsEndedPods(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "job", "c", resGPU, uuidA)})
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the pod to be mapped", func() bool { return r.Current().Owners(keyA) != nil })
+
+	fake.SetPods(nil)
+	waitFor(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
+	if !r.Up() {
+		t.Error("Up() = false after a successful refresh")
+	}
+	if got := testutil.ToFloat64(r.metrics.mappedDevices); got != 0 {
+		t.Errorf("mapped devices = %v, want 0", got)
+	}
+}
+
+func TestRefresherHungKubelet(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
+	r := startRefresher(t, Options{Socket: path, Timeout: 100 * time.Millisecond})
+	waitFor(t, "the first refresh", r.Up)
+	want := r.Current().Owners(keyA)
+
+	fake.SetDelay(time.Hour)
+	waitFor(t, "a timed-out List", func() bool { return listErrors(r, codes.DeadlineExceeded) >= 2 })
+	if r.Up() {
+		t.Error("Up() = true while every call times out")
+	}
+	// Current reads an atomic pointer: it answers while a call hangs.
+	if got := r.Current().Owners(keyA); !slices.Equal(got, want) {
+		t.Errorf("Owners while the kubelet hangs = %+v, want the last known %+v", got, want)
+	}
+
+	fake.SetDelay(0)
+	waitFor(t, "recovery", r.Up)
+}
+
+func TestRefresherErrorCodes(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+	}{
+		{"gRPC status", status.Error(codes.PermissionDenied, "not allowed"), codes.PermissionDenied},
+		{"plain error", errors.New("boom"), codes.Unknown},
+		{"internal", status.Error(codes.Internal, "kubelet bug"), codes.Internal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := socketPath(t)
+			fake := startFake(t, path)
+			fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
+			fake.SetError(tt.err)
+			r := startRefresher(t, Options{Socket: path})
+			waitFor(t, "a failed List", func() bool { return listErrors(r, tt.code) >= 1 })
+			if r.Up() || r.Current().Owners(keyA) != nil {
+				t.Errorf("Up() = %v, Owners = %+v with a failing kubelet; want false, nil", r.Up(), r.Current().Owners(keyA))
+			}
+			fake.SetError(nil)
+			waitFor(t, "recovery", r.Up)
+			if r.Current().Owners(keyA) == nil {
+				t.Error("no owners after recovery")
+			}
+		})
+	}
+}
+
+func TestRefresherUnknownIDsCountedOnce(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "good", "c", resGPU, uuidA)})
+	fake.SetGarbage([]string{"", "GPU-", "nvidia0/gi/vgpu", "GPU-\u00e9", "GPU-zz::1", "GPU-zz::1", uuidB})
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the first refresh", r.Up)
+	waitListCalls(t, fake, 3)
+
+	if got := testutil.ToFloat64(r.metrics.unknownIDs); got != 5 {
+		t.Errorf("unknown IDs = %v after several refreshes, want 5 (each distinct ID once)", got)
+	}
+	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "good", "c", resGPU, "")}) {
+		t.Errorf("Owners(A) = %+v", got)
+	}
+	// A valid ID next to garbage is still mapped.
+	garbageOwner := owner(fakekubelet.GarbageNamespace, fakekubelet.GarbagePod, fakekubelet.GarbageContainer, fakekubelet.GarbageResource, "")
+	if got := r.Current().Owners(keyB); !slices.Equal(got, []Owner{garbageOwner}) {
+		t.Errorf("Owners(B) = %+v, want %+v", got, garbageOwner)
+	}
+
+	fake.SetGarbage([]string{"GPU-zz::1", "card7"})
+	waitFor(t, "the new unknown ID", func() bool { return testutil.ToFloat64(r.metrics.unknownIDs) == 6 })
+}
+
+func TestRefresherLogsOncePerOutage(t *testing.T) {
+	logs := captureKlog(t)
+	path := socketPath(t)
+	fake := startFake(t, path)
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the first refresh", r.Up)
+	for range 2 {
+		fake.Stop()
+		failed := listErrors(r, codes.Unavailable)
+		waitFor(t, "several failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= failed+3 })
+		fake = startFake(t, path)
+		waitFor(t, "recovery", r.Up)
+	}
+	out := logs.String()
+	for msg, want := range map[string]int{
+		"Kubelet pod-resources API connected":                     1,
+		"Kubelet pod-resources API unavailable; keeping the last": 2,
+		"Kubelet pod-resources API available again":               2,
+	} {
+		if got := strings.Count(out, msg); got != want {
+			t.Errorf("logged %q %d times, want %d; log:\n%s", msg, got, want, out)
+		}
+	}
+}
+
+func TestRefresherAllocatable(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetAllocatable([]*podresourcesv1.ContainerDevices{
+		devices(resGPU, uuidA+"::0", uuidA+"::1", uuidB),
+		devices(resMIG1g, migA, "bogus"),
+		devices(resOther, "card0"),
+	})
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the allocatable count", func() bool { return testutil.CollectAndCount(r.metrics.allocatable) == 1 })
+	if got := testutil.ToFloat64(r.metrics.allocatable.WithLabelValues()); got != 3 {
+		t.Errorf("allocatable devices = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.unknownIDs); got != 1 {
+		t.Errorf("unknown IDs = %v, want 1 (bogus)", got)
+	}
+}
+
+func TestRefresherAllocatableUnimplemented(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetAllocatableUnimplemented(true)
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the first refresh", r.Up)
+	waitListCalls(t, fake, 3)
+	if got := fake.AllocatableCalls(); got != 1 {
+		t.Errorf("GetAllocatableResources called %d times, want once", got)
+	}
+	if got := testutil.CollectAndCount(r.metrics.allocatable); got != 0 {
+		t.Errorf("allocatable gauge has %d series without an answer, want 0", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.errors.WithLabelValues("GetAllocatableResources", "Unimplemented")); got != 1 {
+		t.Errorf("Unimplemented errors = %v, want 1", got)
+	}
+}
+
+func TestRefresherMetricsRegistered(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetAllocatable([]*podresourcesv1.ContainerDevices{devices(resGPU, uuidA)})
+	fake.SetGarbage([]string{"bogus"})
+	reg := prometheus.NewPedanticRegistry()
+	r := startRefresher(t, Options{Socket: path, Registerer: reg})
+	waitFor(t, "the allocatable count", func() bool { return testutil.CollectAndCount(r.metrics.allocatable) == 1 })
+	fake.SetError(status.Error(codes.Unavailable, "down"))
+	waitFor(t, "a failed refresh", func() bool { return !r.Up() })
+
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range families {
+		got = append(got, f.GetName())
+	}
+	want := []string{
+		"gpu_metrics_server_pod_resources_allocatable_devices",
+		"gpu_metrics_server_pod_resources_mapped_devices",
+		"gpu_metrics_server_pod_resources_refresh_duration_seconds",
+		"gpu_metrics_server_pod_resources_refresh_errors_total",
+		"gpu_metrics_server_pod_resources_skipped_containers",
+		"gpu_metrics_server_pod_resources_unknown_device_ids_total",
+		"gpu_metrics_server_pod_resources_up",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("registered families = %q, want %q", got, want)
+	}
+}
+
+func TestNewRefresherRejectsBadOptions(t *testing.T) {
+	taken := prometheus.NewRegistry()
+	first, err := NewRefresher(Options{Socket: "/x.sock", Interval: time.Second, Timeout: time.Second, Registerer: taken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = first.conn.Close() })
+	tests := []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"no socket", Options{Interval: time.Second, Timeout: time.Second}, "socket path is empty"},
+		{"zero interval", Options{Socket: "/x.sock", Timeout: time.Second}, "interval 0s"},
+		{"negative timeout", Options{Socket: "/x.sock", Interval: time.Second, Timeout: -time.Second}, "timeout -1s"},
+		{"bad resource name", Options{Socket: "/x.sock", Interval: time.Second, Timeout: time.Second, ExtraResourceNames: []string{"gpu"}}, `resource name "gpu"`},
+		{"metrics already registered", Options{Socket: "/x.sock", Interval: time.Second, Timeout: time.Second, Registerer: taken}, "registering pod-resources metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewRefresher(tt.o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("NewRefresher = %v, %v; want an error containing %q", r, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewRefresherRelativeSocket(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
+	t.Chdir(filepath.Dir(fake.Path()))
+	r := startRefresher(t, Options{Socket: "kubelet.sock"})
+	waitFor(t, "the first refresh", r.Up)
+}
+
+func TestRefresherRunTwice(t *testing.T) {
+	path := socketPath(t)
+	startFake(t, path)
+	r := startRefresher(t, Options{Socket: path})
+	waitFor(t, "the first refresh", r.Up)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Run(ctx) // returns at once: the first Run owns the connection
+	if !r.Up() {
+		t.Error("a second Run disturbed the first")
+	}
+}
