@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,7 +59,7 @@ type process struct {
 var listeningRE = regexp.MustCompile(`metrics="http://([^/"]+)/metrics"`)
 
 // start runs the binary and waits until it logs its listen address.
-func start(t *testing.T, args ...string) (*process, string) {
+func start(t testing.TB, args ...string) (*process, string) {
 	t.Helper()
 	p := &process{cmd: exec.Command(binary, args...), addr: make(chan string, 1), done: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
@@ -320,5 +321,47 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(out), "gpu-metrics-server, version") {
 		t.Errorf("version output %q", out)
+	}
+}
+
+// BenchmarkScrapeSlowKubelet scrapes the real agent while its kubelet takes
+// 5 s to answer every call: the scrape must not wait on the kubelet.
+func BenchmarkScrapeSlowKubelet(b *testing.B) {
+	dir, err := os.MkdirTemp("", "gms-pr")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "kubelet.sock")
+	kubelet, err := fakekubelet.Start(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kubelet.Stop()
+	var pods []*podresourcesv1.PodResources
+	for i := 0; i < 8; i++ {
+		pods = append(pods, fakekubelet.GPUPod("ns", fmt.Sprintf("p%d", i), "c", "nvidia.com/gpu", collector.SimUUID("slow", i)))
+	}
+	kubelet.SetPods(pods)
+	kubelet.SetDelay(5 * time.Second)
+
+	_, addr := start(b, "agent", "--backend=sim", "--sim-gpus=8", "--node-name=slow", "--web.listen-address=127.0.0.1:0",
+		"--pod-resources-socket="+sock, "--pod-resources-interval=1s", "--pod-resources-timeout=10s")
+	client := &http.Client{}
+	url := "http://" + addr + "/metrics"
+	get := func() {
+		resp, err := client.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	get()
+	b.ResetTimer()
+	for b.Loop() {
+		get()
 	}
 }
