@@ -56,8 +56,12 @@ test: deps lint test-unit test-chart verify-manifests test-e2e ## Every test (CI
 test-unit: ## Unit and integration tests (no control plane).
 	$(GO) test $(RACE) -count=1 ./...
 
+.PHONY: helm
+helm: ## Build the helm CLI (cached by version).
+	bash hack/build-helm.sh
+
 .PHONY: test-chart
-test-chart: ## helm lint/template tests of the chart.
+test-chart: ## helm lint/template tests of the chart (offline).
 	HELM="$$(bash hack/build-helm.sh)" $(GO) test -tags chart -count=1 ./deploy/...
 
 .PHONY: test-e2e
@@ -81,6 +85,7 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck.
 	$(GO) vet -tags chart ./deploy/...
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags e2e ./e2e/...
+	$(STATICCHECK) -tags chart ./deploy/...
 
 $(STATICCHECK):
 	mkdir -p $(dir $@)
