@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Measures the agent's footprint: RSS and CPU (from /proc) after DURATION
+# seconds with GPUS simulated GPUs sampled every second, PODS pods mapped
+# through a fake kubelet, and a scrape of /metrics every 2 s (the
+# aggregator's default interval).
+# Usage: hack/agent-footprint.sh [DURATION=60] [GPUS=8] [PODS=0]
+set -euo pipefail
+duration="${1:-60}"; gpus="${2:-8}"; pods="${3:-0}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${GMS_BIN:-${root}/bin/gpu-metrics-server}"
+port="${GMS_PORT:-19402}"
+log="$(mktemp)"
+args=(agent --backend=sim --sim-gpus="${gpus}" --node-name=footprint --web.listen-address="127.0.0.1:${port}")
+if [ "${pods}" -gt 0 ]; then
+  sock="$(mktemp -d)/kubelet.sock"
+  fk="$(mktemp -d)/fakekubelet"
+  (cd "${root}" && go build -o "${fk}" ./hack/fakekubelet)
+  "${fk}" --socket="${sock}" --node=footprint --gpus="${gpus}" --pods="${pods}" &
+  kubelet=$!
+  trap 'kill ${kubelet} 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do [ -S "${sock}" ] && break; sleep 0.2; done
+  args+=(--pod-resources-socket="${sock}")
+else
+  args+=(--pod-resources-socket=)
+fi
+"${bin}" "${args[@]}" >"${log}" 2>&1 &
+agent=$!
+trap 'kill ${agent} ${kubelet:-} 2>/dev/null || true' EXIT
+sleep 1
+tck="$(getconf CLK_TCK)"
+cpu0="$(awk '{print $14+$15}' /proc/${agent}/stat)"
+start="$(date +%s.%N)"
+end=$(( $(date +%s) + duration ))
+scrapes=0
+while [ "$(date +%s)" -lt "${end}" ]; do
+  curl -sf "http://127.0.0.1:${port}/metrics" >/dev/null && scrapes=$((scrapes + 1))
+  sleep 2
+done
+cpu1="$(awk '{print $14+$15}' /proc/${agent}/stat)"
+elapsed="$(echo "$(date +%s.%N) - ${start}" | bc)"
+rss="$(awk '/^VmRSS/ {print $2}' /proc/${agent}/status)"
+hwm="$(awk '/^VmHWM/ {print $2}' /proc/${agent}/status)"
+series="$(curl -sf "http://127.0.0.1:${port}/metrics" | grep -c '^DCGM_FI_DEV_GPU_UTIL{' || true)"
+printf 'agent footprint: %s GPUs, %s pods, %s GPU_UTIL series, %ss, %s scrapes\n' "${gpus}" "${pods}" "${series}" "${duration}" "${scrapes}"
+printf '  RSS %.1f MiB (peak %.1f MiB)\n' "$(echo "${rss}/1024" | bc -l)" "$(echo "${hwm}/1024" | bc -l)"
+printf '  CPU %.2f millicores (%d ticks over %.1f s)\n' "$(echo "(${cpu1}-${cpu0})*1000/${tck}/${elapsed}" | bc -l)" "$((cpu1 - cpu0))" "${elapsed}"
