@@ -1,0 +1,110 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// StaticPod is a pod known without a Kubernetes API (standalone mode).
+type StaticPod struct {
+	Namespace, Name string
+	Labels          map[string]string
+}
+
+// StaticPodLister resolves selectors against a fixed list of pods.
+type StaticPodLister struct {
+	byNamespace map[string][]StaticPod
+}
+
+// NewStaticPodLister returns a lister of pods. The pods are copied.
+func NewStaticPodLister(pods []StaticPod) *StaticPodLister {
+	l := &StaticPodLister{byNamespace: make(map[string][]StaticPod)}
+	for _, p := range pods {
+		p.Labels = maps.Clone(p.Labels)
+		l.byNamespace[p.Namespace] = append(l.byNamespace[p.Namespace], p)
+	}
+	return l
+}
+
+// ListPods implements PodLister.
+func (l *StaticPodLister) ListPods(namespace string, selector labels.Selector) ([]string, error) {
+	var names []string
+	for _, p := range l.byNamespace[namespace] {
+		if selector.Matches(labels.Set(p.Labels)) {
+			names = append(names, p.Name)
+		}
+	}
+	return names, nil
+}
+
+// HasSynced is always true.
+func (l *StaticPodLister) HasSynced() bool { return true }
+
+var podsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// MetadataPodLister resolves selectors against a metadata-only informer of
+// every pod of the cluster (names and labels; the rest is dropped from the
+// cache), so that a query never calls the Kubernetes API.
+type MetadataPodLister struct {
+	informer cache.SharedIndexInformer
+	lister   cache.GenericLister
+}
+
+// NewMetadataPodLister prepares the informer; Run starts it.
+func NewMetadataPodLister(client metadata.Interface) (*MetadataPodLister, error) {
+	gi := metadatainformer.NewFilteredMetadataInformer(client, podsGVR, metav1.NamespaceAll, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil)
+	inf := gi.Informer()
+	if err := inf.SetTransform(trimMetadata); err != nil {
+		return nil, err
+	}
+	return &MetadataPodLister{informer: inf, lister: gi.Lister()}, nil
+}
+
+// trimMetadata keeps what selector resolution reads.
+func trimMetadata(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: m.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: m.Name, Namespace: m.Namespace, UID: m.UID,
+			ResourceVersion: m.ResourceVersion, Labels: m.Labels,
+		},
+	}, nil
+}
+
+// Run runs the informer until ctx is done.
+func (l *MetadataPodLister) Run(ctx context.Context) { l.informer.RunWithContext(ctx) }
+
+// HasSynced reports whether the informer has listed the pods once.
+func (l *MetadataPodLister) HasSynced() bool { return l.informer.HasSynced() }
+
+// ListPods implements PodLister.
+func (l *MetadataPodLister) ListPods(namespace string, selector labels.Selector) ([]string, error) {
+	objs, err := l.lister.ByNamespace(namespace).List(selector)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(objs))
+	for _, o := range objs {
+		m, ok := o.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return nil, fmt.Errorf("pod cache holds a %T", o)
+		}
+		names = append(names, m.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}

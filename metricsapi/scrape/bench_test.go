@@ -1,0 +1,105 @@
+package scrape
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
+)
+
+// agentFamilies are the families of the agent's exposition on an H100
+// (collector/exposition.go), in its order.
+var agentFamilies = []string{
+	"DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
+	"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL",
+	"DCGM_FI_DEV_DEC_UTIL", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE",
+}
+
+// agentBody renders an agent exposition of a node with gpus time-sliced GPUs
+// shared by pods pods (pod i on GPU i mod gpus, replica i div gpus), node
+// being the node's index (it makes names unique across nodes).
+func agentBody(node, gpus, pods int, snapshot time.Time) []byte {
+	var b bytes.Buffer
+	device := func(g int) string {
+		return fmt.Sprintf(`gpu="%d",UUID="GPU-%08x-3b7d-4c52-9e1f-5d2a7b9c%04x",pci_bus_id="00000000:%02X:00.0",device="nvidia%d",modelName="NVIDIA H100 80GB HBM3",hostname="gpu-node-%d"`,
+			g, node, g, 0x17+g, g, node)
+	}
+	for fi, fam := range agentFamilies {
+		value := strconv.Itoa(10 + fi)
+		if strings.HasPrefix(fam, "DCGM_FI_PROF_") {
+			value = "0.4375"
+		}
+		fmt.Fprintf(&b, "# HELP %s Field %d.\n# TYPE %s gauge\n", fam, fi, fam)
+		for i := 0; i < pods; i++ {
+			fmt.Fprintf(&b, `%s{%s,container="main",namespace="team-%d",pod="worker-%d-%d",vgpu="%d"} %s`+"\n",
+				fam, device(i%gpus), i%10, node, i, i/gpus, value)
+		}
+	}
+	b.WriteString("# HELP gpu_metrics_server_device_attribution_mode Mode.\n# TYPE gpu_metrics_server_device_attribution_mode gauge\n")
+	for g := 0; g < gpus; g++ {
+		fmt.Fprintf(&b, "gpu_metrics_server_device_attribution_mode{%s,mode=\"process\"} 0\n", device(g))
+		fmt.Fprintf(&b, "gpu_metrics_server_device_attribution_mode{%s,mode=\"device\"} 1\n", device(g))
+	}
+	fmt.Fprintf(&b, "# HELP gpu_metrics_server_sample_timestamp_seconds Snapshot time.\n# TYPE gpu_metrics_server_sample_timestamp_seconds gauge\ngpu_metrics_server_sample_timestamp_seconds %.3f\n",
+		float64(snapshot.UnixMilli())/1000)
+	return b.Bytes()
+}
+
+func BenchmarkParse(b *testing.B) {
+	body := agentBody(0, 8, 110, receipt)
+	b.Run("fast", func(b *testing.B) {
+		p := NewParser()
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := p.Parse(body, receipt); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		var acc accumulator
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			acc.reset()
+			if err := parseReference(body, &acc); err != nil {
+				b.Fatal(err)
+			}
+			acc.finish(receipt)
+		}
+	})
+}
+
+// BenchmarkParseAndStore is one agent scrape (8 GPUs, 110 pods) from body
+// to store, in steady state: every scrape brings a new snapshot.
+func BenchmarkParseAndStore(b *testing.B) {
+	st, err := store.New(store.Config{Window: 15 * time.Second, StaleAfter: 6 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The body up to its snapshot timestamp, which each scrape advances.
+	full := agentBody(0, 8, 110, receipt)
+	prefix := full[:bytes.LastIndex(full, []byte("gpu_metrics_server_sample_timestamp_seconds "))]
+	body := slices.Clone(prefix)
+	p := NewParser()
+	at := receipt
+	b.SetBytes(int64(len(full)))
+	b.ReportAllocs()
+	for b.Loop() {
+		at = at.Add(2 * time.Second)
+		body = fmt.Appendf(body[:len(prefix)], "gpu_metrics_server_sample_timestamp_seconds %.3f\n", float64(at.UnixMilli())/1000-0.5)
+		samples, _, err := p.Parse(body, at)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, err := st.Append("agent-0", at, samples); err != nil || res.Stored != 110 {
+			b.Fatalf("Append = %+v, %v; want 110 stored", res, err)
+		}
+	}
+}

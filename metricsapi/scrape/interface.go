@@ -1,0 +1,36 @@
+// Package scrape reads the agents' (and optionally dcgm-exporter's)
+// Prometheus exposition every interval, in parallel, and hands the samples
+// of each target to the store. It also finds the targets: agent pods
+// through the Kubernetes API, or a static list of URLs.
+package scrape
+
+import (
+	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
+)
+
+// Appender takes the samples of one scrape of one target: the store.
+type Appender interface {
+	// Append stores the target's complete current view, received at at.
+	Append(source string, at time.Time, samples []store.Sample) (store.AppendResult, error)
+}
+
+// Target is one endpoint to scrape.
+type Target struct {
+	// Name identifies the target across rounds: the source name in the
+	// store and the target label of the self-metrics.
+	Name string
+	// URL is the exposition's full URL.
+	URL string
+}
+
+// TargetSource lists the targets of a scrape round.
+type TargetSource interface {
+	// Targets returns the current targets. It is called once per round and
+	// must not block.
+	Targets() []Target
+	// HasSynced reports whether the list is complete (discovery has done
+	// its initial listing); the first round waits for it.
+	HasSynced() bool
+}

@@ -1,0 +1,370 @@
+package scrape
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
+)
+
+// ParseStats counts what one Parse read.
+type ParseStats struct {
+	// Series is the number of lines of the families the parser reads.
+	Series int
+	// Samples is the number of samples produced.
+	Samples int
+	// Unattributed counts device lines no pod holds (no pod/namespace).
+	Unattributed int
+	// Invalid counts device lines skipped for a missing UUID or an
+	// implausible value (NaN, infinite, negative, a utilization over 100 %).
+	Invalid int
+	// SnapshotTime reports whether the exposition carried the agent's
+	// snapshot timestamp (otherwise samples carry the receipt time).
+	SnapshotTime bool
+	// Fallback reports whether the body used syntax outside the fast path
+	// (quoted names) and was parsed by the reference parser.
+	Fallback bool
+}
+
+// Parser reads the Prometheus text exposition of an agent or of
+// dcgm-exporter and turns the series the API needs into store samples:
+// DCGM_FI_DEV_GPU_UTIL (or DCGM_FI_PROF_GR_ENGINE_ACTIVE where a MIG
+// instance has no utilization), DCGM_FI_DEV_FB_USED/FREE/RESERVED,
+// DCGM_FI_DEV_POWER_USAGE, attributed by the pod/namespace/container labels
+// (or their exported_* variants), and the agent's
+// gpu_metrics_server_sample_timestamp_seconds as the samples' time.
+//
+// A fast scanner reads the common syntax and skips every other series
+// without parsing it; a body using the newer quoted-name syntax goes to
+// expfmt's parser instead. On any input expfmt accepts, both give the same
+// samples (FuzzParse checks it); the fast scanner is laxer only about
+// series it does not read.
+//
+// A Parser is not safe for concurrent use; it reuses its memory from one
+// Parse to the next.
+type Parser struct {
+	acc  accumulator
+	line int
+	lbl  lineLabels
+	// badType holds, per family, the error of a TYPE line declaring a
+	// type without a plain value; it fails the parse once a series of the
+	// family appears (a family declared but empty is harmless).
+	badType [numFamilies]error
+}
+
+// NewParser returns a Parser.
+func NewParser() *Parser { return &Parser{} }
+
+// errFallback makes the fast scanner hand the body to the reference parser.
+var errFallback = errors.New("syntax outside the fast path")
+
+// Parse parses one exposition body received at at. The samples are valid
+// until the next call of Parse.
+func (p *Parser) Parse(body []byte, at time.Time) ([]store.Sample, ParseStats, error) {
+	p.acc.reset()
+	err := p.parseFast(body)
+	if errors.Is(err, errFallback) {
+		p.acc.reset()
+		p.acc.stats.Fallback = true
+		err = parseReference(body, &p.acc)
+	}
+	if err == nil && p.acc.badTimestamp {
+		err = fmt.Errorf("invalid %s value", familyNames[famSampleTimestamp])
+	}
+	if err != nil {
+		return nil, p.acc.stats, err
+	}
+	samples := p.acc.finish(at)
+	return samples, p.acc.stats, nil
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+func isNameStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == ':'
+}
+
+func isLabelStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// parseFast scans body line by line.
+func (p *Parser) parseFast(b []byte) error {
+	p.line = 0
+	p.badType = [numFamilies]error{}
+	for len(b) > 0 {
+		p.line++
+		end := bytes.IndexByte(b, '\n')
+		var line []byte
+		if end < 0 {
+			line, b = b, nil
+		} else {
+			line, b = b[:end], b[end+1:]
+		}
+		i := 0
+		for i < len(line) && isBlank(line[i]) {
+			i++
+		}
+		if i == len(line) {
+			continue
+		}
+		switch c := line[i]; {
+		case c == '#':
+			if err := p.comment(line[i+1:]); err != nil {
+				return err
+			}
+		case c == '{' || c == '"':
+			return errFallback
+		case isNameStart(c):
+			j := i + 1
+			for j < len(line) && (isNameStart(line[j]) || isDigit(line[j])) {
+				j++
+			}
+			if j < len(line) && line[j] == '"' {
+				return errFallback
+			}
+			if f, ok := familyOf(line[i:j]); ok {
+				if err := p.series(f, line[j:]); err != nil {
+					return err
+				}
+			}
+		default:
+			return p.errorf("invalid metric name")
+		}
+	}
+	return nil
+}
+
+func (p *Parser) errorf(format string, args ...any) error {
+	return fmt.Errorf("line %d: %s", p.line, fmt.Sprintf(format, args...))
+}
+
+// comment checks a "# TYPE" line of a family the parser reads: its type
+// must be one that carries a plain value, or the family must stay empty.
+// Other comments are skipped.
+func (p *Parser) comment(b []byte) error {
+	i := skipBlanks(b, 0)
+	j := i
+	for j < len(b) && !isBlank(b[j]) {
+		j++
+	}
+	if string(b[i:j]) != "TYPE" {
+		return nil
+	}
+	i = skipBlanks(b, j)
+	if i == len(b) {
+		return nil
+	}
+	if b[i] == '"' {
+		return errFallback
+	}
+	j = i
+	for j < len(b) && (isNameStart(b[j]) || (j > i && isDigit(b[j]))) {
+		j++
+	}
+	if j < len(b) && b[j] == '"' {
+		return errFallback
+	}
+	f, ok := familyOf(b[i:j])
+	if !ok || j == len(b) {
+		return nil
+	}
+	if !isBlank(b[j]) {
+		return p.errorf("invalid metric name in comment")
+	}
+	i = skipBlanks(b, j)
+	if i == len(b) {
+		return nil
+	}
+	p.badType[f] = checkType(familyNames[f], string(bytes.ReplaceAll(b[i:], []byte{'\\'}, nil)))
+	return nil
+}
+
+// checkType accepts the types whose samples carry one plain value, spelled
+// in any case as expfmt accepts them.
+func checkType(name, typ string) error {
+	switch strings.ToUpper(typ) {
+	case "GAUGE", "COUNTER", "UNTYPED":
+		return nil
+	}
+	return fmt.Errorf("%s has type %q, want gauge", name, typ)
+}
+
+func skipBlanks(b []byte, i int) int {
+	for i < len(b) && isBlank(b[i]) {
+		i++
+	}
+	return i
+}
+
+// series parses the rest of a line of family f after the metric name: the
+// optional label set, the value and the optional timestamp.
+func (p *Parser) series(f family, b []byte) error {
+	if err := p.badType[f]; err != nil {
+		return p.errorf("%v", err)
+	}
+	p.lbl = lineLabels{}
+	i := skipBlanks(b, 0)
+	if i < len(b) && b[i] == '{' {
+		var err error
+		if i, err = p.labelSet(f, b, i+1); err != nil {
+			return err
+		}
+		i = skipBlanks(b, i)
+	}
+	j := i
+	for j < len(b) && !isBlank(b[j]) {
+		j++
+	}
+	v, err := parseFloat(b[i:j])
+	if err != nil {
+		return p.errorf("expected float as value, got %q", b[i:j])
+	}
+	if j < len(b) {
+		// A timestamp (milliseconds), then nothing.
+		i = skipBlanks(b, j)
+		j = i
+		for j < len(b) && !isBlank(b[j]) {
+			j++
+		}
+		if _, err := strconv.ParseInt(string(b[i:j]), 10, 64); err != nil {
+			return p.errorf("expected integer as timestamp, got %q", b[i:j])
+		}
+		if j < len(b) {
+			return p.errorf("spurious string after timestamp: %q", b[j:])
+		}
+	}
+	p.acc.add(f, &p.lbl, v)
+	return nil
+}
+
+// labelSet parses a label set from b[i:], just after its '{', keeping the
+// labels the parser reads, and returns the index after the closing '}'.
+func (p *Parser) labelSet(f family, b []byte, i int) (int, error) {
+	var seen uint16
+	for {
+		i = skipBlanks(b, i)
+		if i == len(b) {
+			return 0, p.errorf("unexpected end of label set")
+		}
+		if b[i] == '}' {
+			return i + 1, nil
+		}
+		if b[i] == '"' {
+			return 0, errFallback
+		}
+		if !isLabelStart(b[i]) {
+			return 0, p.errorf("invalid label name for metric %q", familyNames[f])
+		}
+		j := i + 1
+		for j < len(b) && (isLabelStart(b[j]) || isDigit(b[j])) {
+			j++
+		}
+		if j < len(b) && b[j] == '"' {
+			return 0, errFallback
+		}
+		name := b[i:j]
+		i = skipBlanks(b, j)
+		if i == len(b) || b[i] != '=' {
+			return 0, p.errorf("expected '=' after label name %q", name)
+		}
+		i = skipBlanks(b, i+1)
+		if i == len(b) || b[i] != '"' {
+			return 0, p.errorf("expected '\"' at start of label value of %q", name)
+		}
+		l, keep := labelOf(name)
+		if keep {
+			if seen&(1<<l) != 0 {
+				return 0, p.errorf("duplicate label names for metric %q", familyNames[f])
+			}
+			seen |= 1 << l
+		}
+		var err error
+		if i, err = p.labelValue(b, i+1, l, keep); err != nil {
+			return 0, err
+		}
+		i = skipBlanks(b, i)
+		if i == len(b) {
+			return 0, p.errorf("unexpected end of label set")
+		}
+		switch b[i] {
+		case ',':
+			i++
+		case '}':
+			return i + 1, nil
+		default:
+			return 0, p.errorf("unexpected %q after label value", b[i])
+		}
+	}
+}
+
+// labelValue reads a quoted label value from b[i:], just after its opening
+// quote, storing it as label l when keep is set, and returns the index after
+// the closing quote.
+func (p *Parser) labelValue(b []byte, i int, l label, keep bool) (int, error) {
+	start, escaped := i, false
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			escaped = true
+			i++
+			if i == len(b) {
+				return 0, p.errorf("unexpected end of label value")
+			}
+			if c := b[i]; c != '\\' && c != '"' && c != 'n' {
+				return 0, p.errorf("invalid escape sequence '\\%c'", c)
+			}
+			continue
+		case '"':
+		default:
+			continue
+		}
+		if !keep {
+			return i + 1, nil
+		}
+		v := b[start:i]
+		if escaped {
+			v = unescape(v)
+		}
+		if !utf8.Valid(v) {
+			return 0, p.errorf("invalid label value %q", v)
+		}
+		p.lbl[l] = p.acc.intern(v)
+		return i + 1, nil
+	}
+	return 0, p.errorf("unexpected end of label value")
+}
+
+// unescape resolves the \\, \" and \n escapes of a label value already
+// checked by labelValue.
+func unescape(v []byte) []byte {
+	out := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\\' {
+			i++
+			c = v[i]
+			if c == 'n' {
+				c = '\n'
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// parseFloat parses a sample value as expfmt does: Go's float syntax without
+// hexadecimal exponents or digit separators.
+func parseFloat(b []byte) (float64, error) {
+	if bytes.ContainsAny(b, "pP_") {
+		return 0, errors.New("unsupported character in float")
+	}
+	return strconv.ParseFloat(string(b), 64)
+}

@@ -1,0 +1,277 @@
+package scrape
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
+)
+
+var receipt = time.Date(2026, 3, 2, 16, 0, 4, 0, time.UTC)
+
+const mib = 1 << 20
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sortSamples(s []store.Sample) []store.Sample {
+	s = slices.Clone(s)
+	slices.SortFunc(s, func(a, b store.Sample) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+			cmp.Compare(a.Container, b.Container), cmp.Compare(a.Device, b.Device))
+	})
+	return s
+}
+
+// sameSamples compares two sample sets in any order, values within a
+// relative 1e-9 (float arithmetic of MiB and ratios).
+func sameSamples(got, want []store.Sample) error {
+	got, want = sortSamples(got), sortSamples(want)
+	if len(got) != len(want) {
+		return fmt.Errorf("got %d samples, want %d:\n got %+v\nwant %+v", len(got), len(want), got, want)
+	}
+	near := func(a, b float64) bool { return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.Namespace != w.Namespace || g.Pod != w.Pod || g.Container != w.Container || g.Device != w.Device ||
+			!g.Time.Equal(w.Time) || g.Present != w.Present || !near(g.Utilization, w.Utilization) ||
+			!near(g.MemoryUsedBytes, w.MemoryUsedBytes) || !near(g.MemoryTotalBytes, w.MemoryTotalBytes) ||
+			!near(g.PowerWatts, w.PowerWatts) {
+			return fmt.Errorf("sample %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
+	return nil
+}
+
+const allFields = store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal | store.FieldPower
+
+func TestParseExpositions(t *testing.T) {
+	agentTime := time.Unix(1772467203, 500_000_000)
+	const (
+		h100a = "GPU-8a1c6f0e-3b7d-4c52-9e1f-5d2a7b9c0e11"
+		h100b = "GPU-2f6e9d3a-71c4-4b0e-8d25-c3a1e6f7b842"
+		a100a = "GPU-5fd4e3f5-2d1b-8e3c-3a0b-1c2d3e4f5a6b"
+		a100b = "GPU-0b7e2c44-9a61-45d3-8f02-6e1d9c3b7a55"
+	)
+	dcgmSamples := []store.Sample{
+		{Namespace: "ml", Pod: "trainer-1", Container: "pytorch", Device: a100a, Time: receipt, Present: allFields,
+			Utilization: 93, MemoryUsedBytes: 68380 * mib, MemoryTotalBytes: (68380 + 11903 + 637) * mib, PowerWatts: 287.131},
+		{Namespace: "default", Pod: "notebook-7c9f5d8b6-x2kqp", Container: "jupyter", Device: a100b, Time: receipt, Present: allFields,
+			Utilization: 0, MemoryUsedBytes: 3 * mib, MemoryTotalBytes: (3 + 80411 + 637) * mib, PowerWatts: 64.517},
+	}
+	tests := []struct {
+		file      string
+		want      []store.Sample
+		wantStats ParseStats
+	}{
+		{
+			// The agent: snapshot time from its timestamp series; a
+			// time-sliced GPU gives both pods its numbers; the idle GPU
+			// is no pod's.
+			file: "agent.prom",
+			want: []store.Sample{
+				{Namespace: "ml", Pod: "trainer-0", Container: "trainer", Device: h100a, Time: agentTime, Present: allFields,
+					Utilization: 87, MemoryUsedBytes: 61440 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 312.456},
+				{Namespace: "web", Pod: "infer-a", Container: "server", Device: h100b, Time: agentTime, Present: allFields,
+					Utilization: 35, MemoryUsedBytes: 20480 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 145.2},
+				{Namespace: "web", Pod: "infer-b", Container: "server", Device: h100b, Time: agentTime, Present: allFields,
+					Utilization: 35, MemoryUsedBytes: 20480 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 145.2},
+			},
+			wantStats: ParseStats{Series: 17, Samples: 3, Unattributed: 4, SnapshotTime: true},
+		},
+		{
+			// dcgm-exporter read directly: receipt time, reserved memory
+			// counts in the total, GPU_UTIL preferred over the engine ratio.
+			file:      "dcgm-exporter.prom",
+			want:      dcgmSamples,
+			wantStats: ParseStats{Series: 18, Samples: 2, Unattributed: 6},
+		},
+		{
+			// dcgm-exporter after Prometheus relabelling: exported_* name
+			// the workload; the idle GPU, labelled with the exporter's own
+			// pod, is no workload's.
+			file:      "dcgm-exporter-relabelled.prom",
+			want:      dcgmSamples,
+			wantStats: ParseStats{Series: 18, Samples: 2, Unattributed: 6},
+		},
+		{
+			// MIG instances: no GPU_UTIL, the engine activity instead; one
+			// device per GPU instance of the same parent UUID.
+			file: "dcgm-exporter-mig.prom",
+			want: []store.Sample{
+				{Namespace: "ml", Pod: "tiny-0", Container: "app", Device: a100a + "/13", Time: receipt, Present: allFields,
+					Utilization: 25.4312, MemoryUsedBytes: 251 * mib, MemoryTotalBytes: 9735 * mib, PowerWatts: 98.4},
+				{Namespace: "ml", Pod: "mid-0", Container: "app", Device: a100a + "/2", Time: receipt, Present: allFields,
+					Utilization: 80.125, MemoryUsedBytes: 9876 * mib, MemoryTotalBytes: 39978 * mib, PowerWatts: 98.4},
+			},
+			wantStats: ParseStats{Series: 10, Samples: 2},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			body := readTestdata(t, tc.file)
+			got, stats, err := NewParser().Parse(body, receipt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sameSamples(got, tc.want); err != nil {
+				t.Error(err)
+			}
+			if stats != tc.wantStats {
+				t.Errorf("stats = %+v, want %+v", stats, tc.wantStats)
+			}
+			// The reference parser agrees.
+			ref, err := parseWithReference(body, receipt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sameSamples(ref, tc.want); err != nil {
+				t.Errorf("reference parser: %v", err)
+			}
+		})
+	}
+}
+
+// parseWithReference runs only the expfmt path.
+func parseWithReference(body []byte, at time.Time) ([]store.Sample, error) {
+	var acc accumulator
+	acc.reset()
+	if err := parseReference(body, &acc); err != nil {
+		return nil, err
+	}
+	if acc.badTimestamp {
+		return nil, fmt.Errorf("bad timestamp")
+	}
+	return acc.finish(at), nil
+}
+
+func TestParseLines(t *testing.T) {
+	const uuid = `UUID="GPU-1"`
+	const owner = `,pod="p",namespace="ns",container="c"`
+	one := func(present store.Fields, u, used, total, watts float64) []store.Sample {
+		return []store.Sample{{Namespace: "ns", Pod: "p", Container: "c", Device: "GPU-1", Time: receipt, Present: present,
+			Utilization: u, MemoryUsedBytes: used, MemoryTotalBytes: total, PowerWatts: watts}}
+	}
+	tests := []struct {
+		name         string
+		body         string
+		want         []store.Sample
+		wantFallback bool
+		wantSkipped  int // Unattributed + Invalid
+	}{
+		{"empty body", "", nil, false, 0},
+		{"comments only", "# hello\n#\n# HELP x y\n\n", nil, false, 0},
+		{"plain line", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 42\n", one(store.FieldUtilization, 42, 0, 0, 0), false, 0},
+		{"no final newline", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 42", one(store.FieldUtilization, 42, 0, 0, 0), false, 0},
+		{"blanks everywhere", "  DCGM_FI_DEV_GPU_UTIL \t{ " + `UUID = "GPU-1" , pod="p",namespace="ns",container="c",` + " }\t42 1700000000000\n",
+			one(store.FieldUtilization, 42, 0, 0, 0), false, 0},
+		{"escaped label value", `DCGM_FI_DEV_GPU_UTIL{UUID="GPU-1",pod="p",namespace="ns",container="c\\\"\n"} 1` + "\n",
+			[]store.Sample{{Namespace: "ns", Pod: "p", Container: "c\\\"\n", Device: "GPU-1", Time: receipt, Present: store.FieldUtilization, Utilization: 1}}, false, 0},
+		{"other series skipped unparsed", "DCGM_FI_DEV_SM_CLOCK{this is not parsed} x\nDCGM_FI_DEV_POWER_USAGE{" + uuid + owner + "} 7.5\n",
+			one(store.FieldPower, 0, 0, 0, 7.5), false, 0},
+		{"used without free has no total", "DCGM_FI_DEV_FB_USED{" + uuid + owner + "} 2\n", one(store.FieldMemoryUsed, 0, 2*mib, 0, 0), false, 0},
+		{"free alone is no sample", "DCGM_FI_DEV_FB_FREE{" + uuid + owner + "} 2\n", nil, false, 0},
+		{"last duplicate wins", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 1\nDCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 2\n",
+			one(store.FieldUtilization, 2, 0, 0, 0), false, 0},
+		{"counter and untyped types carry values", "# TYPE DCGM_FI_DEV_GPU_UTIL counter\nDCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 3\n",
+			one(store.FieldUtilization, 3, 0, 0, 0), false, 0},
+		{"summary declared but empty is harmless", "# TYPE DCGM_FI_DEV_POWER_USAGE summary\nDCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 3\n",
+			one(store.FieldUtilization, 3, 0, 0, 0), false, 0},
+		{"no UUID", "DCGM_FI_DEV_GPU_UTIL{" + owner[1:] + "} 3\n", nil, false, 1},
+		{"no pod", "DCGM_FI_DEV_GPU_UTIL{" + uuid + "} 3\n", nil, false, 1},
+		{"exported pod without exported namespace", "DCGM_FI_DEV_GPU_UTIL{" + uuid + `,exported_pod="p",namespace="gpu-operator"} 3` + "\n", nil, false, 1},
+		{"NaN utilization", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} NaN\n", nil, false, 1},
+		{"utilization over 100", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 100.5\n", nil, false, 1},
+		{"engine ratio over 1", "DCGM_FI_PROF_GR_ENGINE_ACTIVE{" + uuid + owner + "} 1.5\n", nil, false, 1},
+		{"negative power", "DCGM_FI_DEV_POWER_USAGE{" + uuid + owner + "} -1\n", nil, false, 1},
+		{"infinite memory", "DCGM_FI_DEV_FB_USED{" + uuid + owner + "} +Inf\n", nil, false, 1},
+		{"quoted metric name falls back", `{"DCGM_FI_DEV_GPU_UTIL",` + uuid + owner + "} 5\n", one(store.FieldUtilization, 5, 0, 0, 0), true, 0},
+		{"quoted label name falls back", `DCGM_FI_DEV_GPU_UTIL{"UUID"="GPU-1"` + owner + "} 5\n", one(store.FieldUtilization, 5, 0, 0, 0), true, 0},
+		{"quoted name in TYPE falls back", `# TYPE "DCGM_FI_DEV_GPU_UTIL" gauge` + "\nDCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 5\n",
+			one(store.FieldUtilization, 5, 0, 0, 0), true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, stats, err := NewParser().Parse([]byte(tc.body), receipt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sameSamples(got, tc.want); err != nil {
+				t.Error(err)
+			}
+			if stats.Fallback != tc.wantFallback {
+				t.Errorf("Fallback = %v, want %v", stats.Fallback, tc.wantFallback)
+			}
+			if n := stats.Unattributed + stats.Invalid; n != tc.wantSkipped {
+				t.Errorf("skipped %d lines (stats %+v), want %d", n, stats, tc.wantSkipped)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const line = `DCGM_FI_DEV_GPU_UTIL{UUID="GPU-1",pod="p",namespace="ns"}`
+	tests := []struct {
+		name, body, wantErr string
+	}{
+		{"value not a float", line + " abc\n", `line 1: expected float as value, got "abc"`},
+		{"missing value", line + "\n", "expected float as value"},
+		{"hex float", line + " 0x1p3\n", "expected float as value"},
+		{"bad timestamp", line + " 1 12.5\n", "expected integer as timestamp"},
+		{"trailing junk", line + " 1 12 x\n", "spurious string after timestamp"},
+		{"trailing blank", line + " 1 \n", "expected integer as timestamp"},
+		{"unterminated labels", `DCGM_FI_DEV_GPU_UTIL{UUID="GPU-1"` + "\n", "unexpected end of label set"},
+		{"unterminated value", `DCGM_FI_DEV_GPU_UTIL{UUID="GPU-1` + "\n", "unexpected end of label value"},
+		{"bad escape", `DCGM_FI_DEV_GPU_UTIL{UUID="GPU-1\x"} 1` + "\n", `invalid escape sequence '\x'`},
+		{"label without value", `DCGM_FI_DEV_GPU_UTIL{UUID} 1` + "\n", "expected '=' after label name"},
+		{"unquoted value", `DCGM_FI_DEV_GPU_UTIL{UUID=GPU} 1` + "\n", "expected '\"' at start of label value"},
+		{"bad label name", `DCGM_FI_DEV_GPU_UTIL{1a="x"} 1` + "\n", "invalid label name"},
+		{"junk after label value", `DCGM_FI_DEV_GPU_UTIL{UUID="x";pod="p"} 1` + "\n", "unexpected ';' after label value"},
+		{"duplicate label", `DCGM_FI_DEV_GPU_UTIL{pod="a",pod="b"} 1` + "\n", "duplicate label names"},
+		{"invalid UTF-8 value", "DCGM_FI_DEV_GPU_UTIL{pod=\"\xff\"} 1\n", "invalid label value"},
+		{"invalid metric name", "# ok\n9abc 1\n", "line 2: invalid metric name"},
+		{"summary with samples", "# TYPE DCGM_FI_DEV_GPU_UTIL summary\n" + line + " 1\n", `DCGM_FI_DEV_GPU_UTIL has type "summary", want gauge`},
+		{"bad name in TYPE", "# TYPE DCGM_FI_DEV_GPU_UTIL{ gauge\n", "invalid metric name in comment"},
+		{"bad snapshot timestamp", "gpu_metrics_server_sample_timestamp_seconds -5\n", "invalid gpu_metrics_server_sample_timestamp_seconds value"},
+		{"reference error after fallback", "{\"DCGM_FI_DEV_GPU_UTIL\" 1\n", "line 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := NewParser().Parse([]byte(tc.body), receipt)
+			if err == nil {
+				t.Fatalf("Parse accepted %q, giving %+v", tc.body, got)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParserReuse(t *testing.T) {
+	p := NewParser()
+	first, _, err := p.Parse(readTestdata(t, "agent.prom"), receipt)
+	if err != nil || len(first) != 3 {
+		t.Fatalf("first Parse = %d samples, %v", len(first), err)
+	}
+	second, stats, err := p.Parse(readTestdata(t, "dcgm-exporter-mig.prom"), receipt)
+	if err != nil || len(second) != 2 || stats.SnapshotTime {
+		t.Fatalf("second Parse = %d samples, stats %+v, %v; want 2 samples without the first body's snapshot time", len(second), stats, err)
+	}
+	if !second[0].Time.Equal(receipt) {
+		t.Errorf("second Parse kept the first body's timestamp: %v", second[0].Time)
+	}
+}

@@ -1,0 +1,312 @@
+package scrape
+
+import (
+	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
+)
+
+func newTestStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.New(store.Config{Window: 15 * time.Second, StaleAfter: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func serve(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func body(b []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(b) }
+}
+
+func TestRoundSkipsBadTargets(t *testing.T) {
+	agent := readTestdata(t, "agent.prom")
+	release := make(chan struct{})
+	defer close(release)
+	dcgmBody := readTestdata(t, "dcgm-exporter.prom")
+	limit := max(len(agent), len(dcgmBody)) + 4096
+	good := serve(t, body(agent))
+	dcgm := serve(t, body(dcgmBody))
+	status := serve(t, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) })
+	slow := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	big := serve(t, body([]byte(strings.Repeat("# padding\n", limit/5))))
+	malformed := serve(t, body([]byte("DCGM_FI_DEV_GPU_UTIL{pod=\"x\" 1\n")))
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close()
+
+	targets, err := NewStaticTargets([]string{good.URL, dcgm.URL, status.URL, slow.URL, big.URL, malformed.URL, closedURL, good.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestStore(t)
+	// The body limit fits the real expositions but not the padding.
+	s, err := New(Config{Interval: time.Second, Timeout: 500 * time.Millisecond, MaxBodyBytes: int64(limit)}, targets, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HasSynced() {
+		t.Fatal("scraper synced before any round")
+	}
+	s.round(context.Background())
+	if !s.HasSynced() {
+		t.Error("scraper not synced after a round")
+	}
+	wantErrors := map[string]string{
+		status.URL: reasonStatus, slow.URL: reasonTimeout, big.URL: reasonTooLarge,
+		malformed.URL: reasonParse, closedURL: reasonConnect,
+	}
+	for url, reason := range wantErrors {
+		if got := testutil.ToFloat64(s.metrics.errors.WithLabelValues(url, reason)); got != 1 {
+			t.Errorf("errors{target=%s,reason=%s} = %v, want 1", url, reason, got)
+		}
+	}
+	if n := testutil.CollectAndCount(s.metrics.errors); n != len(wantErrors) {
+		t.Errorf("%d error series, want %d (good targets must not fail)", n, len(wantErrors))
+	}
+	if got := testutil.ToFloat64(s.metrics.targets); got != 7 {
+		t.Errorf("targets = %v, want 7 (the repeated URL once)", got)
+	}
+	if got := testutil.ToFloat64(s.metrics.samples.WithLabelValues(good.URL)); got != 3 {
+		t.Errorf("samples{target=good} = %v, want 3", got)
+	}
+	// The good targets' pods are served.
+	now := time.Now()
+	for _, pod := range []struct{ ns, name string }{{"ml", "trainer-0"}, {"web", "infer-b"}, {"ml", "trainer-1"}} {
+		if _, ok := st.PodValue(store.Utilization, pod.ns, pod.name, now); !ok {
+			t.Errorf("pod %s/%s not in the store after the round", pod.ns, pod.name)
+		}
+	}
+
+	// A target that goes away loses its self-metrics series.
+	s.targets = StaticTargets{{Name: good.URL, URL: good.URL}}
+	s.round(context.Background())
+	if n := testutil.CollectAndCount(s.metrics.errors); n != 0 {
+		t.Errorf("%d error series left for targets gone, want 0", n)
+	}
+	if n := testutil.CollectAndCount(s.metrics.duration); n != 1 {
+		t.Errorf("%d duration series, want 1", n)
+	}
+}
+
+func TestBearerTokenOnlyOverTLS(t *testing.T) {
+	agent := readTestdata(t, "agent.prom")
+	var mu sync.Mutex
+	seen := map[string]string{}
+	record := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen[name] = r.Header.Get("Authorization")
+			mu.Unlock()
+			if name == "tls" && r.Header.Get("Authorization") != "Bearer s3cret" {
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			_, _ = w.Write(agent)
+		}
+	}
+	tlsSrv := httptest.NewTLSServer(record("tls"))
+	defer tlsSrv.Close()
+	plain := serve(t, record("plain"))
+
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw})
+	tokenFile := filepath.Join(dir, "token")
+	for path, data := range map[string][]byte{caFile: cert, tokenFile: []byte("s3cret\n")} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	targets, err := NewStaticTargets([]string{tlsSrv.URL, plain.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Interval: 2 * time.Second, Timeout: time.Second, MaxBodyBytes: 1 << 20, CAFile: caFile, BearerTokenFile: tokenFile}, targets, newTestStore(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.round(context.Background())
+	if n := testutil.CollectAndCount(s.metrics.errors); n != 0 {
+		t.Errorf("%d scrape errors, want 0", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["tls"] != "Bearer s3cret" || seen["plain"] != "" {
+		t.Errorf("Authorization headers = %q, want the token over TLS only", seen)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Interval: 2 * time.Second, Timeout: time.Second, MaxBodyBytes: 1}
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"zero interval", func(c *Config) { c.Interval = 0 }},
+		{"timeout above interval", func(c *Config) { c.Timeout = 3 * time.Second }},
+		{"zero timeout", func(c *Config) { c.Timeout = 0 }},
+		{"zero body limit", func(c *Config) { c.MaxBodyBytes = 0 }},
+		{"missing CA file", func(c *Config) { c.CAFile = filepath.Join(dir, "nope") }},
+		{"CA file without PEM", func(c *Config) { c.CAFile = notPEM }},
+		{"missing token file", func(c *Config) { c.BearerTokenFile = filepath.Join(dir, "nope") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mutate(&c)
+			if _, err := New(c, StaticTargets{}, newTestStore(t)); err == nil {
+				t.Errorf("New accepted %+v", c)
+			}
+		})
+	}
+}
+
+func TestStaticTargets(t *testing.T) {
+	for _, bad := range []string{"ftp://host/metrics", "/metrics", "http://", "http://[::1"} {
+		if _, err := NewStaticTargets([]string{bad}); err == nil {
+			t.Errorf("NewStaticTargets accepted %q", bad)
+		}
+	}
+	ts, err := NewStaticTargets([]string{"http://10.0.0.1:9400/metrics", "https://agent.example:9400/metrics"})
+	if err != nil || len(ts.Targets()) != 2 || !ts.HasSynced() {
+		t.Errorf("NewStaticTargets = %v, %v", ts, err)
+	}
+}
+
+func TestPodDiscoveryTargets(t *testing.T) {
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []DiscoveryConfig{
+		{Kind: "agent", Namespace: "", Selector: "a=b", Scheme: "http", Port: 9400},
+		{Kind: "agent", Namespace: "gms", Selector: "a in (", Scheme: "http", Port: 9400},
+		{Kind: "agent", Namespace: "gms", Selector: "a=b", Scheme: "ftp", Port: 9400},
+		{Kind: "agent", Namespace: "gms", Selector: "a=b", Scheme: "http", Port: 0},
+	} {
+		if _, err := NewPodDiscovery(client, bad); err == nil {
+			t.Errorf("NewPodDiscovery accepted %+v", bad)
+		}
+	}
+	d, err := NewPodDiscovery(client, DiscoveryConfig{Kind: "agent", Namespace: "gms", Selector: "app=agent", Scheme: "https", Port: 9400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name, ip string, phase corev1.PodPhase) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "gms", Annotations: map[string]string{"big": strings.Repeat("x", 100)}},
+			Spec:       corev1.PodSpec{NodeName: "n1"},
+			Status:     corev1.PodStatus{Phase: phase, PodIP: ip},
+		}
+	}
+	for _, p := range []*corev1.Pod{
+		pod("agent-a", "10.1.2.3", corev1.PodRunning),
+		pod("agent-b", "fd00::7", corev1.PodRunning),
+		pod("agent-c", "", corev1.PodRunning),
+		pod("agent-d", "10.1.2.4", corev1.PodPending),
+	} {
+		obj, err := trimPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if trimmed := obj.(*corev1.Pod); trimmed.Annotations != nil || trimmed.Spec.NodeName != "" {
+			t.Errorf("trimPod kept %+v", trimmed)
+		}
+		if err := d.informer.GetStore().Add(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]string{}
+	for _, tg := range d.Targets() {
+		got[tg.Name] = tg.URL
+	}
+	want := map[string]string{
+		"agent/gms/agent-a": "https://10.1.2.3:9400/metrics",
+		"agent/gms/agent-b": "https://[fd00::7]:9400/metrics",
+	}
+	if len(got) != len(want) || got["agent/gms/agent-a"] != want["agent/gms/agent-a"] || got["agent/gms/agent-b"] != want["agent/gms/agent-b"] {
+		t.Errorf("Targets = %v, want %v", got, want)
+	}
+	if (Sources{d, StaticTargets{}}).HasSynced() {
+		t.Error("Sources synced before the informer listed")
+	}
+	if n := len((Sources{d, StaticTargets{{Name: "x", URL: "http://x/metrics"}}}).Targets()); n != 3 {
+		t.Errorf("Sources.Targets = %d targets, want 3", n)
+	}
+}
+
+func TestOffsetSpreadsWithinBound(t *testing.T) {
+	spread := 200 * time.Millisecond
+	distinct := map[time.Duration]bool{}
+	for i := 0; i < 100; i++ {
+		d := offset("agent/gms/agent-"+string(rune('a'+i%26))+string(rune('a'+i/26)), spread)
+		if d < 0 || d >= spread {
+			t.Fatalf("offset %v outside [0, %v)", d, spread)
+		}
+		distinct[d] = true
+	}
+	if len(distinct) < 90 {
+		t.Errorf("offsets of 100 targets take only %d distinct values", len(distinct))
+	}
+	first, again := offset("x", spread), offset("x", spread)
+	if offset("x", 0) != 0 || first != again {
+		t.Error("offset is not stable, or not zero without a spread")
+	}
+}
+
+func TestRunStopsWithContext(t *testing.T) {
+	srv := serve(t, body(readTestdata(t, "agent.prom")))
+	targets, err := NewStaticTargets([]string{srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestStore(t)
+	s, err := New(Config{Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	for !s.HasSynced() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if _, ok := st.PodValue(store.Utilization, "ml", "trainer-0", time.Now()); !ok {
+		t.Error("Run's rounds did not reach the store")
+	}
+}

@@ -1,0 +1,146 @@
+package scrape
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// StaticTargets is a fixed list of targets.
+type StaticTargets []Target
+
+// NewStaticTargets returns targets for absolute http(s) URLs, each named by
+// its URL.
+func NewStaticTargets(urls []string) (StaticTargets, error) {
+	t := make(StaticTargets, 0, len(urls))
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return nil, fmt.Errorf("%q: scheme must be http or https", raw)
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("%q: no host", raw)
+		}
+		t = append(t, Target{Name: raw, URL: raw})
+	}
+	return t, nil
+}
+
+// Targets returns the list.
+func (s StaticTargets) Targets() []Target { return s }
+
+// HasSynced is always true.
+func (s StaticTargets) HasSynced() bool { return true }
+
+// Sources combines target sources.
+type Sources []TargetSource
+
+// Targets concatenates the sources' targets.
+func (s Sources) Targets() []Target {
+	var all []Target
+	for _, src := range s {
+		all = append(all, src.Targets()...)
+	}
+	return all
+}
+
+// HasSynced reports whether every source has synced.
+func (s Sources) HasSynced() bool {
+	for _, src := range s {
+		if !src.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// DiscoveryConfig says which pods to scrape and how.
+type DiscoveryConfig struct {
+	// Kind prefixes the target names ("agent", "dcgm-exporter"), giving
+	// "<kind>/<namespace>/<pod>".
+	Kind string
+	// Namespace and Selector pick the pods.
+	Namespace string
+	Selector  string
+	// Scheme ("http" or "https") and Port of the exposition; the path is
+	// /metrics.
+	Scheme string
+	Port   int
+}
+
+// PodDiscovery lists the running pods matching a selector in a namespace,
+// through a pod informer limited to them, and makes them targets.
+type PodDiscovery struct {
+	cfg      DiscoveryConfig
+	informer cache.SharedIndexInformer
+}
+
+// NewPodDiscovery validates cfg and prepares the informer; Run starts it.
+func NewPodDiscovery(client kubernetes.Interface, cfg DiscoveryConfig) (*PodDiscovery, error) {
+	if cfg.Namespace == "" {
+		return nil, fmt.Errorf("%s discovery: empty namespace", cfg.Kind)
+	}
+	if _, err := labels.Parse(cfg.Selector); err != nil {
+		return nil, fmt.Errorf("%s discovery: selector: %w", cfg.Kind, err)
+	}
+	if cfg.Scheme != "http" && cfg.Scheme != "https" {
+		return nil, fmt.Errorf("%s discovery: scheme must be http or https, got %q", cfg.Kind, cfg.Scheme)
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("%s discovery: port %d out of range", cfg.Kind, cfg.Port)
+	}
+	lw := cache.NewFilteredListWatchFromClient(client.CoreV1().RESTClient(), "pods", cfg.Namespace,
+		func(o *metav1.ListOptions) { o.LabelSelector = cfg.Selector })
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
+	if err := inf.SetTransform(trimPod); err != nil {
+		return nil, err
+	}
+	return &PodDiscovery{cfg: cfg, informer: inf}, nil
+}
+
+// trimPod keeps only what discovery reads, so that the cache stays small.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP},
+	}, nil
+}
+
+// Run runs the informer until ctx is done.
+func (d *PodDiscovery) Run(ctx context.Context) { d.informer.RunWithContext(ctx) }
+
+// HasSynced reports whether the informer has listed the pods once.
+func (d *PodDiscovery) HasSynced() bool { return d.informer.HasSynced() }
+
+// Targets returns one target per running pod with an IP.
+func (d *PodDiscovery) Targets() []Target {
+	objs := d.informer.GetStore().List()
+	t := make([]Target, 0, len(objs))
+	port := strconv.Itoa(d.cfg.Port)
+	for _, o := range objs {
+		p, ok := o.(*corev1.Pod)
+		if !ok || p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			continue
+		}
+		t = append(t, Target{
+			Name: d.cfg.Kind + "/" + p.Namespace + "/" + p.Name,
+			URL:  d.cfg.Scheme + "://" + net.JoinHostPort(p.Status.PodIP, port) + "/metrics",
+		})
+	}
+	return t
+}
