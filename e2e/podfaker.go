@@ -1,0 +1,262 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
+)
+
+// fakerResync bounds how long a failed status patch or a missed event
+// waits before the faker reconciles again.
+const fakerResync = time.Second
+
+// podResourcesSetter is what the faker needs of a fake kubelet.
+type podResourcesSetter interface {
+	SetPods(pods []*podresourcesv1.PodResources)
+}
+
+// gpuSlot is one simulated GPU of one node.
+type gpuSlot struct {
+	node  int // index into the faker's nodes
+	index int // the GPU's index on its agent (the gpu label)
+	uuid  string
+}
+
+// podFaker stands in for the scheduler and the kubelets for one namespace:
+// it marks each Pending pod Running through the status subresource, and
+// gives each live pod a free simulated GPU (first free GPU of the first
+// node with one), publishing the assignment on that node's fake kubelet.
+// A pod that finds no free GPU stays unassigned until one frees up.
+type podFaker struct {
+	t         *testing.T
+	client    kubernetes.Interface
+	namespace string
+	kubelets  []podResourcesSetter
+	slots     []gpuSlot // in assignment order
+
+	pods    listersv1.PodLister
+	factory informers.SharedInformerFactory
+	kick    chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu       sync.Mutex
+	assigned map[string]gpuSlot // pod name → GPU
+	waiting  map[string]bool    // pods without a GPU, reported once
+}
+
+// startPodFaker starts faking pods of namespace on the given nodes; slots
+// lists the GPUs of all nodes in assignment order. It stops at the end of
+// the test.
+func startPodFaker(t *testing.T, client kubernetes.Interface, namespace string, kubelets []podResourcesSetter, slots []gpuSlot) *podFaker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &podFaker{
+		t:         t,
+		client:    client,
+		namespace: namespace,
+		kubelets:  kubelets,
+		slots:     slots,
+		kick:      make(chan struct{}, 1),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		assigned:  map[string]gpuSlot{},
+		waiting:   map[string]bool{},
+	}
+	f.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
+	podInformer := f.factory.Core().V1().Pods()
+	f.pods = podInformer.Lister()
+	kick := func(any) {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    kick,
+		UpdateFunc: func(_, obj any) { kick(obj) },
+		DeleteFunc: kick,
+	}); err != nil {
+		cancel()
+		t.Fatalf("pod faker: %v", err)
+	}
+	f.factory.Start(ctx.Done())
+	for typ, ok := range f.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			cancel()
+			t.Fatalf("pod faker: the %v informer did not sync", typ)
+		}
+	}
+	go f.loop(ctx)
+	t.Cleanup(f.stop)
+	return f
+}
+
+// stop ends the faker and waits for its loop, so that nothing logs after
+// the test.
+func (f *podFaker) stop() {
+	f.cancel()
+	<-f.done
+	f.factory.Shutdown()
+}
+
+func (f *podFaker) loop(ctx context.Context) {
+	defer close(f.done)
+	tick := time.NewTicker(fakerResync)
+	defer tick.Stop()
+	for {
+		f.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcile brings pods and GPU assignments in line with the cached pods.
+func (f *podFaker) reconcile(ctx context.Context) {
+	pods, err := f.pods.List(labels.Everything())
+	if err != nil {
+		f.t.Logf("pod faker: listing pods: %v", err)
+		return
+	}
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+
+	live := map[string]*corev1.Pod{}
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+			continue
+		}
+		live[p.Name] = p
+		if p.Status.Phase == corev1.PodPending || p.Status.Phase == "" {
+			if err := f.markRunning(ctx, p); err != nil && ctx.Err() == nil {
+				f.t.Logf("pod faker: marking %s/%s Running (retried): %v", p.Namespace, p.Name, err)
+			}
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	changed := map[int]bool{}
+	for name, s := range f.assigned {
+		if _, ok := live[name]; !ok {
+			delete(f.assigned, name)
+			changed[s.node] = true
+			f.t.Logf("pod faker: %s released GPU %d (%s) on node %d", name, s.index, s.uuid, s.node)
+		}
+	}
+	for name := range f.waiting {
+		if _, ok := live[name]; !ok {
+			delete(f.waiting, name)
+		}
+	}
+	for _, p := range pods {
+		if _, ok := live[p.Name]; !ok {
+			continue
+		}
+		if _, ok := f.assigned[p.Name]; ok {
+			continue
+		}
+		s, ok := f.freeSlot()
+		if !ok {
+			if !f.waiting[p.Name] {
+				f.waiting[p.Name] = true
+				f.t.Logf("pod faker: no free simulated GPU for %s/%s; it gets none until one frees up", p.Namespace, p.Name)
+			}
+			continue
+		}
+		delete(f.waiting, p.Name)
+		f.assigned[p.Name] = s
+		changed[s.node] = true
+		f.t.Logf("pod faker: %s got GPU %d (%s) on node %d", p.Name, s.index, s.uuid, s.node)
+	}
+	for node := range changed {
+		f.publish(node)
+	}
+}
+
+// markRunning moves a pod to Running, as a kubelet would once its
+// containers started.
+func (f *podFaker) markRunning(ctx context.Context, p *corev1.Pod) error {
+	now := metav1.Now()
+	patch := map[string]any{
+		"status": map[string]any{
+			"phase":     corev1.PodRunning,
+			"startTime": now,
+			"conditions": []map[string]any{
+				{"type": corev1.PodReady, "status": corev1.ConditionTrue, "lastTransitionTime": now},
+				{"type": corev1.ContainersReady, "status": corev1.ConditionTrue, "lastTransitionTime": now},
+			},
+		},
+	}
+	data, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = f.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{}, "status")
+	return err
+}
+
+// freeSlot returns the first unassigned GPU. f.mu is held.
+func (f *podFaker) freeSlot() (gpuSlot, bool) {
+	used := map[gpuSlot]bool{}
+	for _, s := range f.assigned {
+		used[s] = true
+	}
+	for _, s := range f.slots {
+		if !used[s] {
+			return s, true
+		}
+	}
+	return gpuSlot{}, false
+}
+
+// publish hands a node's fake kubelet the pods that hold its GPUs. f.mu is
+// held.
+func (f *podFaker) publish(node int) {
+	names := make([]string, 0, len(f.assigned))
+	for name, s := range f.assigned {
+		if s.node == node {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	resources := make([]*podresourcesv1.PodResources, 0, len(names))
+	for _, name := range names {
+		resources = append(resources, fakekubelet.GPUPod(f.namespace, name, workloadContainer, gpuResource, f.assigned[name].uuid))
+	}
+	f.kubelets[node].SetPods(resources)
+}
+
+// assignment returns the GPU a pod holds.
+func (f *podFaker) assignment(pod string) (gpuSlot, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.assigned[pod]
+	return s, ok
+}
