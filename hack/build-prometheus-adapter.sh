@@ -32,7 +32,7 @@ start=$(date +%s)
   cd "${moddir}"
   CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "${tmp}" sigs.k8s.io/prometheus-adapter/cmd/adapter
 )
-"${tmp}" --help >/dev/null 2>&1 || { echo "hack/build-prometheus-adapter.sh: the built adapter does not run" >&2; exit 1; }
+{ "${tmp}" --help 2>&1 || true; } | grep -q -- '--prometheus-url' || { echo "hack/build-prometheus-adapter.sh: the built adapter does not run" >&2; exit 1; }
 chmod 0755 "${tmp}"
 mv -f "${tmp}" "${dest}"
 trap - EXIT
