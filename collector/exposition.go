@@ -41,7 +41,38 @@ var families = []family{
 		func(r *Reading, b []byte) []byte { return strconv.AppendUint(b, r.FBFree/mib, 10) }},
 	{"DCGM_FI_DEV_FB_USED", "Frame buffer memory used (in MiB).", "gauge", FieldMemory,
 		func(r *Reading, b []byte) []byte { return strconv.AppendUint(b, r.FBUsed/mib, 10) }},
+	{"DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active.", "gauge", FieldGREngineActive,
+		func(r *Reading, b []byte) []byte { return appendFloat(b, r.GREngineActive) }},
+	{"DCGM_FI_PROF_SM_ACTIVE", "The ratio of cycles an SM has at least 1 warp assigned.", "gauge", FieldSMActive,
+		func(r *Reading, b []byte) []byte { return appendFloat(b, r.SMActive) }},
 }
+
+// The agent's own per-pod and per-device series.
+const (
+	// PodUtilizationMetric is a pod's share of a device several pods hold:
+	// its processes' summed SM utilization, in percent.
+	PodUtilizationMetric = "gpu_metrics_server_pod_gpu_utilization"
+	// PodMemoryMetric is the device memory a pod's processes hold on a
+	// device several pods hold, in bytes.
+	PodMemoryMetric = "gpu_metrics_server_pod_gpu_memory_used_bytes"
+	// AttributionModeMetric says, per device, whether its processes are
+	// attributed to pods ("process") or every pod holding it is given the
+	// device's values ("device").
+	AttributionModeMetric = "gpu_metrics_server_device_attribution_mode"
+	// MIGActivityMetric says, per MIG instance, whether its activity
+	// (DCGM_FI_PROF_GR_ENGINE_ACTIVE) is served.
+	MIGActivityMetric = "gpu_metrics_server_mig_activity_supported"
+)
+
+const (
+	podUtilizationHelp = "Percent of time the pod's processes ran kernels on the device over the last few seconds " +
+		"(summed per-process SM utilization, at most 100); only for devices several pods share."
+	podMemoryHelp   = "Device memory held by the pod's processes (in bytes); only for devices several pods share."
+	attributionHelp = "1 for the active attribution mode of the device: process (its processes are mapped to pods) " +
+		"or device (every pod holding it is given the device's values)."
+	migActivityHelp = "1 when the MIG instance's activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE) is read through NVML GPM, " +
+		"0 when NVML has none for it (before Hopper): it then reports memory only."
+)
 
 // SampleTimestampMetric is the series carrying the snapshot's time, which the
 // aggregator uses as the real sample time.
@@ -68,9 +99,11 @@ func (s *Snapshot) render(b []byte) []byte {
 		r      *Reading
 	}
 	var all []series
+	bases := make([][]byte, len(s.Devices))
 	for i := range s.Devices {
 		d := &s.Devices[i]
 		base := deviceLabels(nil, d.Device, s.Node)
+		bases[i] = base
 		if len(d.Owners) == 0 {
 			all = append(all, series{labels: base, r: &d.Reading})
 			continue
@@ -93,29 +126,104 @@ func (s *Snapshot) render(b []byte) []byte {
 				continue
 			}
 			if !header {
-				b = append(b, "# HELP "...)
-				b = append(b, f.name...)
-				b = append(b, ' ')
-				b = append(b, f.help...)
-				b = append(b, "\n# TYPE "...)
-				b = append(b, f.name...)
-				b = append(b, ' ')
-				b = append(b, f.typ...)
-				b = append(b, '\n')
+				b = appendHeader(b, f.name, f.help, f.typ)
 				header = true
 			}
-			b = append(b, f.name...)
-			b = append(b, '{')
-			b = append(b, se.labels...)
-			b = append(b, "} "...)
+			b = appendSample(b, f.name, se.labels, nil)
 			b = f.value(se.r, b)
 			b = append(b, '\n')
 		}
+	}
+	b = s.renderShares(b, bases, PodUtilizationMetric, podUtilizationHelp, func(sh *PodShare, b []byte) ([]byte, bool) {
+		return appendFloat(b, sh.SMUtil), true
+	})
+	b = s.renderShares(b, bases, PodMemoryMetric, podMemoryHelp, func(sh *PodShare, b []byte) ([]byte, bool) {
+		return strconv.AppendUint(b, sh.MemoryUsed, 10), sh.HasMemory
+	})
+	if len(s.Devices) > 0 {
+		b = appendHeader(b, AttributionModeMetric, attributionHelp, "gauge")
+		for i := range s.Devices {
+			active := s.Devices[i].Attribution
+			b = appendSample(b, AttributionModeMetric, bases[i], []byte(`,mode="process"`))
+			b = appendBool(b, active == AttributionProcess)
+			b = appendSample(b, AttributionModeMetric, bases[i], []byte(`,mode="device"`))
+			b = appendBool(b, active == AttributionDevice)
+		}
+	}
+	header := false
+	for i := range s.Devices {
+		mig := s.Devices[i].Device.MIG
+		if mig == nil {
+			continue
+		}
+		if !header {
+			b = appendHeader(b, MIGActivityMetric, migActivityHelp, "gauge")
+			header = true
+		}
+		b = appendSample(b, MIGActivityMetric, bases[i], nil)
+		b = appendBool(b, mig.Activity)
 	}
 	b = append(b, "# HELP "+SampleTimestampMetric+" Unix time of the sampling round whose values this scrape serves.\n# TYPE "+SampleTimestampMetric+" gauge\n"+SampleTimestampMetric+" "...)
 	b = appendFloat(b, float64(s.Time.UnixMilli())/1000)
 	b = append(b, '\n')
 	return b
+}
+
+// renderShares renders one per-pod family; value returns false to leave a
+// pod's series out.
+func (s *Snapshot) renderShares(b []byte, bases [][]byte, name, help string, value func(*PodShare, []byte) ([]byte, bool)) []byte {
+	header := false
+	var extra []byte
+	for i := range s.Devices {
+		for j := range s.Devices[i].Shares {
+			sh := &s.Devices[i].Shares[j]
+			mark := len(b)
+			if !header {
+				b = appendHeader(b, name, help, "gauge")
+			}
+			extra = appendLabel(extra[:0], "container", sh.Container)
+			extra = appendLabel(extra, "namespace", sh.Namespace)
+			extra = appendLabel(extra, "pod", sh.Pod)
+			extra = appendLabel(extra, "pod_uid", sh.UID)
+			b = appendSample(b, name, bases[i], extra)
+			var ok bool
+			if b, ok = value(sh, b); !ok {
+				b = b[:mark]
+				continue
+			}
+			header = true
+			b = append(b, '\n')
+		}
+	}
+	return b
+}
+
+func appendHeader(b []byte, name, help, typ string) []byte {
+	b = append(b, "# HELP "...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = append(b, help...)
+	b = append(b, "\n# TYPE "...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = append(b, typ...)
+	return append(b, '\n')
+}
+
+// appendSample appends `name{labels extra} ` (extra starts with a comma).
+func appendSample(b []byte, name string, labels, extra []byte) []byte {
+	b = append(b, name...)
+	b = append(b, '{')
+	b = append(b, labels...)
+	b = append(b, extra...)
+	return append(b, "} "...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, "1\n"...)
+	}
+	return append(b, "0\n"...)
 }
 
 // deviceLabels renders a device's labels in dcgm-exporter's order, without

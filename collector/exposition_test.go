@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,23 +49,30 @@ func testSnapshot() *Snapshot {
 	noEnc := full
 	noEnc.Valid &^= FieldEncUtil
 	noEnc.GPUUtil = 0
-	mig := Reading{Valid: FieldMemory, FBUsed: 2 * 1024 * mib, FBFree: 18 * 1024 * mib, FBTotal: 20 * 1024 * mib}
+	mig := Reading{Valid: FieldMemory | FieldGREngineActive | FieldSMActive, FBUsed: 2 * 1024 * mib, FBFree: 18 * 1024 * mib, FBTotal: 20 * 1024 * mib,
+		GREngineActive: 0.375, SMActive: 0.25}
 	dev := func(i int, uuid string) *Device {
 		return &Device{Index: i, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:1" + string(rune('0'+i)) + ":00.0", Minor: i}
 	}
 	migDev := dev(3, "MIG-11111111-2222-3333-4444-555555555555")
-	migDev.MIG = &MIGInstance{ParentUUID: "GPU-3", GPUInstance: 2, ComputeInstance: 0, Profile: "1g.20gb"}
+	migDev.MIG = &MIGInstance{ParentUUID: "GPU-3", GPUInstance: 2, ComputeInstance: 0, Profile: "1g.20gb", Activity: true}
 	return &Snapshot{
 		Time: time.UnixMilli(1700000000123),
 		Node: "gpu-node-1",
 		Devices: []DeviceSample{
-			{DeviceReading{dev(0, "GPU-0"), full}, []podmap.Owner{{Namespace: "ml", Pod: "train-0", Container: "main", Resource: "nvidia.com/gpu"}}},
-			{DeviceReading{dev(1, "GPU-1"), full}, []podmap.Owner{
-				{Namespace: "inf", Pod: "a", Container: "srv", Resource: "nvidia.com/gpu", Replica: "0"},
-				{Namespace: "inf", Pod: "b", Container: "srv", Resource: "nvidia.com/gpu", Replica: "3"},
-			}},
-			{DeviceReading{dev(2, "GPU-2"), noEnc}, nil},
-			{DeviceReading{migDev, mig}, []podmap.Owner{{Namespace: "ml", Pod: "small", Container: "c", Resource: "nvidia.com/mig-1g.20gb"}}},
+			{DeviceReading: DeviceReading{Device: dev(0, "GPU-0"), Reading: full}, Attribution: AttributionProcess,
+				Owners: []podmap.Owner{{Namespace: "ml", Pod: "train-0", Container: "main", Resource: "nvidia.com/gpu"}}},
+			{DeviceReading: DeviceReading{Device: dev(1, "GPU-1"), Reading: full}, Attribution: AttributionProcess,
+				Owners: []podmap.Owner{
+					{Namespace: "inf", Pod: "a", Container: "srv", Resource: "nvidia.com/gpu", Replica: "0"},
+					{Namespace: "inf", Pod: "b", Container: "srv", Resource: "nvidia.com/gpu", Replica: "3"},
+				},
+				Shares: []PodShare{
+					{Namespace: "inf", Pod: "a", Container: "srv", UID: "uid-a", SMUtil: 70, MemoryUsed: 3 << 30, HasMemory: true},
+					{Namespace: "inf", Pod: "b", Container: "srv", UID: "uid-b", SMUtil: 10},
+				}},
+			{DeviceReading: DeviceReading{Device: dev(2, "GPU-2"), Reading: noEnc}},
+			{DeviceReading: DeviceReading{Device: migDev, Reading: mig}, Owners: []podmap.Owner{{Namespace: "ml", Pod: "small", Container: "c", Resource: "nvidia.com/mig-1g.20gb"}}},
 		},
 	}
 }
@@ -126,6 +134,53 @@ func TestExposition(t *testing.T) {
 	if v := mfs["DCGM_FI_DEV_POWER_USAGE"].GetMetric()[0].GetGauge().GetValue(); v != 301.25 {
 		t.Errorf("power %v", v)
 	}
+	for _, name := range []string{"DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"} {
+		ms := mfs[name].GetMetric()
+		if len(ms) != 1 || labelsOf(ms[0])["GPU_I_ID"] != "2" || labelsOf(ms[0])["pod"] != "small" {
+			t.Fatalf("%s: %v, want the MIG instance only", name, ms)
+		}
+	}
+	if v := mfs["DCGM_FI_PROF_GR_ENGINE_ACTIVE"].GetMetric()[0].GetGauge().GetValue(); v != 0.375 {
+		t.Errorf("GR engine active %v", v)
+	}
+
+	// Per-pod shares: only on GPU-1, which two pods share; pod b's memory
+	// is unknown, so absent.
+	type share struct{ uuid, ns, pod, container, uid string }
+	shares := map[share]float64{}
+	for _, m := range mfs[PodUtilizationMetric].GetMetric() {
+		l := labelsOf(m)
+		if l["hostname"] != "gpu-node-1" || l["gpu"] != "1" || l["vgpu"] != "" {
+			t.Errorf("pod share labels %v", l)
+		}
+		shares[share{l["UUID"], l["namespace"], l["pod"], l["container"], l["pod_uid"]}] = m.GetGauge().GetValue()
+	}
+	wantShares := map[share]float64{{"GPU-1", "inf", "a", "srv", "uid-a"}: 70, {"GPU-1", "inf", "b", "srv", "uid-b"}: 10}
+	if fmt.Sprint(shares) != fmt.Sprint(wantShares) {
+		t.Errorf("pod utilization %v, want %v", shares, wantShares)
+	}
+	mem := mfs[PodMemoryMetric].GetMetric()
+	if len(mem) != 1 || labelsOf(mem[0])["pod"] != "a" || mem[0].GetGauge().GetValue() != 3<<30 {
+		t.Errorf("pod memory %v, want pod a's 3 GiB only", mem)
+	}
+
+	// Attribution mode: both states per device, 1 for the active one.
+	modes := map[string]float64{}
+	for _, m := range mfs[AttributionModeMetric].GetMetric() {
+		l := labelsOf(m)
+		modes[l["UUID"]+"/"+l["mode"]] = m.GetGauge().GetValue()
+	}
+	wantModes := map[string]float64{
+		"GPU-0/process": 1, "GPU-0/device": 0, "GPU-1/process": 1, "GPU-1/device": 0, "GPU-2/process": 0, "GPU-2/device": 1,
+		"MIG-11111111-2222-3333-4444-555555555555/process": 0, "MIG-11111111-2222-3333-4444-555555555555/device": 1,
+	}
+	if fmt.Sprint(modes) != fmt.Sprint(wantModes) {
+		t.Errorf("attribution modes %v, want %v", modes, wantModes)
+	}
+	if act := mfs[MIGActivityMetric].GetMetric(); len(act) != 1 || act[0].GetGauge().GetValue() != 1 {
+		t.Errorf("MIG activity %v", act)
+	}
+
 	ts := mfs[SampleTimestampMetric].GetMetric()[0].GetGauge().GetValue()
 	if ts != 1700000000.123 {
 		t.Errorf("sample timestamp %v", ts)
@@ -171,13 +226,22 @@ func TestExpositionPromtool(t *testing.T) {
 
 // knownPromtoolFinding: dcgm-exporter's names and labels are kept verbatim,
 // so its energy counter lacks the _total suffix and its modelName label is
-// camelCase, both of which promtool flags.
+// camelCase, both of which promtool flags. The agent's own per-device and
+// per-pod series carry the same device labels, modelName included.
 func knownPromtoolFinding(line string) bool {
-	if !strings.HasPrefix(line, "DCGM_FI_DEV_") {
-		return false
+	camel := strings.Contains(line, "label names should be written in 'snake_case' not 'camelCase'")
+	switch {
+	case strings.HasPrefix(line, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION ") && strings.Contains(line, `counter metrics should have "_total" suffix`):
+		return true
+	case strings.HasPrefix(line, "DCGM_FI_"):
+		return camel
 	}
-	return strings.Contains(line, "label names should be written in 'snake_case' not 'camelCase'") ||
-		strings.HasPrefix(line, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION ") && strings.Contains(line, `counter metrics should have "_total" suffix`)
+	for _, name := range []string{PodUtilizationMetric, PodMemoryMetric, AttributionModeMetric, MIGActivityMetric} {
+		if strings.HasPrefix(line, name+" ") {
+			return camel
+		}
+	}
+	return false
 }
 
 func FuzzLabelEscaping(f *testing.F) {
@@ -190,12 +254,24 @@ func FuzzLabelEscaping(f *testing.F) {
 		}
 		snap := &Snapshot{Time: time.Unix(1, 0), Node: "n", Devices: []DeviceSample{{
 			DeviceReading: DeviceReading{Device: &Device{UUID: "GPU-x", Name: value, Minor: -1}, Reading: Reading{Valid: FieldGPUUtil, GPUUtil: 1}},
-			Owners:        []podmap.Owner{{Namespace: "ns", Pod: value, Container: "c"}},
+			Owners:        []podmap.Owner{{Namespace: "ns", Pod: value, Container: "c"}, {Namespace: "ns", Pod: "other", Container: "c"}},
+			Attribution:   AttributionProcess,
+			Shares: []PodShare{
+				{Namespace: "ns", Pod: value, Container: value, UID: value, SMUtil: 1, HasMemory: true},
+				{Namespace: "ns", Pod: "other", Container: "c"},
+			},
 		}}}
 		mfs := parseExposition(t, snap.Exposition())
 		l := labelsOf(mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()[0])
 		if value != "" && (l["modelName"] != value || l["pod"] != value) {
 			t.Fatalf("label round trip: %q became modelName=%q pod=%q", value, l["modelName"], l["pod"])
+		}
+		sl := labelsOf(mfs[PodUtilizationMetric].GetMetric()[0])
+		if value != "" && (sl["pod"] != value || sl["container"] != value || sl["pod_uid"] != value) {
+			t.Fatalf("pod share label round trip: %q became %v", value, sl)
+		}
+		if n := len(mfs[PodMemoryMetric].GetMetric()); n != 1 {
+			t.Fatalf("%d pod memory series, want 1 (the other pod's memory is unknown)", n)
 		}
 		if _, ok := l["device"]; ok {
 			t.Fatal("device label for an unknown minor number")

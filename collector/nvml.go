@@ -14,11 +14,22 @@ import (
 // without the NVIDIA container toolkit (runtimeClassName: nvidia).
 var ErrNVMLUnavailable = errors.New("NVML library (libnvidia-ml.so.1) not found: is the NVIDIA driver installed, and does the container run with the NVIDIA container toolkit (runtimeClassName: nvidia, NVIDIA_VISIBLE_DEVICES=all)?")
 
+// NVMLOptions configure the NVML backend.
+type NVMLOptions struct {
+	// Processes turns on reading each GPU's processes (memory and SM
+	// utilization per PID) for per-pod attribution.
+	Processes bool
+}
+
 // nvmlBackend reads devices through NVML. Nothing touches NVML before a
 // successful Init: after a failed Init any other call kills the process.
 type nvmlBackend struct {
 	lib     nvml.Interface
+	opts    NVMLOptions
 	devices []*nvmlDevice
+	// gpmMetrics is the GPM request reused by every MIG instance every
+	// round (it holds room for every GPM metric: ~20 KiB).
+	gpmMetrics *nvml.GpmMetricsGetType
 }
 
 type nvmlDevice struct {
@@ -28,24 +39,33 @@ type nvmlDevice struct {
 	// unsupported remembers fields that answered NOT_SUPPORTED so they are
 	// not asked again every second.
 	unsupported Field
+	// parent is the GPU a MIG instance belongs to.
+	parent *nvmlDevice
+	// migEnabled marks a GPU in MIG mode: utilization and processes are
+	// read per instance, not on the GPU.
+	migEnabled bool
+	// gpm samples a MIG instance's activity; nil without GPM.
+	gpm   *gpmInstance
+	procs processState
 }
 
 // NewNVML initialises NVML through lib (nvml.New() in production, a mock in
-// tests) and enumerates the devices. A device whose identity cannot be read
-// is logged and left out.
-func NewNVML(lib nvml.Interface) (Backend, error) {
+// tests) and enumerates the devices, and the MIG instances of GPUs in MIG
+// mode. A device whose identity cannot be read is logged and left out.
+func NewNVML(lib nvml.Interface, o NVMLOptions) (Backend, error) {
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
 			return nil, ErrNVMLUnavailable
 		}
 		return nil, fmt.Errorf("NVML init: %s", nvmlError(ret))
 	}
-	b := &nvmlBackend{lib: lib}
+	b := &nvmlBackend{lib: lib, opts: o}
 	count, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		lib.Shutdown()
 		return nil, fmt.Errorf("NVML device count: %s", nvmlError(ret))
 	}
+	instances := 0
 	for i := 0; i < count; i++ {
 		d, err := b.identify(i)
 		if err != nil {
@@ -53,8 +73,11 @@ func NewNVML(lib nvml.Interface) (Backend, error) {
 			continue
 		}
 		b.devices = append(b.devices, d)
+		migs := b.migInstances(d)
+		b.devices = append(b.devices, migs...)
+		instances += len(migs)
 	}
-	klog.InfoS("NVML initialised", "devices", len(b.devices))
+	klog.InfoS("NVML initialised", "devices", len(b.devices)-instances, "migInstances", instances, "processes", o.Processes)
 	return b, nil
 }
 
@@ -83,6 +106,11 @@ func (b *nvmlBackend) identify(i int) (*nvmlDevice, error) {
 func (b *nvmlBackend) Name() string { return "nvml" }
 
 func (b *nvmlBackend) Close() error {
+	for _, d := range b.devices {
+		if d.gpm != nil {
+			d.gpm.free(b.lib)
+		}
+	}
 	if ret := b.lib.Shutdown(); ret != nvml.SUCCESS {
 		return fmt.Errorf("NVML shutdown: %s", nvmlError(ret))
 	}
@@ -93,10 +121,19 @@ func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 	readings := make([]DeviceReading, 0, len(b.devices))
 	var errs []DeviceError
 	for _, d := range b.devices {
+		if d.parent != nil && d.parent.lost {
+			d.lost = true
+		}
 		if d.lost {
 			continue
 		}
-		r, err := b.read(d)
+		var dr DeviceReading
+		var err error
+		if d.parent != nil {
+			dr.Reading, err = b.readMIG(d)
+		} else {
+			dr.Reading, dr.Processes, err = b.read(d)
+		}
 		if err != nil {
 			lost := errors.Is(err, errGPULost)
 			if lost {
@@ -106,100 +143,122 @@ func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 			errs = append(errs, DeviceError{Device: d.info.UUID, Err: err, Lost: lost})
 			continue
 		}
-		readings = append(readings, DeviceReading{Device: &d.info, Reading: r})
+		dr.Device = &d.info
+		readings = append(readings, dr)
 	}
 	return readings, errs
 }
 
 var errGPULost = errors.New("GPU is lost")
 
-// read reads every supported field of one device. NOT_SUPPORTED leaves the
-// field out (and it is not asked again); GPU_IS_LOST fails the device for
-// good; any other error fails this device's sample.
-func (b *nvmlBackend) read(d *nvmlDevice) (Reading, error) {
-	var r Reading
-	var firstErr error
-	// check records the outcome of one NVML call for field f and says
-	// whether the values may be used.
-	check := func(f Field, what string, ret nvml.Return) bool {
-		switch ret {
-		case nvml.SUCCESS:
-			r.Valid |= f
-			return true
-		case nvml.ERROR_NOT_SUPPORTED:
-			d.unsupported |= f
-		case nvml.ERROR_GPU_IS_LOST:
-			if firstErr == nil || !errors.Is(firstErr, errGPULost) {
-				firstErr = fmt.Errorf("%s: %w", what, errGPULost)
-			}
-		default:
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%s: %s", what, nvmlError(ret))
-			}
-		}
-		return false
-	}
-	want := func(f Field) bool { return d.unsupported&f == 0 && firstErr == nil }
-	h := d.handle
+// fieldReader collects one device's fields: NOT_SUPPORTED leaves a field
+// out (and it is not asked again); GPU_IS_LOST fails the device for good;
+// any other error fails this device's sample.
+type fieldReader struct {
+	d   *nvmlDevice
+	r   Reading
+	err error
+}
 
-	if want(FieldGPUUtil | FieldMemCopyUtil) {
+// want reports whether field f should be asked for.
+func (x *fieldReader) want(f Field) bool { return x.d.unsupported&f == 0 && x.err == nil }
+
+// check records the outcome of one NVML call for field f and says whether
+// the values may be used.
+func (x *fieldReader) check(f Field, what string, ret nvml.Return) bool {
+	switch ret {
+	case nvml.SUCCESS:
+		x.r.Valid |= f
+		return true
+	case nvml.ERROR_NOT_SUPPORTED:
+		x.d.unsupported |= f
+	case nvml.ERROR_GPU_IS_LOST:
+		if x.err == nil || !errors.Is(x.err, errGPULost) {
+			x.err = fmt.Errorf("%s: %w", what, errGPULost)
+		}
+	default:
+		if x.err == nil {
+			x.err = fmt.Errorf("%s: %s", what, nvmlError(ret))
+		}
+	}
+	return false
+}
+
+// read reads every supported field of a GPU, and its processes when
+// attribution is on and the GPU is not in MIG mode.
+func (b *nvmlBackend) read(d *nvmlDevice) (Reading, Processes, error) {
+	x := fieldReader{d: d}
+	h := d.handle
+	if x.want(FieldGPUUtil | FieldMemCopyUtil) {
 		u, ret := h.GetUtilizationRates()
-		if check(FieldGPUUtil|FieldMemCopyUtil, "utilization", ret) {
-			r.GPUUtil, r.MemCopyUtil = float64(u.Gpu), float64(u.Memory)
+		if x.check(FieldGPUUtil|FieldMemCopyUtil, "utilization", ret) {
+			x.r.GPUUtil, x.r.MemCopyUtil = float64(u.Gpu), float64(u.Memory)
 		}
 	}
-	if want(FieldEncUtil) {
+	if x.want(FieldEncUtil) {
 		v, _, ret := h.GetEncoderUtilization()
-		if check(FieldEncUtil, "encoder utilization", ret) {
-			r.EncUtil = float64(v)
+		if x.check(FieldEncUtil, "encoder utilization", ret) {
+			x.r.EncUtil = float64(v)
 		}
 	}
-	if want(FieldDecUtil) {
+	if x.want(FieldDecUtil) {
 		v, _, ret := h.GetDecoderUtilization()
-		if check(FieldDecUtil, "decoder utilization", ret) {
-			r.DecUtil = float64(v)
+		if x.check(FieldDecUtil, "decoder utilization", ret) {
+			x.r.DecUtil = float64(v)
 		}
 	}
-	if want(FieldMemory) {
-		m, ret := h.GetMemoryInfo()
-		if check(FieldMemory, "memory info", ret) {
-			r.FBUsed, r.FBFree, r.FBTotal = m.Used, m.Free, m.Total
-		}
-	}
-	if want(FieldPower) {
+	x.readMemory()
+	if x.want(FieldPower) {
 		mw, ret := h.GetPowerUsage()
-		if check(FieldPower, "power usage", ret) {
-			r.PowerWatts = float64(mw) / 1000
+		if x.check(FieldPower, "power usage", ret) {
+			x.r.PowerWatts = float64(mw) / 1000
 		}
 	}
-	if want(FieldTemp) {
+	if x.want(FieldTemp) {
 		t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU)
-		if check(FieldTemp, "temperature", ret) {
-			r.TempCelsius = float64(t)
+		if x.check(FieldTemp, "temperature", ret) {
+			x.r.TempCelsius = float64(t)
 		}
 	}
-	if want(FieldSMClock) {
+	if x.want(FieldSMClock) {
 		c, ret := h.GetClockInfo(nvml.CLOCK_SM)
-		if check(FieldSMClock, "SM clock", ret) {
-			r.SMClockMHz = float64(c)
+		if x.check(FieldSMClock, "SM clock", ret) {
+			x.r.SMClockMHz = float64(c)
 		}
 	}
-	if want(FieldMemClock) {
+	if x.want(FieldMemClock) {
 		c, ret := h.GetClockInfo(nvml.CLOCK_MEM)
-		if check(FieldMemClock, "memory clock", ret) {
-			r.MemClockMHz = float64(c)
+		if x.check(FieldMemClock, "memory clock", ret) {
+			x.r.MemClockMHz = float64(c)
 		}
 	}
-	if want(FieldEnergy) {
+	if x.want(FieldEnergy) {
 		e, ret := h.GetTotalEnergyConsumption()
-		if check(FieldEnergy, "total energy", ret) {
-			r.EnergyMillijoules = e
+		if x.check(FieldEnergy, "total energy", ret) {
+			x.r.EnergyMillijoules = e
 		}
 	}
-	if firstErr != nil {
-		return Reading{}, firstErr
+	if x.err != nil {
+		return Reading{}, Processes{}, x.err
 	}
-	return r, nil
+	var procs Processes
+	if b.opts.Processes && !d.migEnabled {
+		var err error
+		if procs, err = d.readProcesses(); err != nil {
+			return Reading{}, Processes{}, err
+		}
+	}
+	return x.r, procs, nil
+}
+
+// readMemory reads the frame-buffer memory (of a GPU or a MIG instance).
+func (x *fieldReader) readMemory() {
+	if x.want(FieldMemory) {
+		m, ret := x.d.handle.GetMemoryInfo()
+		if x.check(FieldMemory, "memory info", ret) {
+			x.r.FBUsed, x.r.FBFree, x.r.FBTotal = m.Used, m.Free, m.Total
+		}
+	}
 }
 
 // nvmlError describes ret. Return.Error is pure Go until the library is

@@ -46,11 +46,13 @@ func healthyDevice(d *server.Device, i int) {
 		return 2619, nvml.SUCCESS
 	}
 	d.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return 987654321, nvml.SUCCESS }
+	// An idle GPU: no process, no utilization sample.
+	setProcesses(d, nil, nil, nil)
 }
 
 func TestNVMLSample(t *testing.T) {
 	lib := h100(t)
-	b, err := NewNVML(lib)
+	b, err := NewNVML(lib, NVMLOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +155,7 @@ func TestNVMLDeviceFaults(t *testing.T) {
 			lib := h100(t)
 			var calls int
 			tt.break_(lib.Devices[1].(*server.Device), &calls)
-			b, err := NewNVML(lib)
+			b, err := NewNVML(lib, NVMLOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,12 +186,12 @@ func TestNVMLLibraryMissing(t *testing.T) {
 	// Only Init is set: any other NVML call would panic on the nil mock
 	// function, proving nothing touches NVML after a failed Init.
 	lib := &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }}
-	_, err := NewNVML(lib)
+	_, err := NewNVML(lib, NVMLOptions{})
 	if !errors.Is(err, ErrNVMLUnavailable) {
 		t.Fatalf("err = %v, want ErrNVMLUnavailable", err)
 	}
 	lib.InitFunc = func() nvml.Return { return nvml.ERROR_DRIVER_NOT_LOADED }
-	if _, err := NewNVML(lib); err == nil || errors.Is(err, ErrNVMLUnavailable) {
+	if _, err := NewNVML(lib, NVMLOptions{}); err == nil || errors.Is(err, ErrNVMLUnavailable) {
 		t.Fatalf("driver not loaded: err = %v", err)
 	}
 }
@@ -197,7 +199,7 @@ func TestNVMLLibraryMissing(t *testing.T) {
 func TestNVMLUnidentifiableDeviceSkipped(t *testing.T) {
 	lib := h100(t)
 	lib.Devices[3].(*server.Device).GetUUIDFunc = func() (string, nvml.Return) { return "", nvml.ERROR_UNKNOWN }
-	b, err := NewNVML(lib)
+	b, err := NewNVML(lib, NVMLOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func TestNVMLUnidentifiableDeviceSkipped(t *testing.T) {
 }
 
 func BenchmarkNVMLSample8(b *testing.B) {
-	be, err := NewNVML(h100(b))
+	be, err := NewNVML(h100(b), NVMLOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

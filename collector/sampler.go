@@ -29,6 +29,9 @@ type SamplerOptions struct {
 	// OnSample, when set, is called with each published snapshot, from the
 	// sampling goroutine. It must not block.
 	OnSample func(*Snapshot)
+	// Attribution turns on per-process attribution of devices several pods
+	// hold; nil leaves every device in device-level attribution.
+	Attribution *Attribution
 }
 
 // Sampler calls a Backend on a fixed interval and publishes each round as an
@@ -39,6 +42,7 @@ type Sampler struct {
 	latest  atomic.Pointer[Snapshot]
 	ready   atomic.Bool
 	metrics *samplerMetrics
+	attr    *attributor // nil without attribution
 
 	mu      sync.Mutex
 	history map[string]*utilRing
@@ -49,12 +53,16 @@ func NewSampler(b Backend, o SamplerOptions) *Sampler {
 	if o.HistoryLength <= 0 {
 		o.HistoryLength = 60
 	}
-	return &Sampler{
+	s := &Sampler{
 		backend: b,
 		opts:    o,
 		metrics: newSamplerMetrics(o.Registerer),
 		history: map[string]*utilRing{},
 	}
+	if o.Attribution != nil {
+		s.attr = newAttributor(*o.Attribution, o.Registerer)
+	}
+	return s
 }
 
 // Run samples at once and then every interval until ctx ends.
@@ -75,7 +83,6 @@ func (s *Sampler) Run(ctx context.Context) {
 func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 	start := time.Now()
 	readings, errs := s.backend.Sample(now)
-	dur := time.Since(start)
 
 	var owners podmap.Lookup
 	if s.opts.Owners != nil {
@@ -83,7 +90,6 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 	}
 	snap := &Snapshot{
 		Time:       now,
-		Duration:   dur,
 		Devices:    make([]DeviceSample, len(readings)),
 		Errors:     errs,
 		Node:       s.opts.Node,
@@ -95,11 +101,15 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 			snap.Devices[i].Owners = owners.Owners(r.Device.Key())
 		}
 	}
+	if s.attr != nil {
+		s.attr.attribute(snap)
+	}
+	snap.Duration = time.Since(start)
 	s.record(snap)
 	s.latest.Store(snap)
 	if len(readings) > 0 || len(errs) == 0 {
 		if !s.ready.Swap(true) {
-			klog.InfoS("First GPU sample taken", "backend", s.backend.Name(), "devices", len(readings), "duration", dur)
+			klog.InfoS("First GPU sample taken", "backend", s.backend.Name(), "devices", len(readings), "duration", snap.Duration)
 		}
 	}
 	if s.opts.OnSample != nil {

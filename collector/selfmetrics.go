@@ -16,7 +16,7 @@ func newSamplerMetrics(reg prometheus.Registerer) *samplerMetrics {
 	m := &samplerMetrics{
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gpu_metrics_server_sample_duration_seconds",
-			Help:    "Time one sampling round spent reading all devices from the backend.",
+			Help:    "Time one sampling round spent reading all devices from the backend and attributing their processes to pods.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -30,6 +30,10 @@ type MIGInstance struct {
 	ComputeInstance int
 	// Profile is the GPU instance profile, e.g. "3g.40gb".
 	Profile string
+	// Activity is true when the backend can read the instance's engine
+	// activity (NVML GPM, Hopper and newer): FieldGREngineActive and
+	// FieldSMActive. Without it the instance reports memory only.
+	Activity bool
 }
 
 // Key returns the identity podmap matches allocations against.
@@ -58,6 +62,10 @@ const (
 	FieldSMClock
 	FieldMemClock
 	FieldEnergy
+	// FieldGREngineActive and FieldSMActive are a MIG instance's activity
+	// ratios (NVML GPM).
+	FieldGREngineActive
+	FieldSMActive
 )
 
 // Reading is one sample of one device's values.
@@ -72,6 +80,10 @@ type Reading struct {
 	SMClockMHz, MemClockMHz float64
 	// EnergyMillijoules is the total energy since the driver loaded.
 	EnergyMillijoules uint64
+	// GREngineActive is the ratio (0-1) of the last sample interval during
+	// which the graphics/compute engine was active; SMActive the ratio of
+	// SM cycles with at least one warp assigned. MIG instances only.
+	GREngineActive, SMActive float64
 }
 
 // Has reports whether f was read.
@@ -81,20 +93,97 @@ func (r *Reading) Has(f Field) bool { return r.Valid&f != 0 }
 type DeviceReading struct {
 	Device  *Device
 	Reading Reading
+	// Processes is the device's process table, for per-pod attribution.
+	Processes Processes
 }
 
-// DeviceSample is one device in a Snapshot: its reading and the containers
-// holding it when the snapshot was taken.
+// Processes is a device's process table in one round.
+type Processes struct {
+	// Read is true when the backend read the table this round.
+	Read bool
+	// Err says why the table could not be read; nil when the backend does
+	// not read processes for this device at all (attribution off, a MIG
+	// instance or a MIG-enabled GPU).
+	Err error
+	// List holds the processes that ran on the device or held its memory.
+	List []ProcessUsage
+}
+
+// ProcessUsage is one process's use of a device over the last sample
+// period.
+type ProcessUsage struct {
+	// PID is the process ID in the agent's PID namespace.
+	PID uint32
+	// Pod is the pod the process runs in: set by a backend that knows it
+	// (sim), else filled in by the Sampler from the PID. Zero for a host
+	// process or one whose pod is not known.
+	Pod PodRef
+	// SMUtil is the percent (0-100) of time the process ran kernels over
+	// the backend's recent window (NVML: the 5 s before the newest sample);
+	// 0 when the driver has no sample for it in that window (idle).
+	SMUtil float64
+	// MemoryUsed is the device memory the process holds, in bytes; valid
+	// when HasMemory.
+	MemoryUsed uint64
+	HasMemory  bool
+	// Running is true when the driver lists the process as running on the
+	// device; false for a process seen only in utilization samples (it has
+	// exited since).
+	Running bool
+}
+
+// PodRef names a pod by UID, or by namespace and name, or both.
+type PodRef struct {
+	UID, Namespace, Name string
+}
+
+// AttributionMode says how a device's utilization is attributed to the
+// pods holding it.
+type AttributionMode uint8
+
+const (
+	// AttributionDevice: every pod holding the device is given the
+	// device's values (dcgm-exporter's behaviour).
+	AttributionDevice AttributionMode = iota
+	// AttributionProcess: the device's processes were mapped to pods; a
+	// device shared by several pods has a PodShare per pod.
+	AttributionProcess
+)
+
+// PodShare is one pod's use of a device held by several pods.
+type PodShare struct {
+	Namespace, Pod string
+	// Container names the pod's containers holding the device, comma
+	// separated when there are several.
+	Container string
+	// UID is the pod's UID, "" when not known.
+	UID string
+	// SMUtil is the sum of the pod's processes' SM utilization on the
+	// device, in percent, at most 100.
+	SMUtil float64
+	// MemoryUsed is the device memory the pod's processes hold, in bytes;
+	// valid when HasMemory.
+	MemoryUsed uint64
+	HasMemory  bool
+}
+
+// DeviceSample is one device in a Snapshot: its reading, the containers
+// holding it when the snapshot was taken and how its use is attributed.
 type DeviceSample struct {
 	DeviceReading
-	Owners []podmap.Owner
+	Owners      []podmap.Owner
+	Attribution AttributionMode
+	// Shares holds one entry per pod when several pods hold the device
+	// and Attribution is AttributionProcess, ordered as Owners.
+	Shares []PodShare
 }
 
 // Snapshot is one sampling round. It is immutable once published.
 type Snapshot struct {
 	// Time is when the round started.
 	Time time.Time
-	// Duration is how long the backend took.
+	// Duration is how long the round took: reading the backend and
+	// attributing the devices' processes to pods.
 	Duration time.Duration
 	// Devices holds every device that answered, ordered by index.
 	Devices []DeviceSample

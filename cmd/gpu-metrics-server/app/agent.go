@@ -18,10 +18,15 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/cgroup"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/podinfo"
 )
 
 // agentOptions are the agent's flags.
@@ -36,6 +41,10 @@ type agentOptions struct {
 	PodResourcesInterval time.Duration
 	PodResourcesTimeout  time.Duration
 	ResourceNames        []string
+	SimMIG               []int
+	ProcessAttribution   bool
+	HostProc             string
+	Kubeconfig           string
 }
 
 func newAgentOptions() *agentOptions {
@@ -52,6 +61,8 @@ func newAgentOptions() *agentOptions {
 		PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
 		PodResourcesInterval: 2 * time.Second,
 		PodResourcesTimeout:  time.Second,
+		ProcessAttribution:   true,
+		HostProc:             "/proc",
 	}
 }
 
@@ -66,6 +77,10 @@ func (o *agentOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PodResourcesInterval, "pod-resources-interval", o.PodResourcesInterval, "Interval between refreshes of the GPU-to-pod mapping.")
 	fs.DurationVar(&o.PodResourcesTimeout, "pod-resources-timeout", o.PodResourcesTimeout, "Timeout of one call to the kubelet's pod-resources API.")
 	fs.StringSliceVar(&o.ResourceNames, "resource-names", o.ResourceNames, "Extra extended-resource names that hold GPUs, besides nvidia.com/gpu, nvidia.com/gpu.shared and nvidia.com/mig-*.")
+	fs.IntSliceVar(&o.SimMIG, "sim-mig", o.SimMIG, "Indexes of simulated GPUs in MIG mode (each split 3g.40gb + 2g.20gb + 1g.10gb + 1g.10gb), with --backend=sim.")
+	fs.BoolVar(&o.ProcessAttribution, "process-attribution", o.ProcessAttribution, "Attribute shared GPUs to pods per process (needs the host's PIDs: hostPID: true or --host-proc, and read access to pods); false gives every pod holding a GPU the GPU's values.")
+	fs.StringVar(&o.HostProc, "host-proc", o.HostProc, "The host's /proc, where the PIDs of GPU processes are looked up (/proc with hostPID: true).")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig for the pod informer of process attribution (default: in-cluster when $KUBERNETES_SERVICE_HOST is set, else none: attribution off with nvml).")
 }
 
 func (o *agentOptions) validate() error {
@@ -104,7 +119,82 @@ func (o *agentOptions) validate() error {
 			return flagErrorf("resource-names", "%v", err)
 		}
 	}
+	for _, i := range o.SimMIG {
+		if o.Backend != "sim" {
+			return flagErrorf("sim-mig", "only with --backend=sim")
+		}
+		if i < 0 || i >= o.SimGPUs {
+			return flagErrorf("sim-mig", "GPU %d out of range: %d simulated GPUs", i, o.SimGPUs)
+		}
+	}
+	if o.ProcessAttribution && o.Backend == "nvml" {
+		if fi, err := os.Stat(o.HostProc); err != nil || !fi.IsDir() {
+			return flagErrorf("host-proc", "%q is not a readable directory", o.HostProc)
+		}
+	}
+	if o.Kubeconfig != "" {
+		if _, err := os.Stat(o.Kubeconfig); err != nil {
+			return flagErrorf("kubeconfig", "%v", err)
+		}
+	}
 	return nil
+}
+
+// kubeConfig is --kubeconfig, else the in-cluster configuration when
+// running in a pod, else nil: no Kubernetes API access.
+func (o *agentOptions) kubeConfig() (*rest.Config, error) {
+	switch {
+	case o.Kubeconfig != "":
+		return clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		return rest.InClusterConfig()
+	}
+	return nil, nil
+}
+
+// attribution sets up per-process attribution of shared GPUs (nil: off):
+// the pod informer when the agent can reach the API server, and with nvml
+// the cgroup resolver on --host-proc. The simulation's processes name
+// their pods, so it needs neither.
+func (o *agentOptions) attribution(ctx context.Context) (*collector.Attribution, error) {
+	if !o.ProcessAttribution {
+		klog.InfoS("Per-process attribution off (--process-attribution=false): every pod holding a GPU is given the GPU's values")
+		return nil, nil
+	}
+	var a collector.Attribution
+	cfg, err := o.kubeConfig()
+	switch {
+	case err != nil && o.Kubeconfig != "":
+		return nil, fmt.Errorf("--kubeconfig: %w", err)
+	case err != nil:
+		klog.ErrorS(err, "No in-cluster Kubernetes configuration for the pod informer")
+	case cfg != nil:
+		cfg = rest.CopyConfig(cfg)
+		cfg.UserAgent = "gpu-metrics-server/agent"
+		client, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("pod informer client: %w", err)
+		}
+		inf, err := podinfo.NewInformer(client, o.NodeName)
+		if err != nil {
+			return nil, err
+		}
+		go inf.Run(ctx)
+		a.Pods = inf
+	}
+	if o.Backend == "sim" {
+		if a.Pods == nil {
+			klog.InfoS("Simulated pod processes are matched by namespace and name; no pod_uid labels without Kubernetes API access")
+		}
+		return &a, nil
+	}
+	if a.Pods == nil {
+		klog.InfoS("Per-process attribution off: no Kubernetes API access (not in a cluster and no --kubeconfig) to learn pod UIDs; every pod holding a GPU is given the GPU's values")
+		return nil, nil
+	}
+	a.Resolver = cgroup.NewResolver(o.HostProc)
+	klog.InfoS("Per-process attribution on", "hostProc", o.HostProc, "node", o.NodeName)
+	return &a, nil
 }
 
 // NewAgentCommand is the node agent.
@@ -136,10 +226,16 @@ type agent struct {
 // it and /readyz fails.
 func (o *agentOptions) maxSnapshotAge() time.Duration { return 3 * o.SampleInterval }
 
+// agentHooks let the standalone mode reuse the agent: onSample, when set,
+// receives every snapshot; owners, when set, replaces the kubelet mapping.
+type agentHooks struct {
+	onSample func(*collector.Snapshot)
+	owners   func() podmap.Lookup
+}
+
 // startAgent opens the backend, starts the pod mapping and the sampler in
-// the background (they stop with ctx) and returns the routes. onSample, when
-// set, receives every snapshot.
-func startAgent(ctx context.Context, o *agentOptions, onSample func(*collector.Snapshot)) (*agent, error) {
+// the background (they stop with ctx) and returns the routes.
+func startAgent(ctx context.Context, o *agentOptions, hooks agentHooks) (*agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -148,15 +244,22 @@ func startAgent(ctx context.Context, o *agentOptions, onSample func(*collector.S
 	)
 	mux := http.NewServeMux()
 
+	attribution, err := o.attribution(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var backend collector.Backend
 	switch o.Backend {
 	case "sim":
-		sim := collector.NewSim(o.NodeName, o.SimGPUs)
+		sim, err := collector.NewSim(o.NodeName, o.SimGPUs, o.SimMIG)
+		if err != nil {
+			return nil, err
+		}
 		mux.Handle("/sim/set", collector.SimHandler(sim))
 		backend = sim
-		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "node", o.NodeName)
+		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
 	default:
-		b, err := collector.NewNVML(nvml.New())
+		b, err := collector.NewNVML(nvml.New(), collector.NVMLOptions{Processes: attribution != nil})
 		if err != nil {
 			return nil, err
 		}
@@ -169,8 +272,8 @@ func startAgent(ctx context.Context, o *agentOptions, onSample func(*collector.S
 		}
 	}()
 
-	var owners func() podmap.Lookup
-	if o.PodResourcesSocket != "" {
+	owners := hooks.owners
+	if owners == nil && o.PodResourcesSocket != "" {
 		r, err := podmap.NewRefresher(podmap.Options{
 			Socket:             o.PodResourcesSocket,
 			Interval:           o.PodResourcesInterval,
@@ -183,16 +286,17 @@ func startAgent(ctx context.Context, o *agentOptions, onSample func(*collector.S
 		}
 		go r.Run(ctx)
 		owners = func() podmap.Lookup { return r.Current() }
-	} else {
+	} else if owners == nil {
 		klog.InfoS("Pod attribution disabled (--pod-resources-socket is empty)")
 	}
 
 	s := collector.NewSampler(backend, collector.SamplerOptions{
-		Node:       o.NodeName,
-		Interval:   o.SampleInterval,
-		Owners:     owners,
-		Registerer: reg,
-		OnSample:   onSample,
+		Node:        o.NodeName,
+		Interval:    o.SampleInterval,
+		Owners:      owners,
+		Registerer:  reg,
+		OnSample:    hooks.onSample,
+		Attribution: attribution,
 	})
 	go s.Run(ctx)
 
@@ -210,7 +314,7 @@ func startAgent(ctx context.Context, o *agentOptions, onSample func(*collector.S
 }
 
 func runAgent(ctx context.Context, o *agentOptions) error {
-	a, err := startAgent(ctx, o, nil)
+	a, err := startAgent(ctx, o, agentHooks{})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
+)
+
+// startKubelet serves pods on a fake kubelet socket for the test's life.
+func startKubelet(t *testing.T, pods ...*podresourcesv1.PodResources) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gms-pr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "kubelet.sock")
+	kubelet, err := fakekubelet.Start(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kubelet.Stop)
+	kubelet.SetPods(pods)
+	return sock
+}
+
+func simSet(t *testing.T, addr, query string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/sim/set?"+query, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("/sim/set?%s: %s", query, resp.Status)
+	}
+}
+
+// rows renders a family's series as sorted "label=value,…:value" strings
+// with the given labels.
+func rows(mfs map[string]*dto.MetricFamily, name string, keys ...string) string {
+	var out []string
+	for _, m := range mfs[name].GetMetric() {
+		l := labels(m)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, l[k])
+		}
+		out = append(out, fmt.Sprintf("%s:%v", strings.Join(parts, "/"), m.GetGauge().GetValue()))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+// TestAgentSharedGPU: two pods on one time-sliced GPU at 70 % and 10 % get
+// 70 and 10, not 80 and 80; a pod on a dedicated GPU keeps the device value.
+func TestAgentSharedGPU(t *testing.T) {
+	u0, u1 := collector.SimUUID("node-s", 0), collector.SimUUID("node-s", 1)
+	sock := startKubelet(t,
+		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u0+"::0"),
+		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u0+"::1"),
+		fakekubelet.GPUPod("ml", "train-0", "main", "nvidia.com/gpu", u1),
+	)
+	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=2", "--node-name=node-s", "--sample-interval=100ms",
+		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
+
+	simSet(t, addr, "gpu=0&pod=inf/a&utilization=70&memory_used_mib=3000")
+	simSet(t, addr, "gpu=0&pod=inf/b&utilization=10&memory_used_mib=1000")
+	simSet(t, addr, "gpu=1&pod=ml/train-0&utilization=55")
+
+	want := map[string]string{
+		collector.PodUtilizationMetric: "0/inf/a/srv:70 0/inf/b/srv:10",
+		collector.PodMemoryMetric:      fmt.Sprintf("0/inf/a/srv:%v 0/inf/b/srv:%v", float64(3000<<20), float64(1000<<20)),
+		"DCGM_FI_DEV_GPU_UTIL":         "0/inf/a/srv:80 0/inf/b/srv:80 1/ml/train-0/main:55",
+	}
+	eventually(t, "per-pod shares", func() bool {
+		mfs := scrape(t, addr)
+		got := map[string]string{}
+		for name := range want {
+			got[name] = rows(mfs, name, "gpu", "namespace", "pod", "container")
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want)
+	})
+	mfs := scrape(t, addr)
+	if m := rows(mfs, collector.AttributionModeMetric, "gpu", "mode"); m != "0/device:0 0/process:1 1/device:0 1/process:1" {
+		t.Errorf("attribution modes %s", m)
+	}
+
+	// Pod b stops; it holds the GPU still, so it reports 0.
+	simSet(t, addr, "gpu=0&pod=inf/b&utilization=0")
+	eventually(t, "pod b at 0", func() bool {
+		return rows(scrape(t, addr), collector.PodUtilizationMetric, "pod") == "a:70 b:0"
+	})
+}
+
+func TestAgentSimMIG(t *testing.T) {
+	mig := collector.SimMIGUUID("node-m", 1, 2)
+	sock := startKubelet(t, fakekubelet.GPUPod("ml", "small", "main", "nvidia.com/mig-3g.40gb", mig))
+	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=2", "--sim-mig=1", "--node-name=node-m", "--sample-interval=100ms",
+		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
+	simSet(t, addr, "gpu=1&gpu_i_id=2&utilization=60")
+	want := []string{
+		mig + "/3g.40gb/2/small:0.6",
+		collector.SimMIGUUID("node-m", 1, 3) + "/2g.20gb/3/:0",
+		collector.SimMIGUUID("node-m", 1, 9) + "/1g.10gb/9/:0",
+		collector.SimMIGUUID("node-m", 1, 10) + "/1g.10gb/10/:0",
+	}
+	sort.Strings(want)
+	eventually(t, "MIG activity of pod ml/small", func() bool {
+		return rows(scrape(t, addr), "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "UUID", "GPU_I_PROFILE", "GPU_I_ID", "pod") == strings.Join(want, " ")
+	})
+	mfs := scrape(t, addr)
+	if n := len(mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()); n != 1 {
+		t.Errorf("%d GPU_UTIL series, want GPU 0's only (no utilization in MIG mode)", n)
+	}
+	if a := rows(mfs, collector.MIGActivityMetric, "GPU_I_ID"); a != "10:1 2:1 3:1 9:1" {
+		t.Errorf("MIG activity gauges %s", a)
+	}
+}
+
+func TestAgentProcessAttributionOff(t *testing.T) {
+	u0 := collector.SimUUID("node-o", 0)
+	sock := startKubelet(t,
+		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u0+"::0"),
+		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u0+"::1"),
+	)
+	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=1", "--node-name=node-o", "--sample-interval=100ms", "--process-attribution=false",
+		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
+	simSet(t, addr, "gpu=0&pod=inf/a&utilization=70")
+	eventually(t, "device value for both pods", func() bool {
+		return rows(scrape(t, addr), "DCGM_FI_DEV_GPU_UTIL", "pod") == "a:70 b:70"
+	})
+	mfs := scrape(t, addr)
+	if _, ok := mfs[collector.PodUtilizationMetric]; ok {
+		t.Error("per-pod shares with attribution off")
+	}
+	if m := rows(mfs, collector.AttributionModeMetric, "mode"); m != "device:1 process:0" {
+		t.Errorf("attribution modes %s", m)
+	}
+}
+
+func TestAgentAttributionFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"agent", "--backend=nvml", "--sim-mig=0"}, "--sim-mig"},
+		{[]string{"agent", "--backend=sim", "--sim-gpus=2", "--sim-mig=2"}, "--sim-mig"},
+		{[]string{"agent", "--backend=sim", "--sim-mig=x"}, "--sim-mig"},
+		{[]string{"agent", "--backend=nvml", "--host-proc=/nonexistent/proc"}, "--host-proc"},
+		{[]string{"agent", "--backend=sim", "--kubeconfig=/nonexistent/kubeconfig"}, "--kubeconfig"},
+		{[]string{"agent", "--process-attribution=maybe"}, "--process-attribution"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := exec.Command(binary, tt.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
+			}
+			out := strings.TrimSpace(stderr.String())
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
+				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
+			}
+		})
+	}
+}

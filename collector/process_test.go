@@ -1,0 +1,407 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/cgroup"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/podinfo"
+)
+
+// The pods of the fake /proc tree under testdata/proc:
+//
+//	1001, 1002, 1006  pod inf/a (containerd, systemd driver, cgroup v2)
+//	1003              pod inf/b (CRI-O, cgroupfs driver, cgroup v1)
+//	1004              a host process (display manager)
+//	1005              pod ml/stray, which holds no GPU
+//	2000              the MPS server, a host service
+const (
+	uidA     = "aaaaaaaa-1111-4111-8111-aaaaaaaaaaaa"
+	uidB     = "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"
+	uidStray = "cccccccc-3333-4333-8333-cccccccccccc"
+	gib      = 1 << 30
+)
+
+var fakeProc = filepath.Join("testdata", "proc")
+
+// testPods is the pod index of the fake node.
+var testPods = podinfo.Static{"inf/a": uidA, "inf/b": uidB, "ml/stray": uidStray}
+
+// sharedOwners: pods inf/a and inf/b hold time-slicing replicas of uuid.
+func sharedOwners(uuid string) fakeLookup {
+	return fakeLookup{uuid: {
+		{Namespace: "inf", Pod: "a", Container: "srv", Resource: "nvidia.com/gpu", Replica: "0"},
+		{Namespace: "inf", Pod: "b", Container: "srv", Resource: "nvidia.com/gpu", Replica: "1"},
+	}}
+}
+
+// setProcesses scripts a mock GPU's process calls. samples is served to a
+// GetProcessUtilization call whatever its timestamp; an empty list answers
+// NOT_FOUND as the driver does.
+func setProcesses(d *server.Device, running, mps []nvml.ProcessInfo, samples []nvml.ProcessUtilizationSample) {
+	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return running, nvml.SUCCESS }
+	d.GetMPSComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return mps, nvml.SUCCESS }
+	d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		if len(samples) == 0 {
+			return nil, nvml.ERROR_NOT_FOUND
+		}
+		return samples, nvml.SUCCESS
+	}
+}
+
+// attributedSampler samples lib with processes on, owners, the fake /proc
+// and the test pod index.
+func attributedSampler(t testing.TB, lib nvml.Interface, owners fakeLookup) (*Sampler, *prometheus.Registry) {
+	t.Helper()
+	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	return NewSampler(b, SamplerOptions{
+		Node:        "n",
+		Interval:    time.Second,
+		Owners:      func() podmap.Lookup { return owners },
+		Registerer:  reg,
+		Attribution: &Attribution{Resolver: cgroup.NewResolver(fakeProc), Pods: testPods},
+	}), reg
+}
+
+func unattributed(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "gpu_metrics_server_unattributed_gpu_processes" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// TestTimeSlicedGPU: one GPU time-sliced between pods inf/a (two
+// processes) and inf/b (one), with a host process on it too.
+func TestTimeSlicedGPU(t *testing.T) {
+	lib := h100(t)
+	d := lib.Devices[0].(*server.Device)
+	var asked []uint64
+	setProcesses(d, []nvml.ProcessInfo{
+		{Pid: 1001, UsedGpuMemory: 1 * gib},
+		{Pid: 1002, UsedGpuMemory: 2 * gib},
+		{Pid: 1003, UsedGpuMemory: 4 * gib},
+		{Pid: 1004, UsedGpuMemory: 256 << 20},
+	}, nil, nil)
+	const t0 = 1_700_000_000_000_000 // the driver's CPU time, µs
+	rounds := [][]nvml.ProcessUtilizationSample{
+		{
+			{Pid: 1001, TimeStamp: t0 + 90, SmUtil: 99}, // older sample of 1001: superseded
+			{Pid: 1001, TimeStamp: t0 + 100, SmUtil: 30},
+			{Pid: 1002, TimeStamp: t0 + 100, SmUtil: 20},
+			{Pid: 1003, TimeStamp: t0 + 110, SmUtil: 10},
+			{Pid: 1004, TimeStamp: t0 + 100, SmUtil: 5},
+		},
+		nil, // no sample in the window: everyone idle
+	}
+	d.GetProcessUtilizationFunc = func(lastSeen uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		asked = append(asked, lastSeen)
+		if s := rounds[len(asked)-1]; len(s) > 0 {
+			return s, nvml.SUCCESS
+		}
+		return nil, nvml.ERROR_NOT_FOUND
+	}
+	s, reg := attributedSampler(t, lib, sharedOwners(d.UUID))
+
+	want := [][]PodShare{
+		{
+			{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 50, MemoryUsed: 3 * gib, HasMemory: true},
+			{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, SMUtil: 10, MemoryUsed: 4 * gib, HasMemory: true},
+		},
+		{
+			{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 0, MemoryUsed: 3 * gib, HasMemory: true},
+			{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, SMUtil: 0, MemoryUsed: 4 * gib, HasMemory: true},
+		},
+	}
+	for round := range want {
+		snap := s.SampleOnce(time.Now())
+		ds := snap.Devices[0]
+		if ds.Attribution != AttributionProcess {
+			t.Fatalf("round %d: attribution %v, want process", round, ds.Attribution)
+		}
+		if !equalShares(ds.Shares, want[round]) {
+			t.Errorf("round %d shares\n got %+v\nwant %+v", round, ds.Shares, want[round])
+		}
+		for _, other := range snap.Devices[1:] {
+			if other.Shares != nil {
+				t.Errorf("unshared GPU %s has shares %+v", other.Device.UUID, other.Shares)
+			}
+		}
+		if got := unattributed(t, reg); got["host"] != 1 || got["other_pod"] != 0 || got["not_found"] != 0 {
+			t.Errorf("round %d unattributed %v, want the one host process", round, got)
+		}
+	}
+	// First everything the driver holds, then the window before the newest
+	// sample seen.
+	if want := []uint64{0, t0 + 110 - uint64(processWindow/time.Microsecond)}; fmt.Sprint(asked) != fmt.Sprint(want) {
+		t.Errorf("GetProcessUtilization asked with %v, want %v", asked, want)
+	}
+}
+
+func equalShares(a, b []PodShare) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestMPS: the pods' processes are MPS clients; the MPS server is the only
+// compute process the plain list shows.
+func TestMPS(t *testing.T) {
+	running := []nvml.ProcessInfo{{Pid: 2000, UsedGpuMemory: 512 << 20}}
+	clients := []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: 1 * gib}, {Pid: 1003, UsedGpuMemory: 2 * gib}}
+	tests := []struct {
+		name     string
+		samples  []nvml.ProcessUtilizationSample
+		wantMode AttributionMode
+		want     []PodShare
+	}{
+		{
+			name:     "samples per client",
+			samples:  []nvml.ProcessUtilizationSample{{Pid: 1001, TimeStamp: 5, SmUtil: 40}, {Pid: 1003, TimeStamp: 5, SmUtil: 15}},
+			wantMode: AttributionProcess,
+			want: []PodShare{
+				{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 40, MemoryUsed: 1 * gib, HasMemory: true},
+				{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, SMUtil: 15, MemoryUsed: 2 * gib, HasMemory: true},
+			},
+		},
+		{
+			name:     "samples on the server cannot be split",
+			samples:  []nvml.ProcessUtilizationSample{{Pid: 2000, TimeStamp: 5, SmUtil: 55}},
+			wantMode: AttributionDevice,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lib := h100(t)
+			d := lib.Devices[0].(*server.Device)
+			setProcesses(d, running, clients, tt.samples)
+			s, _ := attributedSampler(t, lib, sharedOwners(d.UUID))
+			ds := s.SampleOnce(time.Now()).Devices[0]
+			if ds.Attribution != tt.wantMode || !equalShares(ds.Shares, tt.want) {
+				t.Errorf("mode %v shares %+v, want %v %+v", ds.Attribution, ds.Shares, tt.wantMode, tt.want)
+			}
+			if !ds.Reading.Has(FieldGPUUtil) {
+				t.Error("device values lost")
+			}
+		})
+	}
+}
+
+// TestAttributionFallbacks: the cases where a device keeps device-level
+// attribution, and the ones where it does not.
+func TestAttributionFallbacks(t *testing.T) {
+	tests := []struct {
+		name     string
+		script   func(d *server.Device)
+		wantMode AttributionMode
+		wantErr  bool // Processes.Err set
+	}{
+		{
+			name: "PIDs not under the host proc root (no hostPID)",
+			script: func(d *server.Device) {
+				setProcesses(d, []nvml.ProcessInfo{{Pid: 7777, UsedGpuMemory: gib}, {Pid: 7778, UsedGpuMemory: gib}},
+					nil, []nvml.ProcessUtilizationSample{{Pid: 7777, SmUtil: 30, TimeStamp: 1}})
+			},
+			wantMode: AttributionDevice,
+		},
+		{
+			name: "busy GPU listing no process (PID namespace filtering)",
+			script: func(d *server.Device) {
+				d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 65}, nvml.SUCCESS }
+				setProcesses(d, nil, nil, nil)
+			},
+			wantMode: AttributionDevice,
+		},
+		{
+			name: "idle GPU with no process: every pod 0",
+			script: func(d *server.Device) {
+				d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.SUCCESS }
+				setProcesses(d, nil, nil, nil)
+			},
+			wantMode: AttributionProcess,
+		},
+		{
+			name: "one process found, one exited since: attribution holds",
+			script: func(d *server.Device) {
+				setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}, {Pid: 7777, UsedGpuMemory: gib}}, nil, nil)
+			},
+			wantMode: AttributionProcess,
+		},
+		{
+			name: "process utilization not supported",
+			script: func(d *server.Device) {
+				setProcesses(d, nil, nil, nil)
+				d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+					return nil, nvml.ERROR_NOT_SUPPORTED
+				}
+			},
+			wantMode: AttributionDevice,
+			wantErr:  true,
+		},
+		{
+			name: "process table fails",
+			script: func(d *server.Device) {
+				setProcesses(d, nil, nil, nil)
+				d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_UNKNOWN }
+			},
+			wantMode: AttributionDevice,
+			wantErr:  true,
+		},
+		{
+			name: "no MPS client list is fine",
+			script: func(d *server.Device) {
+				setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}}, nil, nil)
+				d.GetMPSComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
+			},
+			wantMode: AttributionProcess,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lib := h100(t)
+			d := lib.Devices[0].(*server.Device)
+			tt.script(d)
+			s, _ := attributedSampler(t, lib, sharedOwners(d.UUID))
+			for round := 0; round < 2; round++ {
+				snap := s.SampleOnce(time.Now())
+				if len(snap.Devices) != 8 {
+					t.Fatalf("round %d: %d devices, want 8: a process problem must not drop the device", round, len(snap.Devices))
+				}
+				ds := snap.Devices[0]
+				if ds.Attribution != tt.wantMode {
+					t.Errorf("round %d: mode %v, want %v", round, ds.Attribution, tt.wantMode)
+				}
+				if (ds.Processes.Err != nil) != tt.wantErr {
+					t.Errorf("round %d: processes error %v, want one: %v", round, ds.Processes.Err, tt.wantErr)
+				}
+				if tt.wantMode == AttributionDevice && ds.Shares != nil {
+					t.Errorf("round %d: shares %+v in device mode", round, ds.Shares)
+				}
+				if tt.wantMode == AttributionProcess && len(ds.Shares) != 2 {
+					t.Errorf("round %d: shares %+v, want one per pod", round, ds.Shares)
+				}
+			}
+		})
+	}
+}
+
+func TestProcessesNotSupportedAskedOnce(t *testing.T) {
+	lib := h100(t)
+	d := lib.Devices[2].(*server.Device)
+	calls := 0
+	d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		calls++
+		return nil, nvml.ERROR_NOT_SUPPORTED
+	}
+	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		r, errs := b.Sample(time.Now())
+		if len(r) != 8 || len(errs) != 0 {
+			t.Fatalf("round %d: %d readings, errors %v", round, len(r), errs)
+		}
+		if !errors.Is(r[2].Processes.Err, errProcessesUnsupported) || r[2].Processes.Read {
+			t.Errorf("round %d: processes %+v", round, r[2].Processes)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("unsupported process utilization asked %d times, want 1", calls)
+	}
+}
+
+func TestProcessesLostGPU(t *testing.T) {
+	lib := h100(t)
+	d := lib.Devices[1].(*server.Device)
+	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_GPU_IS_LOST }
+	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, errs := b.Sample(time.Now())
+	if len(r) != 7 || len(errs) != 1 || !errs[0].Lost || errs[0].Device != d.UUID {
+		t.Fatalf("readings %d errors %+v, want GPU 1 lost", len(r), errs)
+	}
+}
+
+func TestProcessesOff(t *testing.T) {
+	lib := h100(t)
+	lib.Devices[0].(*server.Device).GetComputeRunningProcessesFunc = nil // would panic if called
+	b, err := NewNVML(lib, NVMLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := b.Sample(time.Now())
+	if r[0].Processes.Read || r[0].Processes.Err != nil {
+		t.Errorf("processes read with attribution off: %+v", r[0].Processes)
+	}
+}
+
+func TestProcessMemoryUnknown(t *testing.T) {
+	lib := h100(t)
+	d := lib.Devices[0].(*server.Device)
+	setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: valueNotAvailable}, {Pid: 1003, UsedGpuMemory: gib}},
+		nil, []nvml.ProcessUtilizationSample{{Pid: 1001, SmUtil: 130, TimeStamp: 1}})
+	s, _ := attributedSampler(t, lib, sharedOwners(d.UUID))
+	sh := s.SampleOnce(time.Now()).Devices[0].Shares
+	want := []PodShare{
+		{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 100},
+		{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, MemoryUsed: gib, HasMemory: true},
+	}
+	if !equalShares(sh, want) {
+		t.Errorf("shares\n got %+v\nwant %+v (unknown memory stays unknown; utilization capped at 100)", sh, want)
+	}
+}
+
+// BenchmarkSampleOnce8WithProcesses: one round of 8 GPUs, each time-sliced
+// between two pods running three processes, through the real cgroup
+// resolver on the fake /proc and the owners join.
+func BenchmarkSampleOnce8WithProcesses(b *testing.B) {
+	lib := h100(b)
+	owners := fakeLookup{}
+	for i, dev := range lib.Devices {
+		d := dev.(*server.Device)
+		setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}, {Pid: 1002, UsedGpuMemory: gib}, {Pid: 1003, UsedGpuMemory: gib}},
+			nil, []nvml.ProcessUtilizationSample{{Pid: 1001, SmUtil: uint32(i), TimeStamp: 1}, {Pid: 1002, SmUtil: 5, TimeStamp: 1}, {Pid: 1003, SmUtil: 7, TimeStamp: 1}})
+		for k, v := range sharedOwners(d.UUID) {
+			owners[k] = v
+		}
+	}
+	s, _ := attributedSampler(b, lib, owners)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if snap := s.SampleOnce(now); len(snap.Devices[7].Shares) != 2 {
+			b.Fatal("no shares")
+		}
+	}
+}
