@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -363,5 +366,111 @@ func BenchmarkScrapeSlowKubelet(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		get()
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestStandaloneDemo is the README's demo: simulated GPUs and pods, the
+// custom metrics API on loopback, values that follow /sim/set.
+func TestStandaloneDemo(t *testing.T) {
+	port := freePort(t)
+	_, addr := start(t, "standalone", "--backend=sim", "--sim-gpus=2", "--sample-interval=200ms", "--window=2s",
+		"--sim-pods=demo/gpu-app-0,demo/gpu-app-1,other/x-0", "--web.listen-address=127.0.0.1:0",
+		fmt.Sprintf("--secure-port=%d", port))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	api := fmt.Sprintf("https://127.0.0.1:%d/apis/custom.metrics.k8s.io/", port)
+	type item struct {
+		DescribedObject struct{ Namespace, Name string }
+		Value           string
+		WindowSeconds   *int64
+	}
+	query := func(version, path string) (int, []item) {
+		resp, err := client.Get(api + version + path)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		var body struct{ Items []item }
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("decoding %s: %v", path, err)
+			}
+		}
+		return resp.StatusCode, body.Items
+	}
+	selector := "/namespaces/demo/pods/*/gpu_utilization?labelSelector=app%3Dgpu-app"
+	eventually(t, "the custom metrics API", func() bool {
+		code, items := query("v1beta2", selector)
+		return code == http.StatusOK && len(items) == 2
+	})
+	resp, err := http.Post("http://"+addr+"/sim/set?gpu=1&utilization=80", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, version := range []string{"v1beta1", "v1beta2"} {
+		eventually(t, version+" gpu-app-1 at 80 over the whole window", func() bool {
+			_, items := query(version, selector)
+			for _, it := range items {
+				if it.DescribedObject.Name == "gpu-app-1" && it.Value == "80" {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	_, items := query("v1beta2", selector)
+	for _, it := range items {
+		if it.DescribedObject.Namespace != "demo" || it.WindowSeconds == nil || *it.WindowSeconds < 1 || *it.WindowSeconds > 2 {
+			t.Errorf("item %+v", it)
+		}
+		if it.DescribedObject.Name == "gpu-app-0" && it.Value != "0" {
+			t.Errorf("idle gpu-app-0 = %s, want 0", it.Value)
+		}
+	}
+	if code, _ := query("v1beta2", "/namespaces/demo/pods/*/no_such_metric"); code != http.StatusNotFound {
+		t.Errorf("unknown metric: %d, want 404", code)
+	}
+	if code, _ := query("v1beta2", "/namespaces/demo/pods/*/gpu_utilization?labelSelector=app%3D%3D%3D"); code != http.StatusBadRequest {
+		t.Errorf("bad selector: %d, want 400", code)
+	}
+}
+
+func TestStandaloneFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"standalone", "--backend=sim", "--sim-pods=nonamespace"}, "--sim-pods"},
+		{[]string{"standalone", "--backend=sim", "--sim-pods=a/b,a/b"}, "--sim-pods"},
+		{[]string{"standalone", "--backend=nvml", "--sim-pods=a/b"}, "--sim-pods"},
+		{[]string{"standalone", "--backend=sim", "--window=0s"}, "--window"},
+		{[]string{"standalone", "--backend=sim", "--bind-address=0.0.0.0"}, "bind-address"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := exec.Command(binary, tt.args...)
+			cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST=")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
+			}
+			if out := strings.TrimSpace(stderr.String()); strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
+				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
+			}
+		})
 	}
 }

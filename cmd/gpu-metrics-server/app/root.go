@@ -70,7 +70,7 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fs := root.PersistentFlags()
 	logsapi.AddFlags(logConfig, fs) // -v, --vmodule, --logging-format
-	root.AddCommand(NewAgentCommand(), NewVersionCommand())
+	root.AddCommand(NewAgentCommand(), NewAggregatorCommand(), NewStandaloneCommand(), NewVersionCommand())
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	}
