@@ -101,6 +101,27 @@ func startGMS(t *testing.T, namespace string, gpusPerNode ...int) *gmsEnv {
 // runs the pods of namespace and gives each a GPU. No aggregator.
 func startAgents(t *testing.T, namespace string, gpusPerNode ...int) *gmsEnv {
 	t.Helper()
+	return startSharedAgents(t, namespace, 0, gpusPerNode...)
+}
+
+// startSharedGMS is startGMS with every simulated GPU time-sliced into
+// replicas slots, so that up to replicas pods share each GPU.
+func startSharedGMS(t *testing.T, namespace string, replicas int, gpusPerNode ...int) *gmsEnv {
+	t.Helper()
+	env := startSharedAgents(t, namespace, replicas, gpusPerNode...)
+	agentURLs := make([]string, 0, len(env.nodes))
+	for _, n := range env.nodes {
+		agentURLs = append(agentURLs, n.url+"/metrics")
+	}
+	env.startAggregator(gmsBinary(t), agentURLs)
+	env.register()
+	return env
+}
+
+// startSharedAgents is startAgents with each GPU time-sliced into replicas
+// slots (0: held whole).
+func startSharedAgents(t *testing.T, namespace string, replicas int, gpusPerNode ...int) *gmsEnv {
+	t.Helper()
 	bin := gmsBinary(t)
 	// Unix socket paths are limited to 108 bytes: keep the directory short.
 	dir, err := os.MkdirTemp("", "gms-e2e-env-")
@@ -129,7 +150,13 @@ func startAgents(t *testing.T, namespace string, gpusPerNode ...int) *gmsEnv {
 		}
 		slices.Sort(indexes)
 		for _, idx := range indexes {
-			slots = append(slots, gpuSlot{node: i, index: idx, uuid: node.gpus[idx]})
+			if replicas == 0 {
+				slots = append(slots, gpuSlot{node: i, index: idx, uuid: node.gpus[idx]})
+				continue
+			}
+			for r := range replicas {
+				slots = append(slots, gpuSlot{node: i, index: idx, uuid: node.gpus[idx], replica: strconv.Itoa(r)})
+			}
 		}
 	}
 	env.faker = startPodFaker(t, cluster.client, namespace, kubelets, slots)
@@ -420,9 +447,16 @@ func (env *gmsEnv) gpuOf(pod string) gpuSlot {
 // index) or of all GPUs (gpu "all") of node, and returns when the agent
 // accepted it.
 func (env *gmsEnv) setUtilization(node int, gpu string, percent int) time.Time {
+	env.t.Helper()
+	return env.simSet(node, url.Values{"gpu": {gpu}, "utilization": {strconv.Itoa(percent)}})
+}
+
+// simSet posts q to a node agent's /sim/set and returns when the agent
+// accepted it.
+func (env *gmsEnv) simSet(node int, q url.Values) time.Time {
 	t := env.t
 	t.Helper()
-	u := fmt.Sprintf("%s/sim/set?gpu=%s&utilization=%d", env.nodes[node].url, url.QueryEscape(gpu), percent)
+	u := env.nodes[node].url + "/sim/set?" + q.Encode()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, u, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -447,6 +481,15 @@ func (env *gmsEnv) setAllUtilization(percent int) time.Time {
 		at = env.setUtilization(i, "all", percent)
 	}
 	return at
+}
+
+// setPodShare sets the utilization of pod's own (simulated) process on the
+// GPU it holds: on a shared GPU the device's utilization is the sum of its
+// pods' shares.
+func (env *gmsEnv) setPodShare(pod string, percent int) time.Time {
+	env.t.Helper()
+	s := env.gpuOf(pod)
+	return env.simSet(s.node, url.Values{"gpu": {strconv.Itoa(s.index)}, "pod": {env.namespace + "/" + pod}, "utilization": {strconv.Itoa(percent)}})
 }
 
 // setPodUtilization sets the utilization of the GPU that pod holds.

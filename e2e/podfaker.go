@@ -38,6 +38,18 @@ type gpuSlot struct {
 	node  int // index into the faker's nodes
 	index int // the GPU's index on its agent (the gpu label)
 	uuid  string
+	// replica is the time-slicing replica ("" for a GPU held whole): the
+	// kubelet hands out "<uuid>::<replica>", as the NVIDIA device plugin
+	// does with time-slicing on.
+	replica string
+}
+
+// deviceID is the ID the kubelet reports for the slot.
+func (s gpuSlot) deviceID() string {
+	if s.replica == "" {
+		return s.uuid
+	}
+	return s.uuid + "::" + s.replica
 }
 
 // podFaker stands in for the scheduler and the kubelets for one namespace:
@@ -248,7 +260,7 @@ func (f *podFaker) publish(node int) {
 	slices.Sort(names)
 	resources := make([]*podresourcesv1.PodResources, 0, len(names))
 	for _, name := range names {
-		resources = append(resources, fakekubelet.GPUPod(f.namespace, name, workloadContainer, gpuResource, f.assigned[name].uuid))
+		resources = append(resources, fakekubelet.GPUPod(f.namespace, name, workloadContainer, gpuResource, f.assigned[name].deviceID()))
 	}
 	f.kubelets[node].SetPods(resources)
 }

@@ -19,6 +19,11 @@ const (
 	famFBReserved
 	famPower
 	famSampleTimestamp
+	// famPodGPUUtil and famPodGPUMem are the agent's per-pod shares of a
+	// device several pods share (time-slicing, MPS), from per-process
+	// samples; keyed by namespace, pod and device, not container.
+	famPodGPUUtil
+	famPodGPUMem
 	numFamilies
 )
 
@@ -32,6 +37,8 @@ var familyNames = [numFamilies]string{
 	famFBReserved:      "DCGM_FI_DEV_FB_RESERVED",
 	famPower:           "DCGM_FI_DEV_POWER_USAGE",
 	famSampleTimestamp: "gpu_metrics_server_sample_timestamp_seconds",
+	famPodGPUUtil:      "gpu_metrics_server_pod_gpu_utilization",
+	famPodGPUMem:       "gpu_metrics_server_pod_gpu_memory_used_bytes",
 }
 
 // familyOf returns the family named b. The string conversion in the switch
@@ -52,6 +59,10 @@ func familyOf(b []byte) (family, bool) {
 		return famPower, true
 	case "gpu_metrics_server_sample_timestamp_seconds":
 		return famSampleTimestamp, true
+	case "gpu_metrics_server_pod_gpu_utilization":
+		return famPodGPUUtil, true
+	case "gpu_metrics_server_pod_gpu_memory_used_bytes":
+		return famPodGPUMem, true
 	}
 	return 0, false
 }
@@ -103,6 +114,18 @@ type seriesKey struct {
 	namespace, pod, container, uuid, gpuInstance string
 }
 
+// shareKey identifies one pod's share of one device.
+type shareKey struct {
+	namespace, pod, uuid string
+}
+
+// share is a pod's own utilization and memory on a shared device.
+type share struct {
+	seen        uint8 // bit 0: utilization, bit 1: memory
+	utilization float64
+	memoryBytes float64
+}
+
 // partial gathers the families seen for one seriesKey.
 type partial struct {
 	key  seriesKey
@@ -120,6 +143,9 @@ type accumulator struct {
 	index   map[seriesKey]int
 	parts   []partial
 	samples []store.Sample
+	// shares are the per-pod shares of shared devices; they replace the
+	// device's utilization and memory used for that pod in finish.
+	shares map[shareKey]share
 
 	timestamp    float64 // max over the snapshot-timestamp series, 0 if none
 	badTimestamp bool
@@ -137,8 +163,10 @@ func (a *accumulator) reset() {
 	if a.index == nil {
 		a.index = make(map[seriesKey]int)
 		a.strs = make(map[string]string)
+		a.shares = make(map[shareKey]share)
 	}
 	clear(a.index)
+	clear(a.shares)
 	clear(a.strs)
 	clear(a.parts) // drop string references
 	a.parts = a.parts[:0]
@@ -166,7 +194,7 @@ func valid(f family, v float64) bool {
 		return false
 	}
 	switch f {
-	case famGPUUtil:
+	case famGPUUtil, famPodGPUUtil:
 		return v <= 100
 	case famGREngineActive:
 		return v <= 1
@@ -200,6 +228,19 @@ func (a *accumulator) add(f family, l *lineLabels, v float64) {
 	}
 	if l[lblUUID] == "" || !valid(f, v) {
 		a.stats.Invalid++
+		return
+	}
+	if f == famPodGPUUtil || f == famPodGPUMem {
+		sk := shareKey{namespace: ns, pod: pod, uuid: l[lblUUID]}
+		sh := a.shares[sk]
+		if f == famPodGPUUtil {
+			sh.seen |= 1
+			sh.utilization = v
+		} else {
+			sh.seen |= 2
+			sh.memoryBytes = v
+		}
+		a.shares[sk] = sh
 		return
 	}
 	k := seriesKey{namespace: ns, pod: pod, container: ctr, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
@@ -246,11 +287,15 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 			dev = append(append(append(dev[:0], p.key.uuid...), '/'), p.key.gpuInstance...)
 			s.Device = a.intern(dev)
 		}
-		// Utilization: the device's own, else (MIG instances, which have
-		// none) the graphics engine activity of dcgm-exporter's profiling
-		// fields. A per-pod share of a shared device, once sources report
-		// one, goes first in this order.
+		// Utilization: the pod's own share of a shared device where the
+		// agent attributes processes, else the device's own, else (MIG
+		// instances, which have none) the graphics engine activity of
+		// dcgm-exporter's profiling fields.
+		sh, shared := a.shares[shareKey{namespace: p.key.namespace, pod: p.key.pod, uuid: p.key.uuid}]
 		switch {
+		case shared && sh.seen&1 != 0:
+			s.Utilization = sh.utilization
+			s.Present |= store.FieldUtilization
 		case has(famGPUUtil):
 			s.Utilization = p.vals[famGPUUtil]
 			s.Present |= store.FieldUtilization
@@ -260,6 +305,9 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 		}
 		if has(famFBUsed) {
 			s.MemoryUsedBytes = p.vals[famFBUsed] * bytesPerMiB
+			if shared && sh.seen&2 != 0 {
+				s.MemoryUsedBytes = sh.memoryBytes
+			}
 			s.Present |= store.FieldMemoryUsed
 			if has(famFBFree) {
 				s.MemoryTotalBytes = (p.vals[famFBUsed] + p.vals[famFBFree] + p.vals[famFBReserved]) * bytesPerMiB

@@ -260,15 +260,22 @@ func simPodResources(pods []simPod, node string, gpus int) *podresourcesv1.ListP
 }
 
 // storeSamples turns a snapshot into the store's samples, one per device and
-// container holding it, appended to dst.
+// container holding it, appended to dst, by the same rules the aggregator's
+// parser applies to the agent's exposition: a pod's own share of a shared
+// device replaces the device's utilization and memory used; a MIG instance's
+// utilization is its graphics engine activity.
 func storeSamples(snap *collector.Snapshot, dst []store.Sample) []store.Sample {
 	for i := range snap.Devices {
 		d := &snap.Devices[i]
 		r := &d.Reading
 		s := store.Sample{Device: d.Device.UUID, Time: snap.Time}
-		if r.Has(collector.FieldGPUUtil) {
+		switch {
+		case r.Has(collector.FieldGPUUtil):
 			s.Present |= store.FieldUtilization
 			s.Utilization = r.GPUUtil
+		case r.Has(collector.FieldGREngineActive):
+			s.Present |= store.FieldUtilization
+			s.Utilization = 100 * r.GREngineActive
 		}
 		if r.Has(collector.FieldMemory) {
 			s.Present |= store.FieldMemoryUsed | store.FieldMemoryTotal
@@ -279,11 +286,29 @@ func storeSamples(snap *collector.Snapshot, dst []store.Sample) []store.Sample {
 			s.PowerWatts = r.PowerWatts
 		}
 		for _, own := range d.Owners {
-			s.Namespace, s.Pod, s.Container = own.Namespace, own.Pod, own.Container
-			dst = append(dst, s)
+			o := s
+			o.Namespace, o.Pod, o.Container = own.Namespace, own.Pod, own.Container
+			if sh := shareOf(d.Shares, own.Namespace, own.Pod); sh != nil {
+				o.Present |= store.FieldUtilization
+				o.Utilization = sh.SMUtil
+				if sh.HasMemory && o.Present.Has(store.FieldMemoryUsed) {
+					o.MemoryUsedBytes = float64(sh.MemoryUsed)
+				}
+			}
+			dst = append(dst, o)
 		}
 	}
 	return dst
+}
+
+// shareOf finds a pod's share of a device; shares are few per device.
+func shareOf(shares []collector.PodShare, namespace, pod string) *collector.PodShare {
+	for i := range shares {
+		if shares[i].Namespace == namespace && shares[i].Pod == pod {
+			return &shares[i]
+		}
+	}
+	return nil
 }
 
 // printDemoHints tells a person where to look.
