@@ -308,7 +308,7 @@ func TestHelmTemplate(t *testing.T) {
 			checkNames(t, r.objs)
 			checkNamespaces(t, r)
 			checkWorkloads(t, r, c)
-			checkRBAC(t, r)
+			checkRBAC(t, r, c)
 			checkAPIService(t, r, c)
 			if c.check != nil {
 				c.check(t, r)
@@ -398,8 +398,10 @@ func checkWorkloads(t *testing.T, r release, c chartCase) {
 	if spec.HostNetwork || spec.HostIPC {
 		t.Error("agent uses the host network or IPC namespace")
 	}
-	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-		t.Error("agent pods mount an API token; the agent never calls the API")
+	// The agent calls the API only for per-process attribution, which
+	// comes with hostPID.
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != c.hostPID {
+		t.Errorf("agent pods mount an API token: %v, want %v (only with hostPID)", spec.AutomountServiceAccountToken, c.hostPID)
 	}
 	if len(spec.Containers) != 1 {
 		t.Fatalf("agent has %d containers", len(spec.Containers))
@@ -407,6 +409,9 @@ func checkWorkloads(t *testing.T, r release, c chartCase) {
 	agent := spec.Containers[0]
 	if len(agent.Args) == 0 || agent.Args[0] != "agent" {
 		t.Errorf("agent args %v do not start with the agent subcommand", agent.Args)
+	}
+	if want := fmt.Sprintf("--process-attribution=%v", c.hostPID); !slices.Contains(agent.Args, want) {
+		t.Errorf("agent args %v lack %s", agent.Args, want)
 	}
 	if !slices.Contains(agent.Args, "--pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock") {
 		t.Errorf("agent args %v do not name the pod-resources socket", agent.Args)
@@ -628,7 +633,7 @@ var readOnlyVerbs = []string{"get", "list", "watch"}
 // and nothing else of its own; the bindings grant only those roles and the
 // two built-in ones every aggregated API server needs; the agent is bound to
 // nothing.
-func checkRBAC(t *testing.T, r release) {
+func checkRBAC(t *testing.T, r release, c chartCase) {
 	t.Helper()
 	var ours []string
 	for _, cr := range decodeAll[rbacv1.ClusterRole](t, r.objs, keyClusterRole) {
@@ -648,6 +653,17 @@ func checkRBAC(t *testing.T, r release) {
 			t.Errorf("aggregator ClusterRole rules = %+v, want %+v", cr.Rules, want)
 		}
 	}
+	// The agent has a role only with hostPID (per-process attribution):
+	// read-only pods, like the aggregator's.
+	if got := slices.Contains(ours, r.agent()); got != c.hostPID {
+		t.Errorf("agent ClusterRole rendered: %v, want %v (only with hostPID)", got, c.hostPID)
+	} else if got {
+		cr := decode[rbacv1.ClusterRole](t, r.objs, keyClusterRole, r.agent())
+		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs}}
+		if fmt.Sprint(cr.Rules) != fmt.Sprint(want) {
+			t.Errorf("agent ClusterRole rules = %+v, want %+v", cr.Rules, want)
+		}
+	}
 	builtin := []string{"system:auth-delegator", "extension-apiserver-authentication-reader"}
 	agentSA := r.agent()
 	checkBinding := func(kind, name string, ref rbacv1.RoleRef, subjects []rbacv1.Subject) {
@@ -655,8 +671,8 @@ func checkRBAC(t *testing.T, r release) {
 			t.Errorf("%s %s binds %s %s, which is neither the chart's nor an allowed built-in role", kind, name, ref.Kind, ref.Name)
 		}
 		for _, s := range subjects {
-			if s.Kind == rbacv1.ServiceAccountKind && s.Name == agentSA && s.Namespace == r.namespace {
-				t.Errorf("%s %s binds the agent's ServiceAccount", kind, name)
+			if s.Kind == rbacv1.ServiceAccountKind && s.Name == agentSA && s.Namespace == r.namespace && ref.Name != r.agent() {
+				t.Errorf("%s %s binds the agent's ServiceAccount to %s", kind, name, ref.Name)
 			}
 		}
 	}

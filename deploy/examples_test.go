@@ -258,7 +258,7 @@ func TestManifests(t *testing.T) {
 			}
 			r := release{defaultRelease, ns.Name, objs[1:]}
 			checkNamespaces(t, r)
-			checkRBAC(t, r)
+			checkRBAC(t, r, chartCase{})
 			dep := decode[appsv1.Deployment](t, objs, keyDeployment, r.aggregator())
 			sel, err := labels.Parse(flagValues(dep.Spec.Template.Spec.Containers[0].Args)["--agent-selector"])
 			ds := decode[appsv1.DaemonSet](t, objs, keyDaemonSet, r.agent())
