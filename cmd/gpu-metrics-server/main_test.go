@@ -282,20 +282,26 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"agent", "--backend=sim", "--logging-format=xml"}, "logging-format"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			cmd := exec.Command(binary, tt.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
-			}
-			out := strings.TrimSpace(stderr.String())
-			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
-				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageError(t, tt.flag, tt.args...) })
+	}
+}
+
+// checkUsageError runs the binary with args and expects what every invalid
+// flag gives: exit status 2 and a single line naming the flag.
+func checkUsageError(t *testing.T, flag string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	// Outside a cluster, whatever the test runner's environment.
+	cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
+	}
+	if out := strings.TrimSpace(stderr.String()); strings.Count(out, "\n") != 0 || !strings.Contains(out, flag) {
+		t.Errorf("want one line naming %s, got:\n%s", flag, out)
 	}
 }
 
@@ -458,19 +464,6 @@ func TestStandaloneFlagErrors(t *testing.T) {
 		{[]string{"standalone", "--backend=sim", "--bind-address=0.0.0.0"}, "bind-address"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			cmd := exec.Command(binary, tt.args...)
-			cmd.Env = append(os.Environ(), "KUBERNETES_SERVICE_HOST=")
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
-			}
-			if out := strings.TrimSpace(stderr.String()); strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
-				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageError(t, tt.flag, tt.args...) })
 	}
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -165,19 +162,6 @@ func TestAgentAttributionFlagErrors(t *testing.T) {
 		{[]string{"agent", "--process-attribution=maybe"}, "--process-attribution"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			cmd := exec.Command(binary, tt.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
-			}
-			out := strings.TrimSpace(stderr.String())
-			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.flag) {
-				t.Errorf("want one line naming %s, got:\n%s", tt.flag, out)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageError(t, tt.flag, tt.args...) })
 	}
 }

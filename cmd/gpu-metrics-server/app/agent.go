@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
@@ -143,13 +142,10 @@ func (o *agentOptions) validate() error {
 // kubeConfig is --kubeconfig, else the in-cluster configuration when
 // running in a pod, else nil: no Kubernetes API access.
 func (o *agentOptions) kubeConfig() (*rest.Config, error) {
-	switch {
-	case o.Kubeconfig != "":
-		return clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
-	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
-		return rest.InClusterConfig()
+	if o.Kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, nil
 	}
-	return nil, nil
+	return kubeClientConfig(o.Kubeconfig)
 }
 
 // attribution sets up per-process attribution of shared GPUs (nil: off):
