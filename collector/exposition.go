@@ -232,7 +232,14 @@ func deviceLabels(b []byte, d *Device, host string) []byte {
 	b = append(b, `gpu="`...)
 	b = strconv.AppendInt(b, int64(d.Index), 10)
 	b = append(b, '"')
-	b = appendLabel(b, "UUID", d.UUID)
+	// A MIG instance is labelled as dcgm-exporter labels it: the parent
+	// GPU's UUID, told apart by GPU_I_ID, so that dashboards, rules and
+	// the aggregator see one device whichever exporter reported it.
+	uuid := d.UUID
+	if d.MIG != nil && d.MIG.ParentUUID != "" {
+		uuid = d.MIG.ParentUUID
+	}
+	b = appendLabel(b, "UUID", uuid)
 	b = appendLabel(b, "pci_bus_id", d.PCIBusID)
 	if d.Minor >= 0 {
 		b = appendLabel(b, "device", "nvidia"+strconv.Itoa(d.Minor))

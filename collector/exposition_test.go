@@ -120,9 +120,10 @@ func TestExposition(t *testing.T) {
 	}
 	for _, m := range mfs["DCGM_FI_DEV_FB_USED"].GetMetric() {
 		l := labelsOf(m)
-		switch l["UUID"] {
-		case "MIG-11111111-2222-3333-4444-555555555555":
-			if l["GPU_I_PROFILE"] != "1g.20gb" || l["GPU_I_ID"] != "2" || m.GetGauge().GetValue() != 2048 || l["pod"] != "small" {
+		switch l["GPU_I_ID"] {
+		case "2":
+			// A MIG instance carries its parent's UUID, as dcgm-exporter's do.
+			if l["UUID"] != "GPU-3" || l["GPU_I_PROFILE"] != "1g.20gb" || m.GetGauge().GetValue() != 2048 || l["pod"] != "small" {
 				t.Errorf("MIG FB_USED %v = %v", l, m.GetGauge().GetValue())
 			}
 		default:
@@ -168,11 +169,11 @@ func TestExposition(t *testing.T) {
 	modes := map[string]float64{}
 	for _, m := range mfs[AttributionModeMetric].GetMetric() {
 		l := labelsOf(m)
-		modes[l["UUID"]+"/"+l["mode"]] = m.GetGauge().GetValue()
+		modes[l["UUID"]+l["GPU_I_ID"]+"/"+l["mode"]] = m.GetGauge().GetValue()
 	}
 	wantModes := map[string]float64{
 		"GPU-0/process": 1, "GPU-0/device": 0, "GPU-1/process": 1, "GPU-1/device": 0, "GPU-2/process": 0, "GPU-2/device": 1,
-		"MIG-11111111-2222-3333-4444-555555555555/process": 0, "MIG-11111111-2222-3333-4444-555555555555/device": 1,
+		"GPU-32/process": 0, "GPU-32/device": 1, // the MIG instance: parent UUID + GPU_I_ID
 	}
 	if fmt.Sprint(modes) != fmt.Sprint(wantModes) {
 		t.Errorf("attribution modes %v, want %v", modes, wantModes)

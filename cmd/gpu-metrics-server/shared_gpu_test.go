@@ -109,11 +109,14 @@ func TestAgentSimMIG(t *testing.T) {
 	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=2", "--sim-mig=1", "--node-name=node-m", "--sample-interval=100ms",
 		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
 	simSet(t, addr, "gpu=1&gpu_i_id=2&utilization=60")
+	// MIG instances carry the parent GPU's UUID (as dcgm-exporter's do),
+	// told apart by GPU_I_ID; the pod holding one is matched by its MIG UUID.
+	parent := collector.SimUUID("node-m", 1)
 	want := []string{
-		mig + "/3g.40gb/2/small:0.6",
-		collector.SimMIGUUID("node-m", 1, 3) + "/2g.20gb/3/:0",
-		collector.SimMIGUUID("node-m", 1, 9) + "/1g.10gb/9/:0",
-		collector.SimMIGUUID("node-m", 1, 10) + "/1g.10gb/10/:0",
+		parent + "/3g.40gb/2/small:0.6",
+		parent + "/2g.20gb/3/:0",
+		parent + "/1g.10gb/9/:0",
+		parent + "/1g.10gb/10/:0",
 	}
 	sort.Strings(want)
 	eventually(t, "MIG activity of pod ml/small", func() bool {

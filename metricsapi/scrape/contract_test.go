@@ -11,8 +11,8 @@ import (
 
 // TestAgentContract parses what the agent's own renderer produces for a
 // time-sliced GPU whose processes were attributed to pods: each pod gets its
-// own share (70 and 10), not the device's 80, on every container line, while
-// the memory total stays the device's.
+// own share (70 and 10), not the device's 80, once per pod however many of
+// its containers hold the device, while the memory total stays the device's.
 func TestAgentContract(t *testing.T) {
 	const uuid = "GPU-11111111-2222-3333-4444-555555555555"
 	at := time.UnixMilli(1700000000250)
@@ -53,12 +53,10 @@ func TestAgentContract(t *testing.T) {
 		}
 		total := float64(80 << 30)
 		want := []store.Sample{
-			{Namespace: "inf", Pod: "a", Container: "sidecar", Device: uuid, Time: at, Present: store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal,
-				Utilization: 70, MemoryUsedBytes: 20 << 30, MemoryTotalBytes: total},
-			{Namespace: "inf", Pod: "a", Container: "srv", Device: uuid, Time: at, Present: store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal,
-				Utilization: 70, MemoryUsedBytes: 20 << 30, MemoryTotalBytes: total},
-			{Namespace: "inf", Pod: "b", Container: "srv", Device: uuid, Time: at, Present: store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal,
-				Utilization: 10, MemoryUsedBytes: 10 << 30, MemoryTotalBytes: total},
+			{Namespace: "inf", Pod: "a", Container: "sidecar,srv", Device: uuid, Time: at, Precedence: store.PrecedenceAgent,
+				Present: store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal, Utilization: 70, MemoryUsedBytes: 20 << 30, MemoryTotalBytes: total},
+			{Namespace: "inf", Pod: "b", Container: "srv", Device: uuid, Time: at, Precedence: store.PrecedenceAgent,
+				Present: store.FieldUtilization | store.FieldMemoryUsed | store.FieldMemoryTotal, Utilization: 10, MemoryUsedBytes: 10 << 30, MemoryTotalBytes: total},
 		}
 		if err := sameSamples(got, want); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, body)

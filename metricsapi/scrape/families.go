@@ -2,6 +2,8 @@ package scrape
 
 import (
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
@@ -109,9 +111,10 @@ type lineLabels [numLabels]string
 
 const bytesPerMiB = 1 << 20
 
-// seriesKey identifies one container's view of one device.
+// seriesKey identifies one pod's view of one device: the containers of a
+// pod holding the device (or time-slicing replicas of it) give one sample.
 type seriesKey struct {
-	namespace, pod, container, uuid, gpuInstance string
+	namespace, pod, uuid, gpuInstance string
 }
 
 // shareKey identifies one pod's share of one device.
@@ -128,9 +131,13 @@ type share struct {
 
 // partial gathers the families seen for one seriesKey.
 type partial struct {
-	key  seriesKey
-	seen uint16 // bit per family
-	vals [numFamilies]float64
+	key seriesKey
+	// container is the container label of the lines, or, when they name
+	// several, the union of their names, sorted and comma separated (see
+	// joinContainers).
+	container string
+	seen      uint16 // bit per family
+	vals      [numFamilies]float64
 	// exported records that the pod came from the exported_* labels;
 	// lines counts the series lines that went into the partial.
 	exported bool
@@ -243,27 +250,46 @@ func (a *accumulator) add(f family, l *lineLabels, v float64) {
 		a.shares[sk] = sh
 		return
 	}
-	k := seriesKey{namespace: ns, pod: pod, container: ctr, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
+	k := seriesKey{namespace: ns, pod: pod, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
 	i, ok := a.index[k]
 	if !ok {
 		i = len(a.parts)
 		a.index[k] = i
-		a.parts = append(a.parts, partial{key: k})
+		a.parts = append(a.parts, partial{key: k, container: ctr})
 	}
 	p := &a.parts[i]
+	if ctr != p.container {
+		p.container = a.joinContainers(p.container, ctr)
+	}
 	p.exported = p.exported || exported
 	p.lines++
 	p.seen |= 1 << f
 	p.vals[f] = v
 }
 
+// joinContainers returns the names of the containers in x and y (each one
+// name or a comma-separated list), sorted, without duplicates or empty names,
+// joined by commas. The result depends only on the set of names, not on the
+// order the lines came in, so that both parsers agree.
+func (a *accumulator) joinContainers(x, y string) string {
+	names := append(strings.Split(x, ","), strings.Split(y, ",")...)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if names[0] == "" {
+		names = names[1:]
+	}
+	return a.intern([]byte(strings.Join(names, ",")))
+}
+
 // finish builds the samples. at is the receipt time, used as the samples'
 // time when the exposition carries no snapshot timestamp (dcgm-exporter).
+// The agent's exposition, which carries it, gives its samples the agent's
+// precedence.
 func (a *accumulator) finish(at time.Time) []store.Sample {
-	t := at
+	t, prec := at, store.PrecedenceExporter
 	if a.timestamp > 0 {
 		sec, frac := math.Modf(a.timestamp)
-		t = time.Unix(int64(sec), int64(frac*1e9))
+		t, prec = time.Unix(int64(sec), int64(frac*1e9)), store.PrecedenceAgent
 		a.stats.SnapshotTime = true
 	}
 	var dev []byte
@@ -277,11 +303,12 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 		}
 		has := func(f family) bool { return p.seen&(1<<f) != 0 }
 		s := store.Sample{
-			Namespace: p.key.namespace,
-			Pod:       p.key.pod,
-			Container: p.key.container,
-			Device:    p.key.uuid,
-			Time:      t,
+			Namespace:  p.key.namespace,
+			Pod:        p.key.pod,
+			Container:  p.container,
+			Device:     p.key.uuid,
+			Time:       t,
+			Precedence: prec,
 		}
 		if p.key.gpuInstance != "" {
 			dev = append(append(append(dev[:0], p.key.uuid...), '/'), p.key.gpuInstance...)

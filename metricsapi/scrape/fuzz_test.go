@@ -10,7 +10,8 @@ import (
 // (the fast scanner does not look inside series it does not read), but must
 // not panic.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"agent.prom", "dcgm-exporter.prom", "dcgm-exporter-relabelled.prom", "dcgm-exporter-mig.prom"} {
+	for _, name := range []string{"agent.prom", "agent-mig.prom", "agent-timesliced.prom", "dcgm-exporter.prom", "dcgm-exporter-relabelled.prom",
+		"dcgm-exporter-mig.prom", "dcgm-exporter-timesliced.prom"} {
 		f.Add(readTestdata(f, name))
 	}
 	p := NewParser()

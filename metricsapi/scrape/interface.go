@@ -12,7 +12,8 @@ import (
 
 // Appender takes the samples of one scrape of one target: the store.
 type Appender interface {
-	// Append stores the target's complete current view, received at at.
+	// Append stores the samples of one scrape of the target, received at
+	// at. A series the target leaves out expires in the store.
 	Append(source string, at time.Time, samples []store.Sample) (store.AppendResult, error)
 }
 

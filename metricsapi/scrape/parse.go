@@ -39,6 +39,13 @@ type ParseStats struct {
 // (or their exported_* variants), and the agent's
 // gpu_metrics_server_sample_timestamp_seconds as the samples' time.
 //
+// It gives one sample per pod and device (a GPU, or a MIG instance: UUID
+// plus GPU_I_ID), however many containers or time-slicing replicas of the
+// pod hold it; the sample's Container joins their names (sorted, comma
+// separated). An exposition carrying the snapshot timestamp is the agent's:
+// its samples get store.PrecedenceAgent, which outranks dcgm-exporter's
+// (store.PrecedenceExporter) where both report a device.
+//
 // A fast scanner reads the common syntax and skips every other series
 // without parsing it; a body using the newer quoted-name syntax goes to
 // expfmt's parser instead. On any input expfmt accepts, both give the same

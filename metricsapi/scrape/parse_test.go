@@ -47,7 +47,7 @@ func sameSamples(got, want []store.Sample) error {
 	for i := range got {
 		g, w := got[i], want[i]
 		if g.Namespace != w.Namespace || g.Pod != w.Pod || g.Container != w.Container || g.Device != w.Device ||
-			!g.Time.Equal(w.Time) || g.Present != w.Present || !near(g.Utilization, w.Utilization) ||
+			!g.Time.Equal(w.Time) || g.Precedence != w.Precedence || g.Present != w.Present || !near(g.Utilization, w.Utilization) ||
 			!near(g.MemoryUsedBytes, w.MemoryUsedBytes) || !near(g.MemoryTotalBytes, w.MemoryTotalBytes) ||
 			!near(g.PowerWatts, w.PowerWatts) {
 			return fmt.Errorf("sample %d:\n got %+v\nwant %+v", i, g, w)
@@ -83,14 +83,27 @@ func TestParseExpositions(t *testing.T) {
 			// is no pod's.
 			file: "agent.prom",
 			want: []store.Sample{
-				{Namespace: "ml", Pod: "trainer-0", Container: "trainer", Device: h100a, Time: agentTime, Present: allFields,
+				{Namespace: "ml", Pod: "trainer-0", Container: "trainer", Device: h100a, Time: agentTime, Precedence: store.PrecedenceAgent, Present: allFields,
 					Utilization: 87, MemoryUsedBytes: 61440 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 312.456},
-				{Namespace: "web", Pod: "infer-a", Container: "server", Device: h100b, Time: agentTime, Present: allFields,
+				{Namespace: "web", Pod: "infer-a", Container: "server", Device: h100b, Time: agentTime, Precedence: store.PrecedenceAgent, Present: allFields,
 					Utilization: 35, MemoryUsedBytes: 20480 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 145.2},
-				{Namespace: "web", Pod: "infer-b", Container: "server", Device: h100b, Time: agentTime, Present: allFields,
+				{Namespace: "web", Pod: "infer-b", Container: "server", Device: h100b, Time: agentTime, Precedence: store.PrecedenceAgent, Present: allFields,
 					Utilization: 35, MemoryUsedBytes: 20480 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 145.2},
 			},
 			wantStats: ParseStats{Series: 17, Samples: 3, Unattributed: 4, SnapshotTime: true},
+		},
+		{
+			// The agent on an A100 in MIG mode: instances keyed by the
+			// parent's UUID and GPU_I_ID as dcgm-exporter keys them,
+			// memory only (no GPM); the parent's power is no pod's.
+			file: "agent-mig.prom",
+			want: []store.Sample{
+				{Namespace: "ml", Pod: "tiny-0", Container: "app", Device: a100a + "/13", Time: agentTime, Precedence: store.PrecedenceAgent,
+					Present: store.FieldMemoryUsed | store.FieldMemoryTotal, MemoryUsedBytes: 260 * mib, MemoryTotalBytes: 9735 * mib},
+				{Namespace: "ml", Pod: "mid-0", Container: "app", Device: a100a + "/2", Time: agentTime, Precedence: store.PrecedenceAgent,
+					Present: store.FieldMemoryUsed | store.FieldMemoryTotal, MemoryUsedBytes: 9900 * mib, MemoryTotalBytes: 39978 * mib},
+			},
+			wantStats: ParseStats{Series: 6, Samples: 2, Unattributed: 1, SnapshotTime: true},
 		},
 		{
 			// dcgm-exporter read directly: receipt time, reserved memory
@@ -198,6 +211,28 @@ func TestParseLines(t *testing.T) {
 		{"engine ratio over 1", "DCGM_FI_PROF_GR_ENGINE_ACTIVE{" + uuid + owner + "} 1.5\n", nil, false, 1},
 		{"negative power", "DCGM_FI_DEV_POWER_USAGE{" + uuid + owner + "} -1\n", nil, false, 1},
 		{"infinite memory", "DCGM_FI_DEV_FB_USED{" + uuid + owner + "} +Inf\n", nil, false, 1},
+		{"two containers of a pod holding one device give one sample", "DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns",container="b"} 7` + "\n" +
+			"DCGM_FI_DEV_POWER_USAGE{" + uuid + `,pod="p",namespace="ns",container="a"} 9` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns",container="a"} 7` + "\n",
+			[]store.Sample{{Namespace: "ns", Pod: "p", Container: "a,b", Device: "GPU-1", Time: receipt, Present: store.FieldUtilization | store.FieldPower,
+				Utilization: 7, PowerWatts: 9}}, false, 0},
+		{"time-slicing replicas of one container give one sample", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + `,vgpu="0"} 7` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + `,vgpu="1"} 7` + "\n",
+			one(store.FieldUtilization, 7, 0, 0, 0), false, 0},
+		{"container names are a set", "DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns",container="b,a"} 7` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns"} 7` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns",container="c"} 7` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + `,pod="p",namespace="ns",container="a"} 7` + "\n",
+			[]store.Sample{{Namespace: "ns", Pod: "p", Container: "a,b,c", Device: "GPU-1", Time: receipt, Present: store.FieldUtilization, Utilization: 7}}, false, 0},
+		{"GPU instances of one parent are two devices", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + `,GPU_I_ID="1"} 7` + "\n" +
+			"DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + `,GPU_I_ID="2"} 8` + "\n",
+			[]store.Sample{
+				{Namespace: "ns", Pod: "p", Container: "c", Device: "GPU-1/1", Time: receipt, Present: store.FieldUtilization, Utilization: 7},
+				{Namespace: "ns", Pod: "p", Container: "c", Device: "GPU-1/2", Time: receipt, Present: store.FieldUtilization, Utilization: 8},
+			}, false, 0},
+		{"snapshot timestamp makes the agent's precedence", "DCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 7\ngpu_metrics_server_sample_timestamp_seconds 1700000000.5\n",
+			[]store.Sample{{Namespace: "ns", Pod: "p", Container: "c", Device: "GPU-1", Time: time.Unix(1700000000, 5e8), Precedence: store.PrecedenceAgent,
+				Present: store.FieldUtilization, Utilization: 7}}, false, 0},
 		{"quoted metric name falls back", `{"DCGM_FI_DEV_GPU_UTIL",` + uuid + owner + "} 5\n", one(store.FieldUtilization, 5, 0, 0, 0), true, 0},
 		{"quoted label name falls back", `DCGM_FI_DEV_GPU_UTIL{"UUID"="GPU-1"` + owner + "} 5\n", one(store.FieldUtilization, 5, 0, 0, 0), true, 0},
 		{"quoted name in TYPE falls back", `# TYPE "DCGM_FI_DEV_GPU_UTIL" gauge` + "\nDCGM_FI_DEV_GPU_UTIL{" + uuid + owner + "} 5\n",

@@ -58,9 +58,9 @@ func TestRoundSkipsBadTargets(t *testing.T) {
 	})
 	big := serve(t, body([]byte(strings.Repeat("# padding\n", limit/5))))
 	malformed := serve(t, body([]byte("DCGM_FI_DEV_GPU_UTIL{pod=\"x\" 1\n")))
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closedURL := closed.URL
-	closed.Close()
+	// Nothing listens on port 0: connecting is refused at once. (A closed
+	// test server's port may be taken by a test running in parallel.)
+	const closedURL = "http://127.0.0.1:0/metrics"
 
 	targets, err := NewStaticTargets([]string{good.URL, dcgm.URL, status.URL, slow.URL, big.URL, malformed.URL, closedURL, good.URL})
 	if err != nil {
@@ -294,18 +294,29 @@ func TestRunStopsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := newTestStore(t)
-	s, err := New(Config{Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, st)
+	// A timeout that a loaded CI machine meets: the test waits for the
+	// store, not for a round to end.
+	s, err := New(Config{Interval: time.Second, Timeout: time.Second, MaxBodyBytes: 1 << 20}, targets, st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	for !s.HasSynced() {
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Stats().Appended == 0 || !s.HasSynced() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no scrape reached the store in 30 s (store %+v, synced %v)", st.Stats(), s.HasSynced())
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
-	<-done
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30 s of its context's end")
+	}
 	if _, ok := st.PodValue(store.Utilization, "ml", "trainer-0", time.Now()); !ok {
 		t.Error("Run's rounds did not reach the store")
 	}

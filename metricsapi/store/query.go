@@ -9,10 +9,13 @@ import (
 // Metric is one of the per-pod values the store aggregates.
 type Metric int
 
-// The metrics the store can answer.
+// The metrics the store can answer. Each reads, on every device of the pod,
+// the readings of the highest precedence that has a fresh one (see Sample).
 const (
 	// Utilization is the mean, over the window, of the utilization of the
-	// pod's devices, in percent (each device weighs the same).
+	// pod's devices, in percent (each device weighs the same). A device's
+	// mean uses only the points of its highest precedence whose newest
+	// point is fresh and within the window.
 	Utilization Metric = iota
 	// MemoryUsedBytes is the sum of the frame buffer in use on the pod's
 	// devices, at their newest reading.
@@ -59,8 +62,8 @@ type PodValue struct {
 // PodValue returns the pod's value of m as of now (the store's clock), and
 // false when the pod has no complete, fresh value: it holds no device with a
 // reading received within the stale-after period, or one of its fresh
-// devices lacks the readings m needs (a partial sum or mean would misstate
-// the pod).
+// devices lacks a fresh reading m needs (a partial sum or mean would
+// misstate the pod).
 func (s *Store) PodValue(m Metric, namespace, name string, now time.Time) (Value, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -101,54 +104,53 @@ func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
 		oldest    = int64(math.MaxInt64)
 	)
 	for _, sr := range p.devices {
-		if sr.latestReceived < staleBefore {
+		if !sr.fresh(staleBefore) {
 			continue
 		}
 		fresh++
+		var (
+			r  reading
+			ok bool
+		)
 		switch m {
 		case Utilization:
+			lv := sr.utilizationLevel(max(staleBefore, windowStart))
+			if lv == nil {
+				return Value{}, false
+			}
 			var dsum float64
 			var n int
-			for _, pt := range sr.points {
+			for _, pt := range lv.points {
 				if pt.received < windowStart {
 					continue
 				}
 				dsum += pt.utilization
 				n++
-				if pt.sampled < oldest {
-					oldest = pt.sampled
-				}
-				if pt.sampled > newest {
-					newest = pt.sampled
-				}
-			}
-			if n == 0 {
-				return Value{}, false
+				oldest = min(oldest, pt.sampled)
+				newest = max(newest, pt.sampled)
 			}
 			sum += dsum / float64(n)
 			continue
 		case MemoryUsedBytes:
-			if !sr.latest.Present.Has(FieldMemoryUsed) {
-				return Value{}, false
-			}
-			sum += sr.latest.MemoryUsedBytes
+			r, ok = sr.reading(FieldMemoryUsed, staleBefore)
 		case MemoryUtilization:
-			if !sr.latest.Present.Has(FieldMemoryUsed | FieldMemoryTotal) {
+			total, hasTotal := sr.reading(FieldMemoryTotal, staleBefore)
+			if !hasTotal {
 				return Value{}, false
 			}
-			sum += sr.latest.MemoryUsedBytes
-			sum2 += sr.latest.MemoryTotalBytes
+			sum2 += total.value
+			newest = max(newest, total.sampled)
+			r, ok = sr.reading(FieldMemoryUsed, staleBefore)
 		case PowerWatts:
-			if !sr.latest.Present.Has(FieldPower) {
-				return Value{}, false
-			}
-			sum += sr.latest.PowerWatts
+			r, ok = sr.reading(FieldPower, staleBefore)
 		default:
 			return Value{}, false
 		}
-		if sr.latestSampled > newest {
-			newest = sr.latestSampled
+		if !ok {
+			return Value{}, false
 		}
+		sum += r.value
+		newest = max(newest, r.sampled)
 	}
 	if fresh == 0 {
 		return Value{}, false
@@ -170,4 +172,52 @@ func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
 		return Value{}, false
 	}
 	return v, true
+}
+
+// fresh reports whether any level of the series received a reading at or
+// after staleBefore.
+func (sr *series) fresh(staleBefore int64) bool {
+	for i := range sr.levels {
+		if sr.levels[i].newestReceived >= staleBefore {
+			return true
+		}
+	}
+	return false
+}
+
+// utilizationLevel returns the highest level whose newest utilization point
+// was received at or after cutoff, or nil.
+func (sr *series) utilizationLevel(cutoff int64) *level {
+	for i := range sr.levels {
+		lv := &sr.levels[i]
+		if n := len(lv.points); n > 0 && lv.points[n-1].received >= cutoff {
+			return lv
+		}
+	}
+	return nil
+}
+
+// reading returns field f (one of memory used, memory total, power) of the
+// highest level holding one received at or after staleBefore, and false when
+// there is none.
+func (sr *series) reading(f Fields, staleBefore int64) (reading, bool) {
+	for i := range sr.levels {
+		lv := &sr.levels[i]
+		if !lv.has.Has(f) {
+			continue
+		}
+		var r *reading
+		switch f {
+		case FieldMemoryUsed:
+			r = &lv.memUsed
+		case FieldMemoryTotal:
+			r = &lv.memTotal
+		default:
+			r = &lv.power
+		}
+		if r.received >= staleBefore {
+			return *r, true
+		}
+	}
+	return reading{}, false
 }

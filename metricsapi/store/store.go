@@ -3,33 +3,50 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// maxPoints bounds the utilization points one pod keeps per device, whatever
-// the feed rate, so that memory stays bounded by pods × devices × maxPoints
-// even when a source feeds faster than expected (64 covers a 15 s window fed
-// at 4 Hz).
-const maxPoints = 64
+// MaxWindowFeeds is the largest number of feeds of one source a window may
+// span (Window / the feed interval) for the store to hold it in full. The
+// store keeps up to twice as many utilization points per device and
+// precedence, a margin for feeds that come early (jitter, a restarted
+// source), so that memory stays bounded by pods × devices × 2 ×
+// MaxWindowFeeds even when a source feeds far faster than expected.
+const MaxWindowFeeds = 128
+
+// maxPoints bounds the utilization points a series keeps per precedence.
+const maxPoints = 2 * MaxWindowFeeds
 
 // Config configures a Store.
 type Config struct {
 	// Window is how far back the utilization mean reaches.
 	Window time.Duration
-	// StaleAfter is how long after its newest reading was received a
-	// device (and a pod with no fresher device) stops being served.
+	// StaleAfter is how long after it was received a reading stops being
+	// served, and a device (and a pod with no fresher device) with it.
 	StaleAfter time.Duration
+	// FeedInterval is the expected time between two feeds of one source
+	// (the scrape interval, or the sample interval of an in-process feed).
+	// When set, Validate rejects a Window spanning more than
+	// MaxWindowFeeds feeds, which the store could not hold in full; zero
+	// skips that check.
+	FeedInterval time.Duration
 }
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
-	if c.Window <= 0 {
+	switch {
+	case c.Window <= 0:
 		return fmt.Errorf("window must be positive, got %v", c.Window)
-	}
-	if c.StaleAfter <= 0 {
+	case c.StaleAfter <= 0:
 		return fmt.Errorf("stale-after must be positive, got %v", c.StaleAfter)
+	case c.FeedInterval < 0:
+		return fmt.Errorf("feed interval must not be negative, got %v", c.FeedInterval)
+	case c.FeedInterval > 0 && c.FeedInterval <= math.MaxInt64/MaxWindowFeeds && c.Window > MaxWindowFeeds*c.FeedInterval:
+		return fmt.Errorf("window %v spans more than %d feeds of %v, more than the store holds: use a window of at most %v or a longer feed interval",
+			c.Window, MaxWindowFeeds, c.FeedInterval, MaxWindowFeeds*c.FeedInterval)
 	}
 	return nil
 }
@@ -42,7 +59,6 @@ type Store struct {
 
 	mu        sync.RWMutex
 	pods      map[podKey]*pod
-	sources   map[string]*source
 	lastSweep int64 // receipt clock, nanoseconds
 
 	fed        atomic.Bool
@@ -61,39 +77,35 @@ type pod struct {
 	devices []*series
 }
 
-// series is one pod's view of one device.
+// series is one pod's view of one device: the readings of each precedence
+// that reported it.
 type series struct {
 	device string
-	// owner is the source that delivered the newest reading; gen is that
-	// source's append generation at the time.
-	owner *source
-	gen   uint64
+	levels []level // highest precedence first; rarely more than two
+}
 
-	latest         Sample // the newest reading (Namespace/Pod/Container cleared)
-	latestSampled  int64  // latest.Time in unix nanoseconds
-	latestReceived int64  // receipt clock of the newest reading
+// level is what the sources of one precedence reported of a series.
+type level struct {
+	precedence uint8
+	// newestSampled is the newest reading's Sample.Time (unix nanoseconds):
+	// readings not after it are duplicates. newestReceived is its receipt:
+	// the level is stale when that is.
+	newestSampled, newestReceived int64
 
-	points []point // utilization readings in the window, oldest first
+	has                      Fields // the readings below that were ever set
+	memUsed, memTotal, power reading
+	points                   []point // utilization readings in the window, oldest first
+}
+
+// reading is the newest value of one field at one precedence.
+type reading struct {
+	value             float64
+	sampled, received int64
 }
 
 type point struct {
 	received, sampled int64
 	utilization       float64
-}
-
-// source is one feeder (a scrape target, or the standalone sampler). Each
-// Append is its complete current view, so series it delivered last time but
-// not this time are gone.
-type source struct {
-	name         string
-	gen          uint64
-	lastReceived int64
-	refs, spare  []seriesRef
-}
-
-type seriesRef struct {
-	key podKey
-	s   *series
 }
 
 // New returns an empty store.
@@ -105,7 +117,6 @@ func New(cfg Config) (*Store, error) {
 		window:     int64(cfg.Window),
 		staleAfter: int64(cfg.StaleAfter),
 		pods:       make(map[podKey]*pod),
-		sources:    make(map[string]*source),
 	}, nil
 }
 
@@ -114,7 +125,7 @@ type AppendResult struct {
 	// Stored is the number of readings stored.
 	Stored int
 	// Duplicates is the number of readings skipped because one at least as
-	// new was already stored for the same pod and device.
+	// new was already stored for the same pod, device and precedence.
 	Duplicates int
 	// Rejected is the number of samples skipped because a required field
 	// (namespace, pod, device, time) was empty.
@@ -124,11 +135,12 @@ type AppendResult struct {
 // ErrEmptySource is returned by Append for an empty source name.
 var ErrEmptySource = errors.New("store: empty source name")
 
-// Append stores the samples one source delivered at receipt time at (the
-// store's clock). samples must be the source's complete current view: a pod
-// and device this source delivered before but omits now is removed at once
-// (unless another source has delivered it since). The samples slice is not
-// retained.
+// Append stores the samples one source (named by sourceName, which must not
+// be empty) delivered at receipt time at (the store's clock). A reading the
+// source omits keeps being served until it is stale-after old, as if the
+// source had failed: one round missing a field or a device neither wipes a
+// pod's window nor takes the pod off the API, and no reading older than
+// stale-after is ever served. The samples slice is not retained.
 func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (AppendResult, error) {
 	if sourceName == "" {
 		return AppendResult{}, ErrEmptySource
@@ -137,14 +149,6 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 	var res AppendResult
 
 	s.mu.Lock()
-	src := s.sources[sourceName]
-	if src == nil {
-		src = &source{name: sourceName}
-		s.sources[sourceName] = src
-	}
-	src.gen++
-	src.lastReceived = now
-	refs := src.spare[:0]
 	for i := range samples {
 		smp := &samples[i]
 		if smp.Namespace == "" || smp.Pod == "" || smp.Device == "" || smp.Time.IsZero() {
@@ -166,28 +170,15 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 				s.podsHeld.Add(1)
 			}
 		}
-		if sr.owner != src || sr.gen != src.gen {
-			sr.owner, sr.gen = src, src.gen
-			refs = append(refs, seriesRef{key, sr})
-		}
+		lv := sr.level(smp.Precedence)
 		sampled := smp.Time.UnixNano()
-		if sampled <= sr.latestSampled {
+		if sampled <= lv.newestSampled {
 			res.Duplicates++
 			continue
 		}
-		sr.store(smp, sampled, now, s.window)
+		lv.store(smp, sampled, now, s.window, s.staleAfter)
 		res.Stored++
 	}
-	// Series this source delivered last time and not now are gone, unless
-	// another source took them over.
-	for _, r := range src.refs {
-		if r.s.owner == src && r.s.gen != src.gen {
-			s.remove(r.key, r.s)
-		}
-	}
-	src.spare = src.refs
-	clear(src.spare) // drop pointers to removed series
-	src.refs = refs
 	if now-s.lastSweep >= s.staleAfter {
 		s.sweep(now)
 	}
@@ -200,36 +191,60 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 	return res, nil
 }
 
-// store records a new reading in the series.
-func (sr *series) store(smp *Sample, sampled, received, window int64) {
-	sr.latest = Sample{
-		Present:          smp.Present,
-		Utilization:      smp.Utilization,
-		MemoryUsedBytes:  smp.MemoryUsedBytes,
-		MemoryTotalBytes: smp.MemoryTotalBytes,
-		PowerWatts:       smp.PowerWatts,
-		Time:             smp.Time,
+// level returns the series' level of precedence prec, adding it (with no
+// reading yet) in order.
+func (sr *series) level(prec uint8) *level {
+	i := 0
+	for ; i < len(sr.levels); i++ {
+		if sr.levels[i].precedence == prec {
+			return &sr.levels[i]
+		}
+		if sr.levels[i].precedence < prec {
+			break
+		}
 	}
-	sr.latestSampled = sampled
-	sr.latestReceived = received
-	sr.trim(received - window)
+	sr.levels = append(sr.levels, level{})
+	copy(sr.levels[i+1:], sr.levels[i:])
+	sr.levels[i] = level{precedence: prec, newestSampled: math.MinInt64, newestReceived: math.MinInt64}
+	return &sr.levels[i]
+}
+
+// store records a new reading: each field it carries replaces that field's
+// value; the others keep theirs (and their age). A level that had gone stale
+// starts a new window: points from before the gap are not mixed with the new
+// ones, whenever the sweep runs.
+func (lv *level) store(smp *Sample, sampled, received, window, staleAfter int64) {
+	if lv.newestReceived < received-staleAfter {
+		lv.points = lv.points[:0]
+	}
+	lv.newestSampled, lv.newestReceived = sampled, received
+	set := func(f Fields, r *reading, v float64) {
+		if smp.Present.Has(f) {
+			*r = reading{value: v, sampled: sampled, received: received}
+			lv.has |= f
+		}
+	}
+	set(FieldMemoryUsed, &lv.memUsed, smp.MemoryUsedBytes)
+	set(FieldMemoryTotal, &lv.memTotal, smp.MemoryTotalBytes)
+	set(FieldPower, &lv.power, smp.PowerWatts)
+	lv.trim(received - window)
 	if !smp.Present.Has(FieldUtilization) {
 		return
 	}
-	if len(sr.points) == maxPoints {
-		sr.points = append(sr.points[:0], sr.points[1:]...)
+	if len(lv.points) == maxPoints {
+		lv.points = append(lv.points[:0], lv.points[1:]...)
 	}
-	sr.points = append(sr.points, point{received: received, sampled: sampled, utilization: smp.Utilization})
+	lv.points = append(lv.points, point{received: received, sampled: sampled, utilization: smp.Utilization})
 }
 
 // trim drops the points received before cutoff.
-func (sr *series) trim(cutoff int64) {
+func (lv *level) trim(cutoff int64) {
 	n := 0
-	for n < len(sr.points) && sr.points[n].received < cutoff {
+	for n < len(lv.points) && lv.points[n].received < cutoff {
 		n++
 	}
 	if n > 0 {
-		sr.points = append(sr.points[:0], sr.points[n:]...)
+		lv.points = append(lv.points[:0], lv.points[n:]...)
 	}
 }
 
@@ -242,55 +257,53 @@ func (p *pod) find(device string) *series {
 	return nil
 }
 
-// remove deletes the series (by identity) from the pod, and the pod when it
-// holds no more series. Callers hold s.mu.
-func (s *Store) remove(key podKey, sr *series) {
-	p := s.pods[key]
-	if p == nil {
-		return
-	}
-	for i, d := range p.devices {
-		if d != sr {
-			continue
-		}
-		last := len(p.devices) - 1
-		p.devices[i] = p.devices[last]
-		p.devices[last] = nil
-		p.devices = p.devices[:last]
-		s.seriesHeld.Add(-1)
-		if len(p.devices) == 0 {
-			delete(s.pods, key)
-			s.podsHeld.Add(-1)
-		}
-		return
+// remove deletes the pod's i-th series, and the pod when it holds no more.
+// Callers hold s.mu for writing.
+func (s *Store) remove(key podKey, p *pod, i int) {
+	last := len(p.devices) - 1
+	p.devices[i] = p.devices[last]
+	p.devices[last] = nil
+	p.devices = p.devices[:last]
+	s.seriesHeld.Add(-1)
+	if len(p.devices) == 0 {
+		delete(s.pods, key)
+		s.podsHeld.Add(-1)
 	}
 }
 
-// sweep drops stale series, empty pods and sources that have gone quiet, and
-// trims windows, so that memory follows what is being served. Callers hold
-// s.mu for writing.
+// sweep drops the levels whose newest reading is stale, the series and pods
+// left with none, and the points older than the window, so that memory
+// follows what is being served. Callers hold s.mu for writing.
 func (s *Store) sweep(now int64) {
 	s.lastSweep = now
 	staleBefore := now - s.staleAfter
 	for key, p := range s.pods {
 		for i := 0; i < len(p.devices); {
 			sr := p.devices[i]
-			if sr.latestReceived < staleBefore {
-				s.remove(key, sr)
-				if s.pods[key] == nil {
-					break
-				}
+			if !sr.sweep(staleBefore, now-s.window) {
+				s.remove(key, p, i)
 				continue
 			}
-			sr.trim(now - s.window)
 			i++
 		}
 	}
-	for name, src := range s.sources {
-		if src.lastReceived < staleBefore {
-			delete(s.sources, name)
+}
+
+// sweep drops the series' stale levels and trims the others' points; it
+// reports whether any level is left.
+func (sr *series) sweep(staleBefore, windowStart int64) bool {
+	n := 0
+	for i := range sr.levels {
+		if sr.levels[i].newestReceived < staleBefore {
+			continue
 		}
+		sr.levels[n] = sr.levels[i]
+		sr.levels[n].trim(windowStart)
+		n++
 	}
+	clear(sr.levels[n:]) // drop references to the points of dropped levels
+	sr.levels = sr.levels[:n]
+	return n > 0
 }
 
 // HasSynced reports whether anything was ever appended: the readiness signal
