@@ -43,7 +43,8 @@ build: ## Build bin/gpu-metrics-server.
 .PHONY: demo
 demo: build ## Run the standalone demo with simulated GPUs (Ctrl-C to stop).
 	./$(BIN) standalone --backend=sim --sim-gpus=4 \
-		--sim-pods=demo/gpu-app-0,demo/gpu-app-1,demo/gpu-app-2,demo/gpu-app-3
+		--sim-pods=demo/gpu-app-0,demo/gpu-app-1,demo/gpu-app-2,demo/gpu-app-3 \
+		--web.listen-address=127.0.0.1:0 --secure-port=0
 
 .PHONY: deps
 deps: ## Install system packages the tests need (etcd, promtool).

@@ -160,11 +160,11 @@ func TestAgentSimulated(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	mfs := scrape(t, addr)
-	util := mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()
-	if len(util) != 3 {
-		t.Fatalf("%d GPU_UTIL series, want 3", len(util))
-	}
+	var util []*dto.Metric
+	eventually(t, "3 GPU_UTIL series", func() bool {
+		util = scrape(t, addr)["DCGM_FI_DEV_GPU_UTIL"].GetMetric()
+		return len(util) == 3
+	})
 	for i, m := range util {
 		l := labels(m)
 		if l["UUID"] != collector.SimUUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
@@ -187,11 +187,17 @@ func TestAgentSimulated(t *testing.T) {
 	changedAt := float64(time.Now().UnixMilli()) / 1000
 	eventually(t, "two sample rounds after the change", func() bool {
 		mfs := scrape(t, addr)
-		ts := mfs[collector.SampleTimestampMetric].GetMetric()[0].GetGauge().GetValue()
+		// A loaded machine may find the snapshot past its age limit (then
+		// not served): try again.
+		tsf, uf := mfs[collector.SampleTimestampMetric], mfs["DCGM_FI_DEV_GPU_UTIL"]
+		if tsf == nil || len(uf.GetMetric()) != 3 {
+			return false
+		}
+		ts := tsf.GetMetric()[0].GetGauge().GetValue()
 		if ts <= changedAt {
 			return false
 		}
-		v := mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()[1].GetGauge().GetValue()
+		v := uf.GetMetric()[1].GetGauge().GetValue()
 		if v != 73 {
 			t.Fatalf("round sampled at %.3f (after the change at %.3f) shows %v, want 73", ts, changedAt, v)
 		}
@@ -280,6 +286,13 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"agent", "--no-such-flag"}, "--no-such-flag"},
 		{[]string{"agent", "--sample-interval=soon"}, "--sample-interval"},
 		{[]string{"agent", "--backend=sim", "--logging-format=xml"}, "logging-format"},
+		{[]string{"agent", "--backend=sim", "--sample-interval=1ns"}, "--sample-interval"},
+		{[]string{"agent", "--backend=sim", "--web.listen-address=:99999"}, "--web.listen-address"},
+		{[]string{"agent", "--backend=sim", "stray-argument"}, "stray-argument"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--stale-after=3s"}, "--stale-after"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=10ms"}, "--scrape-interval"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--window=5m"}, "--window"},
+		{[]string{"standalone", "--backend=sim", "--sample-interval=100ms", "--window=15s"}, "--window"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageError(t, tt.flag, tt.args...) })

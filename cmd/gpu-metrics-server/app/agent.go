@@ -94,11 +94,11 @@ func (o *agentOptions) validate() error {
 	if o.NodeName == "" {
 		return flagErrorf("node-name", "empty, and neither $NODE_NAME nor the host name is set")
 	}
-	if o.SampleInterval <= 0 {
-		return flagErrorf("sample-interval", "must be positive, got %v", o.SampleInterval)
+	if err := checkInterval(o.SampleInterval); err != nil {
+		return &FlagError{Flag: "sample-interval", Err: err}
 	}
-	if _, _, err := net.SplitHostPort(o.ListenAddress); err != nil {
-		return flagErrorf("web.listen-address", "%v", err)
+	if err := checkListenAddress(o.ListenAddress); err != nil {
+		return &FlagError{Flag: "web.listen-address", Err: err}
 	}
 	if o.WebConfigFile != "" {
 		if err := web.Validate(o.WebConfigFile); err != nil {
@@ -106,8 +106,8 @@ func (o *agentOptions) validate() error {
 		}
 	}
 	if o.PodResourcesSocket != "" {
-		if o.PodResourcesInterval <= 0 {
-			return flagErrorf("pod-resources-interval", "must be positive, got %v", o.PodResourcesInterval)
+		if err := checkInterval(o.PodResourcesInterval); err != nil {
+			return &FlagError{Flag: "pod-resources-interval", Err: err}
 		}
 		if o.PodResourcesTimeout <= 0 {
 			return flagErrorf("pod-resources-timeout", "must be positive, got %v", o.PodResourcesTimeout)
@@ -261,12 +261,11 @@ func startAgent(ctx context.Context, o *agentOptions, hooks agentHooks) (*agent,
 		}
 		backend = b
 	}
-	go func() {
-		<-ctx.Done()
+	closeBackend := func() {
 		if err := backend.Close(); err != nil {
 			klog.ErrorS(err, "Closing GPU backend")
 		}
-	}()
+	}
 
 	owners := hooks.owners
 	if owners == nil && o.PodResourcesSocket != "" {
@@ -278,6 +277,7 @@ func startAgent(ctx context.Context, o *agentOptions, hooks agentHooks) (*agent,
 			Registerer:         reg,
 		})
 		if err != nil {
+			closeBackend()
 			return nil, fmt.Errorf("pod-resources client: %w", err)
 		}
 		go r.Run(ctx)
@@ -294,11 +294,26 @@ func startAgent(ctx context.Context, o *agentOptions, hooks agentHooks) (*agent,
 		OnSample:    hooks.onSample,
 		Attribution: attribution,
 	})
-	go s.Run(ctx)
+	go func() {
+		s.Run(ctx)
+		// The sampler is the backend's only caller: close the backend (NVML
+		// shutdown, GPM buffers) only once its last round has returned.
+		closeBackend()
+	}()
 
 	maxAge := o.maxSnapshotAge()
 	mux.Handle("/metrics", collector.MetricsHandler(s, reg, maxAge))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// Liveness: a sampling loop stuck far longer than readiness tolerates
+	// (a hung NVML call) is worth a restart; before the first sample and
+	// while rounds come, the process is alive.
+	hung := max(30*time.Second, 10*o.SampleInterval)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Ready() && s.Fresh(time.Now(), hung) == nil {
+			http.Error(w, fmt.Sprintf("no GPU sample for over %v: the sampling loop is stuck", hung), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.Ready() || s.Fresh(time.Now(), maxAge) == nil {
 			http.Error(w, "no fresh GPU sample yet", http.StatusServiceUnavailable)

@@ -145,8 +145,8 @@ func (o *aggregatorOptions) validate() error {
 	if o.DCGMPort < 1 || o.DCGMPort > 65535 {
 		return flagErrorf("dcgm-exporter-port", "%d out of range 1-65535", o.DCGMPort)
 	}
-	if o.ScrapeInterval <= 0 {
-		return flagErrorf("scrape-interval", "must be positive, got %v", o.ScrapeInterval)
+	if err := checkInterval(o.ScrapeInterval); err != nil {
+		return &FlagError{Flag: "scrape-interval", Err: err}
 	}
 	if o.ScrapeTimeout <= 0 || o.ScrapeTimeout > o.ScrapeInterval {
 		return flagErrorf("scrape-timeout", "must be positive and at most --scrape-interval (%v), got %v", o.ScrapeInterval, o.ScrapeTimeout)
@@ -165,8 +165,11 @@ func (o *aggregatorOptions) validate() error {
 	if o.Window < o.ScrapeInterval {
 		return flagErrorf("window", "%v is shorter than --scrape-interval (%v): it would hold no sample at times", o.Window, o.ScrapeInterval)
 	}
-	if o.StaleAfter < o.ScrapeInterval {
-		return flagErrorf("stale-after", "%v is shorter than --scrape-interval (%v): pods would go stale between scrapes", o.StaleAfter, o.ScrapeInterval)
+	if err := o.storeConfig().Validate(); err != nil {
+		return &FlagError{Flag: "window", Err: err}
+	}
+	if o.StaleAfter < 2*o.ScrapeInterval {
+		return flagErrorf("stale-after", "%v is shorter than twice --scrape-interval (%v): pods would flap off the API between scrapes", o.StaleAfter, o.ScrapeInterval)
 	}
 	return nil
 }
@@ -185,7 +188,7 @@ func servingFlagError(err error) *FlagError {
 }
 
 func (o *aggregatorOptions) storeConfig() store.Config {
-	return store.Config{Window: o.Window, StaleAfter: o.StaleAfter}
+	return store.Config{Window: o.Window, StaleAfter: o.StaleAfter, FeedInterval: o.ScrapeInterval}
 }
 
 func (o *aggregatorOptions) scrapeConfig() scrape.Config {

@@ -73,6 +73,15 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 	root.AddCommand(NewAgentCommand(), NewAggregatorCommand(), NewStandaloneCommand(), NewVersionCommand())
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+		if args := c.Args; args != nil {
+			// Stray arguments are a usage error too (exit 2, one line).
+			c.Args = func(cmd *cobra.Command, a []string) error {
+				if err := args(cmd, a); err != nil {
+					return usageError{err}
+				}
+				return nil
+			}
+		}
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root

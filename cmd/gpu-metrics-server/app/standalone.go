@@ -19,6 +19,7 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/server"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
@@ -92,14 +93,27 @@ func (o *standaloneOptions) validate() error {
 	if err := o.agent.validate(); err != nil {
 		return err
 	}
+	if ss := o.Serving.SecureServing; ss.BindPort == 0 && ss.Listener == nil {
+		// --secure-port=0: any free port (the demo). Bind it now, so that
+		// validation and the printed URLs see the real port.
+		l, err := net.Listen("tcp", net.JoinHostPort(ss.BindAddress.String(), "0"))
+		if err != nil {
+			return flagErrorf("secure-port", "binding a free port: %v", err)
+		}
+		ss.Listener = l
+		ss.BindPort = l.Addr().(*net.TCPAddr).Port
+	}
 	if errs := o.Serving.Validate(); len(errs) > 0 {
 		return servingFlagError(errs[0])
 	}
 	if o.Window < o.agent.SampleInterval {
 		return flagErrorf("window", "%v is shorter than --sample-interval (%v)", o.Window, o.agent.SampleInterval)
 	}
-	if o.StaleAfter < o.agent.SampleInterval {
-		return flagErrorf("stale-after", "%v is shorter than --sample-interval (%v)", o.StaleAfter, o.agent.SampleInterval)
+	if err := o.storeConfig().Validate(); err != nil {
+		return &FlagError{Flag: "window", Err: err}
+	}
+	if o.StaleAfter < 2*o.agent.SampleInterval {
+		return flagErrorf("stale-after", "%v is shorter than twice --sample-interval (%v): pods would flap off the API between samples", o.StaleAfter, o.agent.SampleInterval)
 	}
 	if len(o.SimPods) > 0 && o.agent.Backend != "sim" {
 		return flagErrorf("sim-pods", "only with --backend=sim")
@@ -132,6 +146,11 @@ func (o *standaloneOptions) validate() error {
 	return nil
 }
 
+// storeConfig: the store is fed once per sampling round.
+func (o *standaloneOptions) storeConfig() store.Config {
+	return store.Config{Window: o.Window, StaleAfter: o.StaleAfter, FeedInterval: o.agent.SampleInterval}
+}
+
 // NewStandaloneCommand runs agent and aggregator in one process.
 func NewStandaloneCommand() *cobra.Command {
 	o := newStandaloneOptions()
@@ -160,7 +179,7 @@ func runStandalone(ctx context.Context, o *standaloneOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	st, err := store.New(store.Config{Window: o.Window, StaleAfter: o.StaleAfter})
+	st, err := store.New(o.storeConfig())
 	if err != nil {
 		return err
 	}
@@ -199,8 +218,17 @@ func runStandalone(ctx context.Context, o *standaloneOptions) error {
 		owners = func() podmap.Lookup { return m }
 		agentOpts.PodResourcesSocket = ""
 	}
+	// The store is fed the agent's own exposition of each snapshot, read
+	// by the aggregator's parser: one set of rules (per-pod shares, MIG
+	// activity, units) whichever way the samples arrive. The exposition
+	// is rendered once per snapshot and cached for /metrics too.
+	parser := scrape.NewParser()
 	feed := func(snap *collector.Snapshot) {
-		if _, err := st.Append("standalone", time.Now(), storeSamples(snap, nil)); err != nil {
+		samples, _, err := parser.Parse(snap.Exposition(), time.Now())
+		if err == nil {
+			_, err = st.Append("standalone", time.Now(), samples)
+		}
+		if err != nil {
 			klog.ErrorS(err, "Feeding the store")
 		}
 	}
@@ -257,58 +285,6 @@ func simPodResources(pods []simPod, node string, gpus int) *podresourcesv1.ListP
 		})
 	}
 	return resp
-}
-
-// storeSamples turns a snapshot into the store's samples, one per device and
-// container holding it, appended to dst, by the same rules the aggregator's
-// parser applies to the agent's exposition: a pod's own share of a shared
-// device replaces the device's utilization and memory used; a MIG instance's
-// utilization is its graphics engine activity.
-func storeSamples(snap *collector.Snapshot, dst []store.Sample) []store.Sample {
-	for i := range snap.Devices {
-		d := &snap.Devices[i]
-		r := &d.Reading
-		s := store.Sample{Device: d.Device.UUID, Time: snap.Time}
-		switch {
-		case r.Has(collector.FieldGPUUtil):
-			s.Present |= store.FieldUtilization
-			s.Utilization = r.GPUUtil
-		case r.Has(collector.FieldGREngineActive):
-			s.Present |= store.FieldUtilization
-			s.Utilization = 100 * r.GREngineActive
-		}
-		if r.Has(collector.FieldMemory) {
-			s.Present |= store.FieldMemoryUsed | store.FieldMemoryTotal
-			s.MemoryUsedBytes, s.MemoryTotalBytes = float64(r.FBUsed), float64(r.FBTotal)
-		}
-		if r.Has(collector.FieldPower) {
-			s.Present |= store.FieldPower
-			s.PowerWatts = r.PowerWatts
-		}
-		for _, own := range d.Owners {
-			o := s
-			o.Namespace, o.Pod, o.Container = own.Namespace, own.Pod, own.Container
-			if sh := shareOf(d.Shares, own.Namespace, own.Pod); sh != nil {
-				o.Present |= store.FieldUtilization
-				o.Utilization = sh.SMUtil
-				if sh.HasMemory && o.Present.Has(store.FieldMemoryUsed) {
-					o.MemoryUsedBytes = float64(sh.MemoryUsed)
-				}
-			}
-			dst = append(dst, o)
-		}
-	}
-	return dst
-}
-
-// shareOf finds a pod's share of a device; shares are few per device.
-func shareOf(shares []collector.PodShare, namespace, pod string) *collector.PodShare {
-	for i := range shares {
-		if shares[i].Namespace == namespace && shares[i].Pod == pod {
-			return &shares[i]
-		}
-	}
-	return nil
 }
 
 // printDemoHints tells a person where to look.
