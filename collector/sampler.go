@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +20,6 @@ type SamplerOptions struct {
 	// Owners returns the current device-to-container lookup (it must not
 	// block); nil when the agent runs without pod attribution.
 	Owners func() podmap.Lookup
-	// HistoryLength is how many rounds of utilization are kept per device
-	// (default 60).
-	HistoryLength int
 	// Registerer receives the sampler's self-metrics; nil for none.
 	Registerer prometheus.Registerer
 	// OnSample, when set, is called with each published snapshot, from the
@@ -43,21 +39,14 @@ type Sampler struct {
 	ready   atomic.Bool
 	metrics *samplerMetrics
 	attr    *attributor // nil without attribution
-
-	mu      sync.Mutex
-	history map[string]*utilRing
 }
 
 // NewSampler returns a sampler over b; call Run to start it.
 func NewSampler(b Backend, o SamplerOptions) *Sampler {
-	if o.HistoryLength <= 0 {
-		o.HistoryLength = 60
-	}
 	s := &Sampler{
 		backend: b,
 		opts:    o,
 		metrics: newSamplerMetrics(o.Registerer),
-		history: map[string]*utilRing{},
 	}
 	if o.Attribution != nil {
 		s.attr = newAttributor(*o.Attribution, o.Registerer)
@@ -105,7 +94,7 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		s.attr.attribute(snap)
 	}
 	snap.Duration = time.Since(start)
-	s.record(snap)
+	s.metrics.observe(snap)
 	s.latest.Store(snap)
 	if len(readings) > 0 || len(errs) == 0 {
 		if !s.ready.Swap(true) {
@@ -116,29 +105,6 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		s.opts.OnSample(snap)
 	}
 	return snap
-}
-
-func (s *Sampler) record(snap *Snapshot) {
-	s.metrics.observe(snap)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := range snap.Devices {
-		d := &snap.Devices[i]
-		if !d.Reading.Has(FieldGPUUtil) {
-			continue
-		}
-		r := s.history[d.Device.UUID]
-		if r == nil {
-			r = &utilRing{points: make([]utilPoint, s.opts.HistoryLength)}
-			s.history[d.Device.UUID] = r
-		}
-		r.add(utilPoint{at: snap.Time, util: d.Reading.GPUUtil})
-	}
-	for _, e := range snap.Errors {
-		if e.Lost {
-			delete(s.history, e.Device)
-		}
-	}
 }
 
 // Latest returns the newest snapshot, or nil before the first round.
@@ -156,55 +122,4 @@ func (s *Sampler) Fresh(now time.Time, maxAge time.Duration) *Snapshot {
 		return nil
 	}
 	return snap
-}
-
-// MeanUtilization is the mean GPU utilization of device uuid over the
-// rounds taken within window before now, and how many rounds that was.
-func (s *Sampler) MeanUtilization(uuid string, window time.Duration, now time.Time) (mean float64, n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.history[uuid]
-	if r == nil {
-		return 0, 0
-	}
-	return r.mean(now.Add(-window))
-}
-
-type utilPoint struct {
-	at   time.Time
-	util float64
-}
-
-// utilRing is a fixed-size ring of utilization points, oldest overwritten.
-type utilRing struct {
-	points []utilPoint
-	next   int
-	full   bool
-}
-
-func (r *utilRing) add(p utilPoint) {
-	r.points[r.next] = p
-	r.next = (r.next + 1) % len(r.points)
-	if r.next == 0 {
-		r.full = true
-	}
-}
-
-func (r *utilRing) mean(since time.Time) (float64, int) {
-	n := r.next
-	if r.full {
-		n = len(r.points)
-	}
-	var sum float64
-	var count int
-	for i := 0; i < n; i++ {
-		if p := r.points[i]; p.at.After(since) {
-			sum += p.util
-			count++
-		}
-	}
-	if count == 0 {
-		return 0, 0
-	}
-	return sum / float64(count), count
 }

@@ -95,36 +95,6 @@ func TestSamplerReadiness(t *testing.T) {
 	}
 }
 
-func TestSamplerHistoryMean(t *testing.T) {
-	d := &Device{UUID: "GPU-a"}
-	b := &scriptedBackend{}
-	s := NewSampler(b, SamplerOptions{Interval: time.Second, HistoryLength: 4})
-	base := time.Unix(1000, 0)
-	for i, u := range []float64{10, 20, 30, 40, 50, 60} {
-		b.readings = []DeviceReading{utilReading(d, u)}
-		s.SampleOnce(base.Add(time.Duration(i) * time.Second))
-	}
-	now := base.Add(5 * time.Second)
-	tests := []struct {
-		window   time.Duration
-		wantMean float64
-		wantN    int
-	}{
-		{1500 * time.Millisecond, 55, 2}, // 50, 60
-		{time.Hour, 45, 4},               // ring holds the last 4: 30..60
-		{0, 0, 0},
-	}
-	for _, tt := range tests {
-		mean, n := s.MeanUtilization("GPU-a", tt.window, now)
-		if mean != tt.wantMean || n != tt.wantN {
-			t.Errorf("window %v: mean %v n %d, want %v %d", tt.window, mean, n, tt.wantMean, tt.wantN)
-		}
-	}
-	if _, n := s.MeanUtilization("GPU-none", time.Hour, now); n != 0 {
-		t.Error("history for an unknown device")
-	}
-}
-
 func TestMetricsHandler(t *testing.T) {
 	d := &Device{Index: 0, UUID: "GPU-a", Name: "H", PCIBusID: "00000000:01:00.0", Minor: 0}
 	b := &scriptedBackend{readings: []DeviceReading{utilReading(d, 42)}}

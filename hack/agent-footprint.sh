@@ -39,8 +39,12 @@ done
 cpu1="$(awk '{print $14+$15}' /proc/${agent}/stat)"
 elapsed="$(echo "$(date +%s.%N) - ${start}" | bc)"
 rss="$(awk '/^VmRSS/ {print $2}' /proc/${agent}/status)"
+anon="$(awk '/^Pss_Anon/ {print $2}' /proc/${agent}/smaps_rollup)"
+file="$(awk '/^Pss_File/ {print $2}' /proc/${agent}/smaps_rollup)"
 hwm="$(awk '/^VmHWM/ {print $2}' /proc/${agent}/status)"
 series="$(curl -sf "http://127.0.0.1:${port}/metrics" | grep -c '^DCGM_FI_DEV_GPU_UTIL{' || true)"
 printf 'agent footprint: %s GPUs, %s pods, %s GPU_UTIL series, %ss, %s scrapes\n' "${gpus}" "${pods}" "${series}" "${duration}" "${scrapes}"
-printf '  RSS %.1f MiB (peak %.1f MiB)\n' "$(echo "${rss}/1024" | bc -l)" "$(echo "${hwm}/1024" | bc -l)"
+printf '  RSS %.1f MiB (peak %.1f MiB): anonymous %.1f MiB, file-backed (the binary) %.1f MiB\n' \
+  "$(echo "${rss}/1024" | bc -l)" "$(echo "${hwm}/1024" | bc -l)" "$(echo "${anon}/1024" | bc -l)" "$(echo "${file}/1024" | bc -l)"
+printf '  read-ahead of the disk holding the binary: %s KiB\n' "$(cat /sys/block/*/queue/read_ahead_kb 2>/dev/null | sort -n | tail -1)"
 printf '  CPU %.2f millicores (%d ticks over %.1f s)\n' "$(echo "(${cpu1}-${cpu0})*1000/${tck}/${elapsed}" | bc -l)" "$((cpu1 - cpu0))" "${elapsed}"
