@@ -1,0 +1,495 @@
+//go:build e2e && benchcompare
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+const (
+	// envPrometheus is the prometheus binary; unset, prometheus on PATH
+	// (Debian's package, hack/install-deps.sh).
+	envPrometheus = "GMS_PROMETHEUS"
+	// envAdapter is the prometheus-adapter binary; unset,
+	// hack/build-prometheus-adapter.sh builds or finds it.
+	envAdapter = "GMS_PROMETHEUS_ADAPTER"
+	// seedRule is the seed's prometheus-adapter metricsQuery.
+	seedRule = `avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)`
+	// seedRelist is the seed's --metrics-relist-interval.
+	seedRelist = time.Minute
+	// seedWindow is the range of the seed rule's avg_over_time.
+	seedWindow = time.Minute
+	// Our aggregator's defaults (docs/architecture.md), which the
+	// benchmark runs it with.
+	defaultScrapeInterval = 2 * time.Second
+	defaultWindow         = 15 * time.Second
+	// maxArgBytes keeps each --agent-urls value under Linux's limit on
+	// one argument (128 KiB); the flag is repeated instead.
+	maxArgBytes = 100 << 10
+)
+
+// pipeline is one way of serving gpu_utilization on
+// custom.metrics.k8s.io, started against a fleet and registered as the
+// APIService for the rest of the (sub)test.
+type pipeline struct {
+	name string
+	// scrapeInterval and window bound how fast a step can show.
+	scrapeInterval, window time.Duration
+	// procs are the processes whose footprint is the pipeline's.
+	procs []*process
+	// metricsURL is our aggregator's self-metrics (empty for the seed
+	// chain).
+	metricsURL string
+	// reset, when set, restarts the part of the pipeline that an
+	// overloading latency run leaves busy with queued requests (the
+	// seed's adapter), so that the next figure is not measured behind
+	// them.
+	reset func(t *testing.T)
+}
+
+// servingCert issues the serving certificate of the Service the
+// APIServices route to.
+func servingCert(t *testing.T, dir string) keyPair {
+	t.Helper()
+	cert, err := cluster.ca.issue(dir, "custom-metrics-serving", certSpec{
+		commonName: apiServiceName,
+		dnsNames:   []string{apiServiceName + "." + apiServiceNamespace + ".svc", "localhost"},
+		ips:        []net.IP{net.IPv4(127, 0, 0, 1)},
+		server:     true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// registerAt registers the server on port as custom.metrics.k8s.io until
+// the end of the test.
+func registerAt(t *testing.T, port int) {
+	t.Helper()
+	env := &gmsEnv{t: t, registerPort: port}
+	env.register()
+}
+
+// startOurs starts the aggregator with its default scrape interval, window
+// (unless window is set) and staleness, scraping urls, and registers it.
+// extra flags, if any, are appended (and named in the pipeline's name).
+func startOurs(t *testing.T, dir string, urls []string, window time.Duration, extra ...string) *pipeline {
+	t.Helper()
+	cert := servingCert(t, dir)
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports[0]
+	args := []string{"aggregator",
+		// Static targets only: the fleet's agents are not pods.
+		"--agent-selector=",
+		"--secure-port=" + strconv.Itoa(port),
+		"--bind-address=127.0.0.1",
+		"--tls-cert-file=" + cert.certFile,
+		"--tls-private-key-file=" + cert.keyFile,
+		"--kubeconfig=" + cluster.kubeconfig,
+	}
+	for _, chunk := range chunkURLs(urls, maxArgBytes) {
+		args = append(args, "--agent-urls="+chunk)
+	}
+	name := "ours"
+	if window > 0 {
+		args = append(args, "--window="+window.String())
+		name += " --window=" + window.String()
+	} else {
+		window = defaultWindow
+	}
+	if len(extra) > 0 {
+		args = append(args, extra...)
+		name += " " + strings.Join(extra, " ")
+	}
+	p, err := startProcess(dir, "aggregator", gmsBinary(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	if err := waitServing(t.Context(), p, cluster.httpClient(), base+"/readyz"); err != nil {
+		t.Fatal(err)
+	}
+	registerAt(t, port)
+	return &pipeline{name: name, scrapeInterval: defaultScrapeInterval, window: window, procs: []*process{p}, metricsURL: base + "/metrics"}
+}
+
+// chunkURLs joins urls with commas into values of at most limit bytes.
+func chunkURLs(urls []string, limit int) []string {
+	var out []string
+	var b strings.Builder
+	for _, u := range urls {
+		if b.Len() > 0 && b.Len()+1+len(u) > limit {
+			out = append(out, b.String())
+			b.Reset()
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(u)
+	}
+	if b.Len() > 0 {
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// startSeedChain starts Prometheus scraping urls every interval, waits
+// until it has scraped every target and holds the pods' series, then
+// starts prometheus-adapter with the seed's rule and registers it.
+func startSeedChain(t *testing.T, dir string, urls []string, interval time.Duration, namespace string) *pipeline {
+	t.Helper()
+	prom := startPrometheus(t, dir, urls, interval)
+	waitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
+		up, err := promScalar(ctx, prom.url, `count(up == 1)`)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		pods, err := promScalar(ctx, prom.url, fmt.Sprintf(`count(DCGM_FI_DEV_GPU_UTIL{namespace=%q})`, namespace))
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return up == float64(len(urls)) && pods > 0, fmt.Sprintf("%v of %d targets up, %v series in %s", up, len(urls), pods, namespace), nil
+	})
+	adapter, port := startAdapter(t, dir, prom.url, 0, 0)
+	registerAt(t, port)
+	p := &pipeline{
+		name:           "seed chain " + interval.String(),
+		scrapeInterval: interval,
+		window:         seedWindow,
+		procs:          []*process{prom.proc, adapter},
+	}
+	restarts := 0
+	p.reset = func(t *testing.T) {
+		t.Helper()
+		restarts++
+		p.procs[1].stop()
+		p.procs[1], _ = startAdapter(t, dir, prom.url, port, restarts)
+	}
+	return p
+}
+
+// prometheusServer is a running Prometheus.
+type prometheusServer struct {
+	proc *process
+	url  string
+}
+
+// promConfig is the part of prometheus.yml the benchmark writes (JSON is
+// YAML).
+type promConfig struct {
+	Global        map[string]string  `json:"global"`
+	ScrapeConfigs []promScrapeConfig `json:"scrape_configs"`
+}
+
+type promScrapeConfig struct {
+	JobName       string             `json:"job_name"`
+	StaticConfigs []promStaticConfig `json:"static_configs"`
+}
+
+type promStaticConfig struct {
+	Targets []string `json:"targets"`
+}
+
+// startPrometheus starts Debian's Prometheus scraping every URL (host:port,
+// path /metrics) at interval, with a fresh TSDB.
+func startPrometheus(t *testing.T, dir string, urls []string, interval time.Duration) *prometheusServer {
+	t.Helper()
+	bin := os.Getenv(envPrometheus)
+	if bin == "" {
+		bin = "prometheus"
+	}
+	bin, err := exec.LookPath(bin)
+	if err != nil {
+		t.Fatalf("prometheus not found (%v): run hack/install-deps.sh (Debian's prometheus package) or set %s", err, envPrometheus)
+	}
+	targets := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Path != "/metrics" {
+			t.Fatalf("target %q: want http://host:port/metrics", raw)
+		}
+		targets[i] = u.Host
+	}
+	cfg := promConfig{
+		Global: map[string]string{
+			"scrape_interval": interval.String(),
+			"scrape_timeout":  min(interval, 10*time.Second).String(),
+		},
+		ScrapeConfigs: []promScrapeConfig{{JobName: "gpu-metrics-server-agent", StaticConfigs: []promStaticConfig{{Targets: targets}}}},
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	proc, err := startProcess(dir, "prometheus", bin,
+		"--config.file="+cfgFile,
+		"--storage.tsdb.path="+filepath.Join(dir, "prometheus-data"),
+		"--storage.tsdb.retention.time=1h",
+		"--web.listen-address="+addr,
+		"--log.level=warn",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proc.stop)
+	s := &prometheusServer{proc: proc, url: "http://" + addr}
+	if err := waitServing(t.Context(), proc, plainHTTP, s.url+"/-/ready"); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// promScalar evaluates an instant query whose answer is one number (0 for
+// an empty answer).
+func promScalar(ctx context.Context, base, query string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := plainHTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var out struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, fmt.Errorf("query %s: %w", query, err)
+	}
+	if out.Status != "success" {
+		return 0, fmt.Errorf("query %s: %s", query, out.Error)
+	}
+	if len(out.Data.Result) == 0 {
+		return 0, nil
+	}
+	s, _ := out.Data.Result[0].Value[1].(string)
+	return strconv.ParseFloat(s, 64)
+}
+
+// adapterConfig is prometheus-adapter's rule file with the seed's rule.
+func adapterConfig() string {
+	return `rules:
+- seriesQuery: 'DCGM_FI_DEV_GPU_UTIL{namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: "namespace"}
+      pod: {resource: "pod"}
+  name:
+    matches: "^DCGM_FI_DEV_GPU_UTIL$"
+    as: "gpu_utilization"
+  metricsQuery: '` + seedRule + `'
+`
+}
+
+// startAdapter starts prometheus-adapter v0.12.0 on Prometheus at promURL
+// with the seed's rule and relist interval, on port (0: a free one), and
+// returns it and its port. restart numbers the log of a restart.
+func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*process, int) {
+	t.Helper()
+	bin := os.Getenv(envAdapter)
+	if bin == "" {
+		script, err := filepath.Abs(filepath.Join("..", "hack", "build-prometheus-adapter.sh"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.CommandContext(t.Context(), "bash", script).Output()
+		if err != nil {
+			t.Fatalf("%s failed (%v); it builds prometheus-adapter from the Go module proxy once, or set %s", script, err, envAdapter)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		bin = lines[len(lines)-1]
+	}
+	cfgFile := filepath.Join(dir, "adapter-config.yaml")
+	if err := os.WriteFile(cfgFile, []byte(adapterConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert := servingCert(t, dir)
+	if port == 0 {
+		ports, err := freePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = ports[0]
+	}
+	name := "prometheus-adapter"
+	if restart > 0 {
+		name += "-restart-" + strconv.Itoa(restart)
+	}
+	p, err := startProcess(dir, name, bin,
+		"--prometheus-url="+promURL+"/",
+		"--metrics-relist-interval="+seedRelist.String(),
+		"--config="+cfgFile,
+		"--secure-port="+strconv.Itoa(port),
+		"--bind-address=127.0.0.1",
+		"--tls-cert-file="+cert.certFile,
+		"--tls-private-key-file="+cert.keyFile,
+		"--lister-kubeconfig="+cluster.kubeconfig,
+		"--authentication-kubeconfig="+cluster.kubeconfig,
+		"--authorization-kubeconfig="+cluster.kubeconfig,
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	if err := waitServing(t.Context(), p, cluster.httpClient(), fmt.Sprintf("https://127.0.0.1:%d/readyz", port)); err != nil {
+		t.Fatal(err)
+	}
+	return p, port
+}
+
+// aggregatorStats is what our aggregator's self-metrics say about its
+// scraping.
+type aggregatorStats struct {
+	rounds, roundSeconds float64 // histogram count and sum
+	errors               float64 // all scrape errors
+	targets              float64
+	stored, duplicate    float64
+	storePods            float64
+	// provider is the provider's time to answer selector queries;
+	// server the whole request inside the aggregator's API server
+	// (authentication, authorization, provider, encoding). Cumulative
+	// bucket counts by upper bound.
+	provider, server buckets
+}
+
+// buckets are a histogram's cumulative counts by upper bound (the +Inf
+// bucket included), summed over its series.
+type buckets map[float64]float64
+
+func (b buckets) add(h *dto.Histogram) {
+	hasInf := false
+	for _, bk := range h.GetBucket() {
+		hasInf = hasInf || math.IsInf(bk.GetUpperBound(), 1)
+		b[bk.GetUpperBound()] += float64(bk.GetCumulativeCount())
+	}
+	if !hasInf {
+		b[math.Inf(1)] += float64(h.GetSampleCount())
+	}
+}
+
+// quantileSince returns the upper bound of the bucket holding the
+// q-quantile of the observations made between before and b: 0 when there
+// were none, +Inf when it lies beyond the largest finite bound.
+func (b buckets) quantileSince(before buckets, q float64) float64 {
+	total := b[math.Inf(1)] - before[math.Inf(1)]
+	if total <= 0 {
+		return 0
+	}
+	for _, ub := range slices.Sorted(maps.Keys(b)) {
+		if b[ub]-before[ub] >= q*total {
+			return ub
+		}
+	}
+	return math.Inf(1)
+}
+
+// readAggregatorStats reads our aggregator's /metrics.
+func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStats, error) {
+	st := aggregatorStats{provider: buckets{}, server: buckets{}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := cluster.httpClient().Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return st, fmt.Errorf("GET %s: %s: %s", metricsURL, resp.Status, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return st, fmt.Errorf("parsing %s: %w", metricsURL, err)
+	}
+	if h := mfs["gpu_metrics_server_scrape_round_duration_seconds"].GetMetric(); len(h) == 1 {
+		st.rounds = float64(h[0].GetHistogram().GetSampleCount())
+		st.roundSeconds = h[0].GetHistogram().GetSampleSum()
+	}
+	for _, m := range mfs["gpu_metrics_server_scrape_errors_total"].GetMetric() {
+		st.errors += m.GetCounter().GetValue()
+	}
+	if m := mfs["gpu_metrics_server_scrape_targets"].GetMetric(); len(m) == 1 {
+		st.targets = m[0].GetGauge().GetValue()
+	}
+	if m := mfs["gpu_metrics_server_store_pods"].GetMetric(); len(m) == 1 {
+		st.storePods = m[0].GetGauge().GetValue()
+	}
+	for _, m := range mfs["gpu_metrics_server_query_duration_seconds"].GetMetric() {
+		if labelOf(m, "kind") == "selector" && labelOf(m, "metric") == metricName {
+			st.provider.add(m.GetHistogram())
+		}
+	}
+	for _, m := range mfs["apiserver_request_duration_seconds"].GetMetric() {
+		if labelOf(m, "group") == "custom.metrics.k8s.io" {
+			st.server.add(m.GetHistogram())
+		}
+	}
+	for _, m := range mfs["gpu_metrics_server_store_samples_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() != "result" {
+				continue
+			}
+			switch l.GetValue() {
+			case "stored":
+				st.stored = m.GetCounter().GetValue()
+			case "duplicate":
+				st.duplicate = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return st, nil
+}
+
+// labelOf returns a series' label value.
+func labelOf(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}

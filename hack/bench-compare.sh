@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (issue 8): the seed's chain (Prometheus scraping the
+# agents + prometheus-adapter with the seed's rule) against gpu-metrics-server
+# (agents → aggregator at its defaults), on the end-to-end harness's real
+# control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
+# controller at its default 15 s sync) and one simulated fleet
+# (hack/fleetsim), then the agent's own footprint. Prints the tables; exits 0
+# when everything ran. No figure is asserted.
+#
+# Usage: hack/bench-compare.sh [compare|fleet|all]   (default: compare)
+#   compare  TestBenchCompare: 10, 100 and 1,000 nodes × 8 GPUs (~20 min),
+#            then hack/agent-footprint.sh 60 8 50
+#   fleet    TestFleetScale: one aggregator against 1,000-5,000 nodes
+#   all      both
+#
+# Environment:
+#   BENCH_QUICK=1        smoke run: 10 nodes, short latency runs (and 500/1,000
+#                        nodes for fleet), agent footprint over 20 s
+#   BENCH_SIZES          fleet sizes of compare, e.g. 10,100,1000
+#   BENCH_SEED5_SIZE     size at which the seed chain also runs at 5 s (100)
+#   BENCH_FLEET_SIZES    sizes of fleet, e.g. 1000,3000,5000
+#   BENCH_FLEET_WINDOW   measurement window per fleet size (30s)
+#   BENCH_OUT            directory for the reports, raw JSON and log
+#                        (default: a new /tmp/gms-bench.* directory)
+#   GMS_E2E_KEEP=1       keep every component's log and data directory
+#   GMS_BIN, GMS_CONTROL_PLANE_DIR, GMS_PROMETHEUS, GMS_PROMETHEUS_ADAPTER,
+#   GMS_FLEETSIM         prebuilt binaries instead of building them
+#
+# See docs/benchmarks.md ("Side by side with the seed chain", "Fleet scale").
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${repo_root}"
+mode="${1:-compare}"
+case "${mode}" in
+  compare | fleet | all) ;;
+  *) echo "usage: hack/bench-compare.sh [compare|fleet|all]" >&2; exit 2 ;;
+esac
+
+die() {
+  echo "hack/bench-compare.sh: FAIL: $*" >&2
+  exit 1
+}
+
+export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+BENCH_OUT="${BENCH_OUT:-$(mktemp -d /tmp/gms-bench.XXXXXX)}"
+mkdir -p "${BENCH_OUT}"
+BENCH_OUT="$(cd "${BENCH_OUT}" && pwd)"
+export BENCH_OUT
+
+bash hack/install-deps.sh || die "hack/install-deps.sh could not install etcd and prometheus"
+if [[ -z "${GMS_PROMETHEUS:-}" ]]; then
+  command -v prometheus >/dev/null 2>&1 || die "prometheus is not on PATH (Debian's prometheus package; or set GMS_PROMETHEUS)"
+fi
+if [[ -z "${GMS_CONTROL_PLANE_DIR:-}" ]]; then
+  cp_out="$(bash hack/build-control-plane.sh)" || die "the control plane could not be built (needs the Go module proxy once), or set GMS_CONTROL_PLANE_DIR"
+  GMS_CONTROL_PLANE_DIR="$(tail -n 1 <<<"${cp_out}")"
+  export GMS_CONTROL_PLANE_DIR
+fi
+if [[ -z "${GMS_PROMETHEUS_ADAPTER:-}" ]]; then
+  pa_out="$(bash hack/build-prometheus-adapter.sh)" || die "prometheus-adapter could not be built (needs the Go module proxy once), or set GMS_PROMETHEUS_ADAPTER"
+  GMS_PROMETHEUS_ADAPTER="$(tail -n 1 <<<"${pa_out}")"
+  export GMS_PROMETHEUS_ADAPTER
+fi
+if [[ -z "${GMS_BIN:-}" ]]; then
+  nice make build >&2 || die "make build failed"
+  GMS_BIN="${repo_root}/bin/gpu-metrics-server"
+  export GMS_BIN
+fi
+if [[ -z "${GMS_FLEETSIM:-}" ]]; then
+  nice go build -o bin/fleetsim ./hack/fleetsim || die "building hack/fleetsim failed"
+  GMS_FLEETSIM="${repo_root}/bin/fleetsim"
+  export GMS_FLEETSIM
+fi
+test_bin="${BENCH_OUT}/e2e-bench.test"
+nice go test -c -tags 'e2e benchcompare' -o "${test_bin}" ./e2e || die "building the benchmark failed"
+
+# run_test NAME REPORT: runs one benchmark test from e2e/ (the harness finds
+# hack/ relative to it), its log in BENCH_OUT, and prints its report.
+run_test() {
+  local name="$1" report="$2" log="${BENCH_OUT}/$1.log"
+  echo "hack/bench-compare.sh: running ${name} (log: ${log}); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  if ! (cd e2e && "${test_bin}" -test.run "^${name}\$" -test.v -test.count=1 -test.timeout 60m) >"${log}" 2>&1; then
+    tail -n 60 "${log}" >&2
+    die "${name} did not run to the end; see ${log}"
+  fi
+  echo "hack/bench-compare.sh: ${name} done; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  cat "${BENCH_OUT}/${report}"
+}
+
+if [[ "${mode}" != fleet ]]; then
+  run_test TestBenchCompare compare.md
+  seconds=60
+  [[ -n "${BENCH_QUICK:-}" ]] && seconds=20
+  echo
+  echo "# One agent: hack/agent-footprint.sh ${seconds} 8 50"
+  GMS_BIN="${GMS_BIN}" bash hack/agent-footprint.sh "${seconds}" 8 50 | tee "${BENCH_OUT}/agent-footprint.txt"
+fi
+if [[ "${mode}" != compare ]]; then
+  run_test TestFleetScale fleet.md
+fi
+echo
+echo "hack/bench-compare.sh: reports, raw results and logs in ${BENCH_OUT}" >&2

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"k8s.io/klog/v2"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
+)
+
+const (
+	// gpuResource is the extended resource the synthetic pods hold.
+	gpuResource = "nvidia.com/gpu"
+	// fillContainer is the container name of the synthetic pods.
+	fillContainer = "main"
+)
+
+// exposition is the content type of every node's /metrics, as the agent's.
+var exposition = string(expfmt.NewFormat(expfmt.TypeTextPlain))
+
+// node is one simulated agent: the agent's own simulated backend and
+// sampler, fed a pod mapping built by podmap from kubelet-shaped pod
+// resources, and served as the agent serves it.
+type node struct {
+	name    string
+	gpus    int
+	fillNS  string
+	sim     *collector.Sim
+	sampler *collector.Sampler
+	trailer func() *[]byte
+
+	mu      sync.Mutex // serialises setPods
+	mapping atomic.Pointer[podmap.Mapping]
+	body    atomic.Pointer[body]
+}
+
+// body is a node's exposition for one snapshot and one trailer, gzipped at
+// most once.
+type body struct {
+	snap    *collector.Snapshot
+	trailer *[]byte
+	gzOnce  sync.Once
+	gz      []byte
+}
+
+// newNode returns a node whose GPUs all run at cfg.Utilization, held by
+// synthetic pods when cfg.FillNamespace is set. reg receives its sampler's
+// self-metrics (nil: none).
+func newNode(name string, cfg fleetConfig, reg prometheus.Registerer, trailer func() *[]byte) (*node, error) {
+	sim, err := collector.NewSim(name, cfg.GPUsPerNode, nil)
+	if err != nil {
+		return nil, err
+	}
+	util := cfg.Utilization
+	if err := sim.Set(-1, collector.SimUpdate{Utilization: &util}); err != nil {
+		return nil, err
+	}
+	n := &node{name: name, gpus: cfg.GPUsPerNode, fillNS: cfg.FillNamespace, sim: sim, trailer: trailer}
+	n.setPods(nil)
+	n.sampler = collector.NewSampler(sim, collector.SamplerOptions{
+		Node:       name,
+		Interval:   cfg.SampleInterval,
+		Owners:     func() podmap.Lookup { return n.mapping.Load() },
+		Registerer: reg,
+		// No per-process attribution: the fleet's GPUs run no simulated
+		// processes, so the agent's sim default (on) would put every
+		// device in device-level attribution anyway, the same exposition,
+		// after logging a fallback per device.
+	})
+	return n, nil
+}
+
+// setPods replaces the pods the node's kubelet reports (as its List would
+// answer); with a fill namespace, every GPU none of them holds gets a
+// synthetic pod. It takes effect at the node's next sample.
+func (n *node) setPods(pods []*podresourcesv1.PodResources) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	all := pods
+	if n.fillNS != "" {
+		explicit := podmap.NewMapping(&podresourcesv1.ListPodResourcesResponse{PodResources: pods})
+		all = append([]*podresourcesv1.PodResources(nil), pods...)
+		for j := 0; j < n.gpus; j++ {
+			uuid := collector.SimUUID(n.name, j)
+			if len(explicit.Owners(podmap.DeviceKey{UUID: uuid, Minor: j, GPUInstance: -1})) > 0 {
+				continue
+			}
+			all = append(all, fakekubelet.GPUPod(n.fillNS, fmt.Sprintf("%s-gpu%d", n.name, j), fillContainer, gpuResource, uuid))
+		}
+	}
+	m := podmap.NewMapping(&podresourcesv1.ListPodResourcesResponse{PodResources: all})
+	if ids := m.UnknownDeviceIDs(); len(ids) > 0 {
+		klog.InfoS("Device IDs in the pod resources that name no device form; they map to nothing", "node", n.name, "ids", ids)
+	}
+	n.mapping.Store(m)
+}
+
+// current returns the body of the latest snapshot and trailer.
+func (n *node) current() *body {
+	snap, tr := n.sampler.Latest(), n.trailer()
+	if b := n.body.Load(); b != nil && b.snap == snap && b.trailer == tr {
+		return b
+	}
+	b := &body{snap: snap, trailer: tr}
+	n.body.Store(b)
+	return b
+}
+
+// gzipped returns the body compressed, compressing it on first use.
+func (b *body) gzipped() []byte {
+	b.gzOnce.Do(func() {
+		var buf bytes.Buffer
+		gz := gzip.NewWriter(&buf)
+		// Writes to a bytes.Buffer do not fail.
+		_, _ = gz.Write(b.snap.Exposition())
+		_, _ = gz.Write(*b.trailer)
+		_ = gz.Close()
+		b.gz = buf.Bytes()
+	})
+	return b.gz
+}
+
+// ServeHTTP serves the node's /metrics: the device series of the latest
+// snapshot, then the self-metrics, gzipped when the client accepts it
+// (Prometheus does; the aggregator does not), as the agent's handler.
+func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	b := n.current()
+	w.Header().Set("Content-Type", exposition)
+	if acceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write(b.gzipped())
+		return
+	}
+	if _, err := w.Write(b.snap.Exposition()); err != nil {
+		return
+	}
+	_, _ = w.Write(*b.trailer)
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for part := range strings.SplitSeq(r.Header.Get("Accept-Encoding"), ",") {
+		if enc, _, _ := strings.Cut(part, ";"); strings.TrimSpace(enc) == "gzip" {
+			return true
+		}
+	}
+	return false
+}
