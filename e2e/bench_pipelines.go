@@ -9,7 +9,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -65,22 +64,6 @@ type pipeline struct {
 	// seed's adapter), so that the next figure is not measured behind
 	// them.
 	reset func(t *testing.T)
-}
-
-// servingCert issues the serving certificate of the Service the
-// APIServices route to.
-func servingCert(t *testing.T, dir string) keyPair {
-	t.Helper()
-	cert, err := cluster.ca.issue(dir, "custom-metrics-serving", certSpec{
-		commonName: apiServiceName,
-		dnsNames:   []string{apiServiceName + "." + apiServiceNamespace + ".svc", "localhost"},
-		ips:        []net.IP{net.IPv4(127, 0, 0, 1)},
-		server:     true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
 }
 
 // registerAt registers the server on port as custom.metrics.k8s.io until

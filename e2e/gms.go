@@ -284,15 +284,7 @@ func scrapeGPUs(ctx context.Context, metricsURL string) (map[int]string, error) 
 func (env *gmsEnv) startAggregator(bin string, agentURLs []string) {
 	t := env.t
 	t.Helper()
-	cert, err := cluster.ca.issue(env.dir, "aggregator", certSpec{
-		commonName: apiServiceName,
-		dnsNames:   []string{apiServiceName + "." + apiServiceNamespace + ".svc", "localhost"},
-		ips:        []net.IP{net.IPv4(127, 0, 0, 1)},
-		server:     true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := servingCert(t, env.dir)
 	ports, err := freePorts(1)
 	if err != nil {
 		t.Fatal(err)
@@ -497,4 +489,20 @@ func (env *gmsEnv) setPodUtilization(pod string, percent int) time.Time {
 	env.t.Helper()
 	s := env.gpuOf(pod)
 	return env.setUtilization(s.node, strconv.Itoa(s.index), percent)
+}
+
+// servingCert issues the serving certificate of the Service the
+// APIServices route to.
+func servingCert(t *testing.T, dir string) keyPair {
+	t.Helper()
+	cert, err := cluster.ca.issue(dir, "custom-metrics-serving", certSpec{
+		commonName: apiServiceName,
+		dnsNames:   []string{apiServiceName + "." + apiServiceNamespace + ".svc", "localhost"},
+		ips:        []net.IP{net.IPv4(127, 0, 0, 1)},
+		server:     true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
