@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/klog/v2"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
@@ -25,6 +26,14 @@ import (
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
+
+// TestMain keeps the nodes' start-up log lines out of the test and
+// benchmark output.
+func TestMain(m *testing.M) {
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	os.Exit(m.Run())
+}
 
 func testConfig(nodes, gpus int, fill string) fleetConfig {
 	return fleetConfig{Nodes: nodes, GPUsPerNode: gpus, NodePrefix: "n", SampleInterval: time.Second, Utilization: 10, FillNamespace: fill}
