@@ -1,0 +1,53 @@
+// Package testutil holds helpers shared by the project's tests. It is
+// imported only from _test.go files and the e2e suite.
+package testutil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// DefaultTimeout bounds a wait that should end within moments. It guards
+// against hangs on a loaded CI machine; it is never a speed assertion.
+const DefaultTimeout = 60 * time.Second
+
+// PollInterval is how often a condition is re-evaluated.
+const PollInterval = 20 * time.Millisecond
+
+// Eventually polls cond until it holds, failing the test after
+// DefaultTimeout.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	WaitFor(t, DefaultTimeout, what, func(context.Context) (bool, string, error) { return cond(), "", nil })
+}
+
+// WaitFor polls cond every PollInterval until it reports done, returns an
+// error, or timeout passes; the last state cond described is in the failure
+// message. It returns the time at which cond first held.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
+	t.Helper()
+	state := "(not evaluated)"
+	var at time.Time
+	err := wait.PollUntilContextTimeout(t.Context(), PollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+		done, s, err := cond(ctx)
+		if s != "" {
+			state = s
+		}
+		if done {
+			at = time.Now()
+		}
+		return done, err
+	})
+	switch {
+	case err == nil:
+		return at
+	case wait.Interrupted(err):
+		t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
+	default:
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return at
+}
