@@ -109,6 +109,9 @@ func TestMetricsHandler(t *testing.T) {
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status %d", rec.Code)
 		}
+		if v := rec.Header().Values("Vary"); len(v) != 1 || v[0] != "Accept-Encoding" {
+			t.Errorf("Vary %q, want Accept-Encoding", v)
+		}
 		var body io.Reader = rec.Body
 		if gz {
 			if rec.Header().Get("Content-Encoding") != "gzip" {
@@ -151,6 +154,47 @@ func TestMetricsHandler(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if strings.Contains(rec.Body.String(), "DCGM_FI_DEV_GPU_UTIL") {
 		t.Error("stale snapshot served")
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	tests := []struct {
+		accept []string // Accept-Encoding headers
+		want   bool
+	}{
+		{nil, false},
+		{[]string{""}, false},
+		{[]string{"gzip"}, true},
+		{[]string{"GZip"}, true},
+		{[]string{"x-gzip"}, true},
+		{[]string{"deflate, gzip;q=1.0, *;q=0.5"}, true},
+		{[]string{"gzip;q=0.001"}, true},
+		{[]string{"gzip ; Q=0.5"}, true},
+		{[]string{"gzip;q=0"}, false},
+		{[]string{"gzip;q=0.000"}, false},
+		{[]string{"gzip; q=0, deflate"}, false},
+		{[]string{"*"}, true},
+		{[]string{"*;q=0"}, false},
+		{[]string{"gzip;q=0, *"}, false}, // the explicit entry wins
+		{[]string{"*;q=0, gzip"}, true},
+		{[]string{"identity"}, false},
+		{[]string{"br, deflate"}, false},
+		{[]string{"gzipx, xgzip"}, false},
+		{[]string{"gzip;q=abc"}, false},
+		{[]string{"gzip;q=2"}, false},
+		{[]string{"gzip;q=NaN"}, false},
+		{[]string{"gzip;level=1"}, true},
+		{[]string{"deflate", "gzip"}, true}, // several header lines
+		{[]string{"deflate", "gzip;q=0"}, false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		for _, v := range tt.accept {
+			r.Header.Add("Accept-Encoding", v)
+		}
+		if got := AcceptsGzip(r); got != tt.want {
+			t.Errorf("Accept-Encoding %q: gzip %v, want %v", tt.accept, got, tt.want)
+		}
 	}
 }
 

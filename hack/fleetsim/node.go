@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -143,7 +142,8 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b := n.current()
 	w.Header().Set("Content-Type", exposition)
-	if acceptsGzip(r) {
+	w.Header().Add("Vary", "Accept-Encoding")
+	if collector.AcceptsGzip(r) {
 		w.Header().Set("Content-Encoding", "gzip")
 		_, _ = w.Write(b.gzipped())
 		return
@@ -152,13 +152,4 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(*b.trailer)
-}
-
-func acceptsGzip(r *http.Request) bool {
-	for part := range strings.SplitSeq(r.Header.Get("Accept-Encoding"), ",") {
-		if enc, _, _ := strings.Cut(part, ";"); strings.TrimSpace(enc) == "gzip" {
-			return true
-		}
-	}
-	return false
 }
