@@ -255,7 +255,7 @@ func TestSimMIG(t *testing.T) {
 	}
 }
 
-func TestSimHandlerPodsAndMIG(t *testing.T) {
+func TestHandlerPodsAndMIG(t *testing.T) {
 	s, err := New("n", 2, []int{1})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +303,7 @@ func TestSimHandlerPodsAndMIG(t *testing.T) {
 	}
 }
 
-// FuzzSimHandler: any query is either applied (204) or refused with a
+// FuzzHandler: any query is either applied (204) or refused with a
 // reason (400); nothing panics, and the devices stay within their ranges.
 func FuzzHandler(f *testing.F) {
 	for _, q := range []string{
