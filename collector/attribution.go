@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
 
@@ -122,7 +123,8 @@ func (a *attributor) device(ds *DeviceSample) {
 		return
 	}
 	found, runningNotFound := a.resolve(p.List)
-	busy := ds.Reading.Has(FieldGPUUtil) && ds.Reading.GPUUtil > 0
+	util, ok := ds.Reading.Get(exposition.GPUUtil)
+	busy := ok && util > 0
 	switch {
 	case found == 0 && runningNotFound > 0:
 		a.logOnce(ds, reasonNotVisible)

@@ -2,31 +2,25 @@ package collector
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
-	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/podinfo"
 )
 
-// fakeResolver maps PIDs to pod UIDs; a missing PID is not visible, and
-// the PID 666 has an unreadable cgroup.
-type fakeResolver map[uint32]string
+// The pods of the tests.
+const (
+	uidA     = "aaaaaaaa-1111-4111-8111-aaaaaaaaaaaa"
+	uidB     = "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"
+	uidStray = "cccccccc-3333-4333-8333-cccccccccccc"
+)
 
-func (f fakeResolver) PodUID(pid uint32) (string, error) {
-	if pid == 666 {
-		return "", errors.New("cgroup: malformed")
-	}
-	uid, ok := f[pid]
-	if !ok {
-		return "", fmt.Errorf("process %d: %w", pid, fs.ErrNotExist)
-	}
-	return uid, nil
-}
+var testPods = collectortest.Pods{"inf/a": uidA, "inf/b": uidB, "ml/stray": uidStray}
 
 func TestAttribution(t *testing.T) {
 	dev := &Device{Index: 0, UUID: "GPU-s", Minor: 0}
@@ -40,7 +34,7 @@ func TestAttribution(t *testing.T) {
 	named := func(ns, name string, util float64) ProcessUsage {
 		return ProcessUsage{PID: 1, Pod: PodRef{Namespace: ns, Name: name}, SMUtil: util, HasMemory: true, Running: true}
 	}
-	resolver := fakeResolver{1: uidA, 2: uidA, 3: uidB, 4: "", 5: uidStray}
+	resolver := collectortest.Resolver{1: uidA, 2: uidA, 3: uidB, 4: "", 5: uidStray}
 	tests := []struct {
 		name             string
 		attr             Attribution
@@ -57,8 +51,8 @@ func TestAttribution(t *testing.T) {
 			owners: two, util: 90,
 			procs: Processes{Read: true, List: []ProcessUsage{
 				running(1, 30, 100), running(2, 20, 200), running(3, 10, 400), running(4, 5, 1), running(5, 15, 1),
-				{PID: 9, SMUtil: 5}, // exited: only a sample left
-				running(666, 5, 1),  // unreadable cgroup
+				{PID: 9, SMUtil: 5},                        // exited: only a sample left
+				running(collectortest.UnreadablePID, 5, 1), // unreadable cgroup
 			}},
 			wantMode: AttributionProcess,
 			wantShares: []PodShare{
@@ -69,7 +63,7 @@ func TestAttribution(t *testing.T) {
 		},
 		{
 			name: "several containers of one pod, a third pod idle, shares capped at 100",
-			attr: Attribution{Resolver: resolver, Pods: podinfo.Static{"inf/a": uidA, "inf/b": uidB, "inf/c": "uid-c"}},
+			attr: Attribution{Resolver: resolver, Pods: collectortest.Pods{"inf/a": uidA, "inf/b": uidB, "inf/c": "uid-c"}},
 			owners: []podmap.Owner{
 				{Namespace: "inf", Pod: "a", Container: "main", Replica: "0"},
 				{Namespace: "inf", Pod: "a", Container: "sidecar", Replica: "1"},
@@ -100,7 +94,7 @@ func TestAttribution(t *testing.T) {
 		},
 		{
 			name:   "a pod holding the device is not in the index yet",
-			attr:   Attribution{Resolver: resolver, Pods: podinfo.Static{"inf/a": uidA}},
+			attr:   Attribution{Resolver: resolver, Pods: collectortest.Pods{"inf/a": uidA}},
 			owners: two, util: 50,
 			procs:    Processes{Read: true, List: []ProcessUsage{running(1, 50, 1)}},
 			wantMode: AttributionDevice,
@@ -123,7 +117,7 @@ func TestAttribution(t *testing.T) {
 			name:   "processes not read: device mode",
 			attr:   Attribution{Resolver: resolver, Pods: testPods},
 			owners: two, util: 50,
-			procs:    Processes{Err: errProcessesUnsupported},
+			procs:    Processes{Err: errors.New("the driver has no per-process utilization")},
 			wantMode: AttributionDevice,
 		},
 	}
@@ -131,24 +125,24 @@ func TestAttribution(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &scriptedBackend{readings: []DeviceReading{{
 				Device:    dev,
-				Reading:   Reading{Valid: FieldGPUUtil, GPUUtil: tt.util},
+				Reading:   reading(map[exposition.Field]float64{exposition.GPUUtil: tt.util}),
 				Processes: tt.procs,
 			}}}
 			reg := prometheus.NewRegistry()
 			attr := tt.attr
 			s := NewSampler(b, SamplerOptions{
 				Interval: time.Second, Registerer: reg, Attribution: &attr,
-				Owners: func() podmap.Lookup { return fakeLookup{"GPU-s": tt.owners} },
+				Owners: func() podmap.Lookup { return collectortest.Owners{"GPU-s": tt.owners} },
 			})
 			ds := s.SampleOnce(time.Now()).Devices[0]
 			if ds.Attribution != tt.wantMode {
 				t.Errorf("mode %v, want %v", ds.Attribution, tt.wantMode)
 			}
-			if !equalShares(ds.Shares, tt.wantShares) {
+			if !slices.Equal(ds.Shares, tt.wantShares) {
 				t.Errorf("shares\n got %+v\nwant %+v", ds.Shares, tt.wantShares)
 			}
 			if tt.wantUnattributed != nil {
-				got := unattributed(t, reg)
+				got := collectortest.Gauges(t, reg, "gpu_metrics_server_unattributed_gpu_processes")
 				for k, v := range tt.wantUnattributed {
 					if got[k] != v {
 						t.Errorf("unattributed %s = %v, want %v (all: %v)", k, got[k], v, got)
@@ -164,10 +158,10 @@ func TestAttribution(t *testing.T) {
 func TestAttributionOff(t *testing.T) {
 	b := &scriptedBackend{readings: []DeviceReading{{
 		Device:    &Device{UUID: "GPU-s", Minor: -1},
-		Reading:   Reading{Valid: FieldGPUUtil, GPUUtil: 80},
+		Reading:   reading(map[exposition.Field]float64{exposition.GPUUtil: 80}),
 		Processes: Processes{Read: true, List: []ProcessUsage{{PID: 1, Pod: PodRef{Namespace: "inf", Name: "a"}, SMUtil: 70}}},
 	}}}
-	owners := fakeLookup{"GPU-s": {{Namespace: "inf", Pod: "a", Container: "c"}, {Namespace: "inf", Pod: "b", Container: "c"}}}
+	owners := collectortest.Owners{"GPU-s": {{Namespace: "inf", Pod: "a", Container: "c"}, {Namespace: "inf", Pod: "b", Container: "c"}}}
 	s := NewSampler(b, SamplerOptions{Interval: time.Second, Owners: func() podmap.Lookup { return owners }})
 	ds := s.SampleOnce(time.Now()).Devices[0]
 	if ds.Attribution != AttributionDevice || ds.Shares != nil {

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,44 +14,40 @@ import (
 	"unicode/utf8"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
 
-func parseExposition(t testing.TB, b []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("exposition does not parse: %v\n%s", err, b)
-	}
-	return mfs
-}
+const mib = 1 << 20
 
-func labelsOf(m *dto.Metric) map[string]string {
-	out := map[string]string{}
-	for _, l := range m.GetLabel() {
-		out[l.GetName()] = l.GetValue()
+// reading sets the given fields.
+func reading(values map[exposition.Field]float64) Reading {
+	var r Reading
+	for f, v := range values {
+		r.Set(f, v)
 	}
-	return out
+	return r
 }
 
 // testSnapshot: GPU 0 held whole by one container, GPU 1 time-sliced by two
 // pods, GPU 2 idle and without encoder support, and one MIG instance.
 func testSnapshot() *Snapshot {
-	full := Reading{
-		Valid:   FieldGPUUtil | FieldMemCopyUtil | FieldEncUtil | FieldDecUtil | FieldMemory | FieldPower | FieldTemp | FieldSMClock | FieldMemClock | FieldEnergy,
-		GPUUtil: 87, MemCopyUtil: 12.5, EncUtil: 0, DecUtil: 3,
-		FBUsed: 1024 * mib, FBFree: 80 * 1024 * mib, FBTotal: 81 * 1024 * mib,
-		PowerWatts: 301.25, TempCelsius: 55, SMClockMHz: 1980, MemClockMHz: 2619, EnergyMillijoules: 123456789012,
-	}
-	noEnc := full
-	noEnc.Valid &^= FieldEncUtil
-	noEnc.GPUUtil = 0
-	mig := Reading{Valid: FieldMemory | FieldGREngineActive | FieldSMActive, FBUsed: 2 * 1024 * mib, FBFree: 18 * 1024 * mib, FBTotal: 20 * 1024 * mib,
-		GREngineActive: 0.375, SMActive: 0.25}
+	full := reading(map[exposition.Field]float64{
+		exposition.GPUUtil: 87, exposition.MemCopyUtil: 12.5, exposition.EncUtil: 0, exposition.DecUtil: 3,
+		exposition.FBUsed: 1024 * mib, exposition.FBFree: 80 * 1024 * mib,
+		exposition.PowerUsage: 301.25, exposition.GPUTemp: 55, exposition.SMClock: 1980, exposition.MemClock: 2619,
+		exposition.TotalEnergy: 123456789012,
+	})
+	noEnc := reading(map[exposition.Field]float64{
+		exposition.GPUUtil: 0, exposition.MemCopyUtil: 12.5, exposition.DecUtil: 3,
+		exposition.FBUsed: 1024 * mib, exposition.FBFree: 80 * 1024 * mib,
+		exposition.PowerUsage: 301.25, exposition.GPUTemp: 55, exposition.SMClock: 1980, exposition.MemClock: 2619,
+		exposition.TotalEnergy: 123456789012,
+	})
+	mig := reading(map[exposition.Field]float64{exposition.FBUsed: 2 * 1024 * mib, exposition.FBFree: 18 * 1024 * mib,
+		exposition.GREngineActive: 0.375, exposition.SMActive: 0.25})
 	dev := func(i int, uuid string) *Device {
 		return &Device{Index: i, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:1" + string(rune('0'+i)) + ":00.0", Minor: i}
 	}
@@ -79,7 +76,7 @@ func testSnapshot() *Snapshot {
 
 func TestExposition(t *testing.T) {
 	snap := testSnapshot()
-	mfs := parseExposition(t, snap.Exposition())
+	mfs := collectortest.ParseExposition(t, snap.Exposition())
 
 	util := mfs["DCGM_FI_DEV_GPU_UTIL"]
 	if util.GetType() != dto.MetricType_GAUGE {
@@ -88,7 +85,7 @@ func TestExposition(t *testing.T) {
 	type row struct{ uuid, pod, vgpu string }
 	var rows []row
 	for _, m := range util.GetMetric() {
-		l := labelsOf(m)
+		l := collectortest.Labels(m)
 		rows = append(rows, row{l["UUID"], l["pod"], l["vgpu"]})
 		if l["hostname"] != "gpu-node-1" || l["modelName"] != "NVIDIA H100 80GB HBM3" || l["device"] != "nvidia"+l["gpu"] {
 			t.Errorf("device labels %v", l)
@@ -119,7 +116,7 @@ func TestExposition(t *testing.T) {
 		t.Errorf("energy %v", energy)
 	}
 	for _, m := range mfs["DCGM_FI_DEV_FB_USED"].GetMetric() {
-		l := labelsOf(m)
+		l := collectortest.Labels(m)
 		switch l["GPU_I_ID"] {
 		case "2":
 			// A MIG instance carries its parent's UUID, as dcgm-exporter's do.
@@ -137,7 +134,7 @@ func TestExposition(t *testing.T) {
 	}
 	for _, name := range []string{"DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"} {
 		ms := mfs[name].GetMetric()
-		if len(ms) != 1 || labelsOf(ms[0])["GPU_I_ID"] != "2" || labelsOf(ms[0])["pod"] != "small" {
+		if len(ms) != 1 || collectortest.Labels(ms[0])["GPU_I_ID"] != "2" || collectortest.Labels(ms[0])["pod"] != "small" {
 			t.Fatalf("%s: %v, want the MIG instance only", name, ms)
 		}
 	}
@@ -149,8 +146,8 @@ func TestExposition(t *testing.T) {
 	// is unknown, so absent.
 	type share struct{ uuid, ns, pod, container, uid string }
 	shares := map[share]float64{}
-	for _, m := range mfs[PodUtilizationMetric].GetMetric() {
-		l := labelsOf(m)
+	for _, m := range mfs[exposition.PodGPUUtilization.Name()].GetMetric() {
+		l := collectortest.Labels(m)
 		if l["hostname"] != "gpu-node-1" || l["gpu"] != "1" || l["vgpu"] != "" {
 			t.Errorf("pod share labels %v", l)
 		}
@@ -160,15 +157,15 @@ func TestExposition(t *testing.T) {
 	if fmt.Sprint(shares) != fmt.Sprint(wantShares) {
 		t.Errorf("pod utilization %v, want %v", shares, wantShares)
 	}
-	mem := mfs[PodMemoryMetric].GetMetric()
-	if len(mem) != 1 || labelsOf(mem[0])["pod"] != "a" || mem[0].GetGauge().GetValue() != 3<<30 {
+	mem := mfs[exposition.PodGPUMemoryUsed.Name()].GetMetric()
+	if len(mem) != 1 || collectortest.Labels(mem[0])["pod"] != "a" || mem[0].GetGauge().GetValue() != 3<<30 {
 		t.Errorf("pod memory %v, want pod a's 3 GiB only", mem)
 	}
 
 	// Attribution mode: both states per device, 1 for the active one.
 	modes := map[string]float64{}
-	for _, m := range mfs[AttributionModeMetric].GetMetric() {
-		l := labelsOf(m)
+	for _, m := range mfs[exposition.DeviceAttributionMode.Name()].GetMetric() {
+		l := collectortest.Labels(m)
 		modes[l["UUID"]+l["GPU_I_ID"]+"/"+l["mode"]] = m.GetGauge().GetValue()
 	}
 	wantModes := map[string]float64{
@@ -178,17 +175,39 @@ func TestExposition(t *testing.T) {
 	if fmt.Sprint(modes) != fmt.Sprint(wantModes) {
 		t.Errorf("attribution modes %v, want %v", modes, wantModes)
 	}
-	if act := mfs[MIGActivityMetric].GetMetric(); len(act) != 1 || act[0].GetGauge().GetValue() != 1 {
+	if act := mfs[exposition.MIGActivitySupported.Name()].GetMetric(); len(act) != 1 || act[0].GetGauge().GetValue() != 1 {
 		t.Errorf("MIG activity %v", act)
 	}
 
-	ts := mfs[SampleTimestampMetric].GetMetric()[0].GetGauge().GetValue()
+	ts := mfs[exposition.SampleTimestamp.Name()].GetMetric()[0].GetGauge().GetValue()
 	if ts != 1700000000.123 {
 		t.Errorf("sample timestamp %v", ts)
 	}
 	// Rendered once and cached.
 	if a, b := snap.Exposition(), snap.Exposition(); &a[0] != &b[0] {
 		t.Error("exposition rendered twice")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/exposition.golden")
+
+// TestExpositionGolden holds the rendered bytes of testSnapshot: the wire
+// format the aggregator and dcgm-exporter's users read. go test -update
+// rewrites it after a deliberate change.
+func TestExpositionGolden(t *testing.T) {
+	const golden = "testdata/exposition.golden"
+	got := testSnapshot().Exposition()
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("exposition differs from %s (go test -update rewrites it):\n%s", golden, got)
 	}
 }
 
@@ -237,8 +256,8 @@ func knownPromtoolFinding(line string) bool {
 	case strings.HasPrefix(line, "DCGM_FI_"):
 		return camel
 	}
-	for _, name := range []string{PodUtilizationMetric, PodMemoryMetric, AttributionModeMetric, MIGActivityMetric} {
-		if strings.HasPrefix(line, name+" ") {
+	for a := range exposition.NumAgentFamilies {
+		if strings.HasPrefix(line, a.Name()+" ") {
 			return camel
 		}
 	}
@@ -254,7 +273,7 @@ func FuzzLabelEscaping(f *testing.F) {
 			t.Skip("label values are UTF-8 (Kubernetes names, NVML strings)")
 		}
 		snap := &Snapshot{Time: time.Unix(1, 0), Node: "n", Devices: []DeviceSample{{
-			DeviceReading: DeviceReading{Device: &Device{UUID: "GPU-x", Name: value, Minor: -1}, Reading: Reading{Valid: FieldGPUUtil, GPUUtil: 1}},
+			DeviceReading: DeviceReading{Device: &Device{UUID: "GPU-x", Name: value, Minor: -1}, Reading: reading(map[exposition.Field]float64{exposition.GPUUtil: 1})},
 			Owners:        []podmap.Owner{{Namespace: "ns", Pod: value, Container: "c"}, {Namespace: "ns", Pod: "other", Container: "c"}},
 			Attribution:   AttributionProcess,
 			Shares: []PodShare{
@@ -262,16 +281,16 @@ func FuzzLabelEscaping(f *testing.F) {
 				{Namespace: "ns", Pod: "other", Container: "c"},
 			},
 		}}}
-		mfs := parseExposition(t, snap.Exposition())
-		l := labelsOf(mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()[0])
+		mfs := collectortest.ParseExposition(t, snap.Exposition())
+		l := collectortest.Labels(mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()[0])
 		if value != "" && (l["modelName"] != value || l["pod"] != value) {
 			t.Fatalf("label round trip: %q became modelName=%q pod=%q", value, l["modelName"], l["pod"])
 		}
-		sl := labelsOf(mfs[PodUtilizationMetric].GetMetric()[0])
+		sl := collectortest.Labels(mfs[exposition.PodGPUUtilization.Name()].GetMetric()[0])
 		if value != "" && (sl["pod"] != value || sl["container"] != value || sl["pod_uid"] != value) {
 			t.Fatalf("pod share label round trip: %q became %v", value, sl)
 		}
-		if n := len(mfs[PodMemoryMetric].GetMetric()); n != 1 {
+		if n := len(mfs[exposition.PodGPUMemoryUsed.Name()].GetMetric()); n != 1 {
 			t.Fatalf("%d pod memory series, want 1 (the other pod's memory is unknown)", n)
 		}
 		if _, ok := l["device"]; ok {

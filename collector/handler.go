@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ func MetricsHandler(s *Sampler, g prometheus.Gatherer, maxAge time.Duration) htt
 	format := expfmt.NewFormat(expfmt.TypeTextPlain)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", string(format))
+		w.Header().Add("Vary", "Accept-Encoding")
 		var out io.Writer = w
-		if acceptsGzip(r) {
+		if AcceptsGzip(r) {
 			w.Header().Set("Content-Encoding", "gzip")
 			gz := gzipWriters.Get().(*gzip.Writer)
 			gz.Reset(w)
@@ -59,11 +61,48 @@ var gzipWriters = sync.Pool{New: func() any {
 	return gz
 }}
 
-func acceptsGzip(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
-		if strings.TrimSpace(strings.SplitN(part, ";", 2)[0]) == "gzip" {
-			return true
+// AcceptsGzip reports whether the request's Accept-Encoding lets the
+// response be gzipped: a gzip entry, or else a "*" entry, with a q-value
+// above 0 (RFC 9110, 12.5.3). A q-value that does not parse makes its entry
+// unacceptable. Responses that depend on it should send Vary:
+// Accept-Encoding.
+func AcceptsGzip(r *http.Request) bool {
+	gzipQ, anyQ := -1.0, -1.0
+	for _, h := range r.Header.Values("Accept-Encoding") {
+		for entry := range strings.SplitSeq(h, ",") {
+			coding, params, _ := strings.Cut(entry, ";")
+			q := qValue(params)
+			switch strings.ToLower(strings.TrimSpace(coding)) {
+			case "gzip", "x-gzip":
+				if gzipQ < 0 {
+					gzipQ = q
+				}
+			case "*":
+				if anyQ < 0 {
+					anyQ = q
+				}
+			}
 		}
 	}
-	return false
+	if gzipQ >= 0 {
+		return gzipQ > 0
+	}
+	return anyQ > 0
+}
+
+// qValue returns the q parameter among an Accept-Encoding entry's
+// parameters: 1 when there is none, 0 when it is not a number from 0 to 1.
+func qValue(params string) float64 {
+	for p := range strings.SplitSeq(params, ";") {
+		name, value, _ := strings.Cut(p, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "q") {
+			continue
+		}
+		q, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || !(q >= 0 && q <= 1) {
+			return 0
+		}
+		return q
+	}
+	return 1
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
@@ -54,18 +55,10 @@ func NewSampler(b Backend, o SamplerOptions) *Sampler {
 	return s
 }
 
-// Run samples at once and then every interval until ctx ends.
+// Run samples at once and then every interval, measured from the start of
+// each round, until ctx ends.
 func (s *Sampler) Run(ctx context.Context) {
-	t := time.NewTicker(s.opts.Interval)
-	defer t.Stop()
-	for {
-		s.SampleOnce(time.Now())
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, func(context.Context) { s.SampleOnce(time.Now()) }, s.opts.Interval)
 }
 
 // SampleOnce runs one round stamped now, publishes and returns it.
@@ -78,11 +71,10 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		owners = s.opts.Owners()
 	}
 	snap := &Snapshot{
-		Time:       now,
-		Devices:    make([]DeviceSample, len(readings)),
-		Errors:     errs,
-		Node:       s.opts.Node,
-		PodsMapped: owners != nil,
+		Time:    now,
+		Devices: make([]DeviceSample, len(readings)),
+		Errors:  errs,
+		Node:    s.opts.Node,
 	}
 	for i, r := range readings {
 		snap.Devices[i].DeviceReading = r

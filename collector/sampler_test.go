@@ -11,13 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
-
-// fakeLookup maps a UUID to its owners.
-type fakeLookup map[string][]podmap.Owner
-
-func (f fakeLookup) Owners(k podmap.DeviceKey) []podmap.Owner { return f[k.UUID] }
 
 // scriptedBackend returns whatever the test put in it.
 type scriptedBackend struct {
@@ -34,22 +31,22 @@ func (b *scriptedBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 }
 
 func utilReading(d *Device, util float64) DeviceReading {
-	return DeviceReading{Device: d, Reading: Reading{Valid: FieldGPUUtil, GPUUtil: util}}
+	return DeviceReading{Device: d, Reading: reading(map[exposition.Field]float64{exposition.GPUUtil: util})}
 }
 
 func TestSamplerJoinsOwners(t *testing.T) {
 	d0 := &Device{Index: 0, UUID: "GPU-a", Minor: 0}
 	d1 := &Device{Index: 1, UUID: "GPU-b", Minor: 1}
 	b := &scriptedBackend{readings: []DeviceReading{utilReading(d0, 50), utilReading(d1, 0)}}
-	owners := fakeLookup{"GPU-a": {{Namespace: "ns", Pod: "p", Container: "c", Resource: "nvidia.com/gpu"}}}
+	owners := collectortest.Owners{"GPU-a": {{Namespace: "ns", Pod: "p", Container: "c", Resource: "nvidia.com/gpu"}}}
 	s := NewSampler(b, SamplerOptions{Node: "n1", Interval: time.Second, Owners: func() podmap.Lookup { return owners }})
 	if s.Ready() || s.Latest() != nil {
 		t.Fatal("ready before the first sample")
 	}
 	now := time.Unix(1000, 0)
 	snap := s.SampleOnce(now)
-	if !s.Ready() || s.Latest() != snap || !snap.PodsMapped || snap.Node != "n1" {
-		t.Fatalf("after one round: ready=%v latest=%p snap=%p mapped=%v", s.Ready(), s.Latest(), snap, snap.PodsMapped)
+	if !s.Ready() || s.Latest() != snap || snap.Node != "n1" || snap.Time != now {
+		t.Fatalf("after one round: ready=%v latest=%p snap=%p node=%q time=%v", s.Ready(), s.Latest(), snap, snap.Node, snap.Time)
 	}
 	if got := snap.Devices[0].Owners; len(got) != 1 || got[0].Pod != "p" {
 		t.Errorf("GPU-a owners = %+v", got)
@@ -112,6 +109,9 @@ func TestMetricsHandler(t *testing.T) {
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status %d", rec.Code)
 		}
+		if v := rec.Header().Values("Vary"); len(v) != 1 || v[0] != "Accept-Encoding" {
+			t.Errorf("Vary %q, want Accept-Encoding", v)
+		}
 		var body io.Reader = rec.Body
 		if gz {
 			if rec.Header().Get("Content-Encoding") != "gzip" {
@@ -141,7 +141,7 @@ func TestMetricsHandler(t *testing.T) {
 			`DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",pci_bus_id="00000000:01:00.0",device="nvidia0",modelName="H",hostname="n"} 42`,
 			"gpu_metrics_server_devices 1",
 			"gpu_metrics_server_sample_duration_seconds_count 1",
-			SampleTimestampMetric + " ",
+			exposition.SampleTimestamp.Name() + " ",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("gzip=%v: missing %q in\n%s", gz, want, out)
@@ -149,12 +149,52 @@ func TestMetricsHandler(t *testing.T) {
 		}
 	}
 	// A stuck sampler: the snapshot ages out and is no longer served.
-	stale := MetricsHandler(s, reg, time.Nanosecond)
+	s.SampleOnce(time.Now().Add(-2 * time.Minute))
 	rec := httptest.NewRecorder()
-	time.Sleep(time.Millisecond)
-	stale.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if strings.Contains(rec.Body.String(), "DCGM_FI_DEV_GPU_UTIL") {
 		t.Error("stale snapshot served")
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	tests := []struct {
+		accept []string // Accept-Encoding headers
+		want   bool
+	}{
+		{nil, false},
+		{[]string{""}, false},
+		{[]string{"gzip"}, true},
+		{[]string{"GZip"}, true},
+		{[]string{"x-gzip"}, true},
+		{[]string{"deflate, gzip;q=1.0, *;q=0.5"}, true},
+		{[]string{"gzip;q=0.001"}, true},
+		{[]string{"gzip ; Q=0.5"}, true},
+		{[]string{"gzip;q=0"}, false},
+		{[]string{"gzip;q=0.000"}, false},
+		{[]string{"gzip; q=0, deflate"}, false},
+		{[]string{"*"}, true},
+		{[]string{"*;q=0"}, false},
+		{[]string{"gzip;q=0, *"}, false}, // the explicit entry wins
+		{[]string{"*;q=0, gzip"}, true},
+		{[]string{"identity"}, false},
+		{[]string{"br, deflate"}, false},
+		{[]string{"gzipx, xgzip"}, false},
+		{[]string{"gzip;q=abc"}, false},
+		{[]string{"gzip;q=2"}, false},
+		{[]string{"gzip;q=NaN"}, false},
+		{[]string{"gzip;level=1"}, true},
+		{[]string{"deflate", "gzip"}, true}, // several header lines
+		{[]string{"deflate", "gzip;q=0"}, false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		for _, v := range tt.accept {
+			r.Header.Add("Accept-Encoding", v)
+		}
+		if got := AcceptsGzip(r); got != tt.want {
+			t.Errorf("Accept-Encoding %q: gzip %v, want %v", tt.accept, got, tt.want)
+		}
 	}
 }
 

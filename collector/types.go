@@ -3,6 +3,7 @@ package collector
 import (
 	"time"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
 
@@ -31,8 +32,8 @@ type MIGInstance struct {
 	// Profile is the GPU instance profile, e.g. "3g.40gb".
 	Profile string
 	// Activity is true when the backend can read the instance's engine
-	// activity (NVML GPM, Hopper and newer): FieldGREngineActive and
-	// FieldSMActive. Without it the instance reports memory only.
+	// activity (NVML GPM, Hopper and newer): exposition.GREngineActive and
+	// exposition.SMActive. Without it the instance reports memory only.
 	Activity bool
 }
 
@@ -46,48 +47,28 @@ func (d *Device) Key() podmap.DeviceKey {
 	return k
 }
 
-// Field is one reading a device may or may not support.
-type Field uint16
-
-// The fields of a Reading. A field not in Reading.Valid was not supported or
-// failed, and is not exported: the agent never reports a zero it did not read.
-const (
-	FieldGPUUtil Field = 1 << iota
-	FieldMemCopyUtil
-	FieldEncUtil
-	FieldDecUtil
-	FieldMemory // FBUsed, FBFree and FBTotal together
-	FieldPower
-	FieldTemp
-	FieldSMClock
-	FieldMemClock
-	FieldEnergy
-	// FieldGREngineActive and FieldSMActive are a MIG instance's activity
-	// ratios (NVML GPM).
-	FieldGREngineActive
-	FieldSMActive
-)
-
-// Reading is one sample of one device's values.
+// Reading is one sample of one device's values: a value per device field of
+// the exposition's table, each in its unit's base (bytes for the MiB
+// fields). A field not set was not supported or failed, and is not
+// exported: the agent never reports a zero it did not read.
 type Reading struct {
-	Valid Field
-	// Utilizations in percent, 0-100.
-	GPUUtil, MemCopyUtil, EncUtil, DecUtil float64
-	// Frame-buffer memory in bytes.
-	FBUsed, FBFree, FBTotal uint64
-	PowerWatts              float64
-	TempCelsius             float64
-	SMClockMHz, MemClockMHz float64
-	// EnergyMillijoules is the total energy since the driver loaded.
-	EnergyMillijoules uint64
-	// GREngineActive is the ratio (0-1) of the last sample interval during
-	// which the graphics/compute engine was active; SMActive the ratio of
-	// SM cycles with at least one warp assigned. MIG instances only.
-	GREngineActive, SMActive float64
+	valid  exposition.FieldSet
+	values [exposition.NumFields]float64
 }
 
-// Has reports whether f was read.
-func (r *Reading) Has(f Field) bool { return r.Valid&f != 0 }
+// Set records field f's value.
+func (r *Reading) Set(f exposition.Field, v float64) {
+	r.values[f] = v
+	r.valid.Add(f)
+}
+
+// Get returns field f's value, and false when it was not read.
+func (r *Reading) Get(f exposition.Field) (float64, bool) {
+	return r.values[f], r.valid.Has(f)
+}
+
+// Fields returns the fields read.
+func (r *Reading) Fields() exposition.FieldSet { return r.valid }
 
 // DeviceReading is what a backend returns for one device.
 type DeviceReading struct {
@@ -191,8 +172,6 @@ type Snapshot struct {
 	Errors []DeviceError
 	// Node is the node name, exported as the hostname label.
 	Node string
-	// PodsMapped is false when the agent runs without a pod mapping.
-	PodsMapped bool
 
 	exposition lazyBytes
 }

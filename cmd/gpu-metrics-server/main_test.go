@@ -25,7 +25,8 @@ import (
 	"github.com/prometheus/common/model"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -167,7 +168,7 @@ func TestAgentSimulated(t *testing.T) {
 	})
 	for i, m := range util {
 		l := labels(m)
-		if l["UUID"] != collector.SimUUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
+		if l["UUID"] != sim.UUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
 			t.Errorf("series %d labels %v", i, l)
 		}
 		if _, ok := l["pod"]; ok {
@@ -189,7 +190,7 @@ func TestAgentSimulated(t *testing.T) {
 		mfs := scrape(t, addr)
 		// A loaded machine may find the snapshot past its age limit (then
 		// not served): try again.
-		tsf, uf := mfs[collector.SampleTimestampMetric], mfs["DCGM_FI_DEV_GPU_UTIL"]
+		tsf, uf := mfs[exposition.SampleTimestamp.Name()], mfs["DCGM_FI_DEV_GPU_UTIL"]
 		if tsf == nil || len(uf.GetMetric()) != 3 {
 			return false
 		}
@@ -230,7 +231,7 @@ func TestAgentPodAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kubelet.Stop()
-	u0, u1 := collector.SimUUID("node-b", 0), collector.SimUUID("node-b", 1)
+	u0, u1 := sim.UUID("node-b", 0), sim.UUID("node-b", 1)
 	kubelet.SetPods([]*podresourcesv1.PodResources{
 		fakekubelet.GPUPod("ml", "train-0", "main", "nvidia.com/gpu", u0),
 		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u1+"::0"),
@@ -256,7 +257,7 @@ func TestAgentPodAttribution(t *testing.T) {
 	kubelet.SetPods([]*podresourcesv1.PodResources{
 		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u1+"::0"),
 		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u1+"::1"),
-		fakekubelet.GPUPod("ml", "c", "main", "nvidia.com/gpu", collector.SimUUID("node-b", 2)),
+		fakekubelet.GPUPod("ml", "c", "main", "nvidia.com/gpu", sim.UUID("node-b", 2)),
 	})
 	want = "0:/// 1:inf/a/srv/0 1:inf/b/srv/1 2:ml/c/main/"
 	eventually(t, "pod labels "+want, func() bool { return owners() == want })
@@ -362,7 +363,7 @@ func BenchmarkScrapeSlowKubelet(b *testing.B) {
 	defer kubelet.Stop()
 	var pods []*podresourcesv1.PodResources
 	for i := 0; i < 8; i++ {
-		pods = append(pods, fakekubelet.GPUPod("ns", fmt.Sprintf("p%d", i), "c", "nvidia.com/gpu", collector.SimUUID("slow", i)))
+		pods = append(pods, fakekubelet.GPUPod("ns", fmt.Sprintf("p%d", i), "c", "nvidia.com/gpu", sim.UUID("slow", i)))
 	}
 	kubelet.SetPods(pods)
 	kubelet.SetDelay(5 * time.Second)

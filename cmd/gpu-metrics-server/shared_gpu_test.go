@@ -12,7 +12,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -65,7 +66,7 @@ func rows(mfs map[string]*dto.MetricFamily, name string, keys ...string) string 
 // TestAgentSharedGPU: two pods on one time-sliced GPU at 70 % and 10 % get
 // 70 and 10, not 80 and 80; a pod on a dedicated GPU keeps the device value.
 func TestAgentSharedGPU(t *testing.T) {
-	u0, u1 := collector.SimUUID("node-s", 0), collector.SimUUID("node-s", 1)
+	u0, u1 := sim.UUID("node-s", 0), sim.UUID("node-s", 1)
 	sock := startKubelet(t,
 		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u0+"::0"),
 		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u0+"::1"),
@@ -79,9 +80,9 @@ func TestAgentSharedGPU(t *testing.T) {
 	simSet(t, addr, "gpu=1&pod=ml/train-0&utilization=55")
 
 	want := map[string]string{
-		collector.PodUtilizationMetric: "0/inf/a/srv:70 0/inf/b/srv:10",
-		collector.PodMemoryMetric:      fmt.Sprintf("0/inf/a/srv:%v 0/inf/b/srv:%v", float64(3000<<20), float64(1000<<20)),
-		"DCGM_FI_DEV_GPU_UTIL":         "0/inf/a/srv:80 0/inf/b/srv:80 1/ml/train-0/main:55",
+		exposition.PodGPUUtilization.Name(): "0/inf/a/srv:70 0/inf/b/srv:10",
+		exposition.PodGPUMemoryUsed.Name():  fmt.Sprintf("0/inf/a/srv:%v 0/inf/b/srv:%v", float64(3000<<20), float64(1000<<20)),
+		"DCGM_FI_DEV_GPU_UTIL":              "0/inf/a/srv:80 0/inf/b/srv:80 1/ml/train-0/main:55",
 	}
 	eventually(t, "per-pod shares", func() bool {
 		mfs := scrape(t, addr)
@@ -92,26 +93,26 @@ func TestAgentSharedGPU(t *testing.T) {
 		return fmt.Sprint(got) == fmt.Sprint(want)
 	})
 	mfs := scrape(t, addr)
-	if m := rows(mfs, collector.AttributionModeMetric, "gpu", "mode"); m != "0/device:0 0/process:1 1/device:0 1/process:1" {
+	if m := rows(mfs, exposition.DeviceAttributionMode.Name(), "gpu", "mode"); m != "0/device:0 0/process:1 1/device:0 1/process:1" {
 		t.Errorf("attribution modes %s", m)
 	}
 
 	// Pod b stops; it holds the GPU still, so it reports 0.
 	simSet(t, addr, "gpu=0&pod=inf/b&utilization=0")
 	eventually(t, "pod b at 0", func() bool {
-		return rows(scrape(t, addr), collector.PodUtilizationMetric, "pod") == "a:70 b:0"
+		return rows(scrape(t, addr), exposition.PodGPUUtilization.Name(), "pod") == "a:70 b:0"
 	})
 }
 
 func TestAgentSimMIG(t *testing.T) {
-	mig := collector.SimMIGUUID("node-m", 1, 2)
+	mig := sim.MIGUUID("node-m", 1, 2)
 	sock := startKubelet(t, fakekubelet.GPUPod("ml", "small", "main", "nvidia.com/mig-3g.40gb", mig))
 	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=2", "--sim-mig=1", "--node-name=node-m", "--sample-interval=100ms",
 		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
 	simSet(t, addr, "gpu=1&gpu_i_id=2&utilization=60")
 	// MIG instances carry the parent GPU's UUID (as dcgm-exporter's do),
 	// told apart by GPU_I_ID; the pod holding one is matched by its MIG UUID.
-	parent := collector.SimUUID("node-m", 1)
+	parent := sim.UUID("node-m", 1)
 	want := []string{
 		parent + "/3g.40gb/2/small:0.6",
 		parent + "/2g.20gb/3/:0",
@@ -126,13 +127,13 @@ func TestAgentSimMIG(t *testing.T) {
 	if n := len(mfs["DCGM_FI_DEV_GPU_UTIL"].GetMetric()); n != 1 {
 		t.Errorf("%d GPU_UTIL series, want GPU 0's only (no utilization in MIG mode)", n)
 	}
-	if a := rows(mfs, collector.MIGActivityMetric, "GPU_I_ID"); a != "10:1 2:1 3:1 9:1" {
+	if a := rows(mfs, exposition.MIGActivitySupported.Name(), "GPU_I_ID"); a != "10:1 2:1 3:1 9:1" {
 		t.Errorf("MIG activity gauges %s", a)
 	}
 }
 
 func TestAgentProcessAttributionOff(t *testing.T) {
-	u0 := collector.SimUUID("node-o", 0)
+	u0 := sim.UUID("node-o", 0)
 	sock := startKubelet(t,
 		fakekubelet.GPUPod("inf", "a", "srv", "nvidia.com/gpu", u0+"::0"),
 		fakekubelet.GPUPod("inf", "b", "srv", "nvidia.com/gpu", u0+"::1"),
@@ -144,10 +145,10 @@ func TestAgentProcessAttributionOff(t *testing.T) {
 		return rows(scrape(t, addr), "DCGM_FI_DEV_GPU_UTIL", "pod") == "a:70 b:70"
 	})
 	mfs := scrape(t, addr)
-	if _, ok := mfs[collector.PodUtilizationMetric]; ok {
+	if _, ok := mfs[exposition.PodGPUUtilization.Name()]; ok {
 		t.Error("per-pod shares with attribution off")
 	}
-	if m := rows(mfs, collector.AttributionModeMetric, "mode"); m != "device:1 process:0" {
+	if m := rows(mfs, exposition.DeviceAttributionMode.Name(), "mode"); m != "device:1 process:0" {
 		t.Errorf("attribution modes %s", m)
 	}
 }

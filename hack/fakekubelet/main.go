@@ -14,7 +14,7 @@ import (
 
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -46,7 +46,7 @@ func main() {
 func Pods(namespace, node string, gpus, n int) []*podresourcesv1.PodResources {
 	out := make([]*podresourcesv1.PodResources, 0, n)
 	for i := 0; i < n; i++ {
-		id := collector.SimUUID(node, i%gpus)
+		id := sim.UUID(node, i%gpus)
 		if n > gpus {
 			id = fmt.Sprintf("%s::%d", id, i/gpus)
 		}

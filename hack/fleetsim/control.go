@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 )
 
 // maxPodsBody bounds a PUT of a node's pods.
@@ -46,9 +46,9 @@ func (l *listing) publish(list targetList) {
 //
 //	GET  /targets                    the nodes and their /metrics URLs (JSON)
 //	GET  /nodes/{node}/metrics       node {node}'s exposition (one-port mode)
-//	POST /sim/set?node=&gpu=&utilization=
-//	                                 set utilization (percent) of GPU <index|all>
-//	                                 of node <index|all>
+//	POST /sim/set?node=<index|all>&gpu=<index|all>&utilization=<0-100>
+//	                                 the agent's /sim/set (sim.ParseRequest's
+//	                                 parameters) on node <index|all>
 //	PUT  /nodes/{node}/pods          the pods node {node}'s kubelet reports: a
 //	                                 ListPodResourcesResponse in protobuf JSON
 //	GET  /readyz                     200 once every node listens
@@ -129,36 +129,25 @@ func readPods(w http.ResponseWriter, r *http.Request) ([]*podresourcesv1.PodReso
 	return resp.GetPodResources(), nil
 }
 
-// simSet applies POST /sim/set. Every node and GPU it names is checked
-// before any is changed.
+// simSet applies POST /sim/set. Every node it names is checked before any
+// is changed.
 func simSet(f *fleet, r *http.Request) error {
 	q := r.URL.Query()
 	nodes, err := indexes(q.Get("node"), "node", len(f.nodes))
 	if err != nil {
 		return err
 	}
-	gpu := -1
-	switch g := q.Get("gpu"); g {
-	case "":
-		return errors.New("missing gpu=<index|all>")
-	case "all":
-	default:
-		gpu, err = strconv.Atoi(g)
-		if err != nil || gpu < 0 || gpu >= f.cfg.GPUsPerNode {
-			return fmt.Errorf("gpu=%q: want an index below %d or all", g, f.cfg.GPUsPerNode)
+	req, err := sim.ParseRequest(q, f.cfg.GPUsPerNode)
+	if err != nil {
+		return err
+	}
+	for _, i := range nodes {
+		if err := f.nodes[i].sim.Check(req); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
 		}
 	}
-	v := q.Get("utilization")
-	if v == "" {
-		return errors.New("missing utilization=<0-100>")
-	}
-	util, err := strconv.ParseFloat(v, 64)
-	if err != nil || !(util >= 0 && util <= 100) {
-		return fmt.Errorf("utilization=%q: want a percentage 0-100", v)
-	}
-	u := collector.SimUpdate{Utilization: &util}
 	for _, i := range nodes {
-		if err := f.nodes[i].sim.Set(gpu, u); err != nil {
+		if err := f.nodes[i].sim.Apply(req); err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
 	}

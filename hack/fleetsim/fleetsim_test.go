@@ -22,6 +22,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
@@ -101,9 +102,9 @@ func TestNodeServesTheAgentsExposition(t *testing.T) {
 		},
 		{
 			name:     "explicit pods only",
-			explicit: []*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, collector.SimUUID("n0", 1))},
+			explicit: []*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, sim.UUID("n0", 1))},
 			agentPods: func(node string) []*podresourcesv1.PodResources {
-				return []*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, collector.SimUUID(node, 1))}
+				return []*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, sim.UUID(node, 1))}
 			},
 		},
 		{
@@ -114,7 +115,7 @@ func TestNodeServesTheAgentsExposition(t *testing.T) {
 				out := []*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, "nvidia2")}
 				for j := range 3 {
 					if j != 2 {
-						out = append(out, fakekubelet.GPUPod("fill", fmt.Sprintf("%s-gpu%d", node, j), fillContainer, gpuResource, collector.SimUUID(node, j)))
+						out = append(out, fakekubelet.GPUPod("fill", fmt.Sprintf("%s-gpu%d", node, j), fillContainer, gpuResource, sim.UUID(node, j)))
 					}
 				}
 				return out
@@ -127,16 +128,16 @@ func TestNodeServesTheAgentsExposition(t *testing.T) {
 			n := f.nodes[0]
 			n.setPods(tc.explicit)
 
-			sim, err := collector.NewSim(n.name, 3, nil)
+			simulated, err := sim.New(n.name, 3, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			util := 10.0
-			if err := sim.Set(-1, collector.SimUpdate{Utilization: &util}); err != nil {
+			if err := simulated.Set(sim.AllGPUs, sim.Update{Utilization: &util}); err != nil {
 				t.Fatal(err)
 			}
 			m := podmap.NewMapping(&podresourcesv1.ListPodResourcesResponse{PodResources: tc.agentPods(n.name)})
-			agent := collector.NewSampler(sim, collector.SamplerOptions{Node: n.name, Interval: time.Second, Owners: func() podmap.Lookup { return m }})
+			agent := collector.NewSampler(simulated, collector.SamplerOptions{Node: n.name, Interval: time.Second, Owners: func() podmap.Lookup { return m }})
 
 			at := time.Unix(1700000000, 0)
 			want := agent.SampleOnce(at).Exposition()
@@ -274,7 +275,7 @@ func TestControl(t *testing.T) {
 			[]check{utilIs(0, map[string]float64{"0": 10})}},
 		{"utilization NaN", "POST", "/sim/set?node=0&gpu=0&utilization=NaN", "", 400, nil},
 		{"set with GET", "GET", "/sim/set?node=0&gpu=0&utilization=1", "", 405, nil},
-		{"put pods", "PUT", "/nodes/1/pods", podsJSON(t, fakekubelet.GPUPod("app", "a", "cuda", gpuResource, collector.SimUUID("n1", 0))), 204,
+		{"put pods", "PUT", "/nodes/1/pods", podsJSON(t, fakekubelet.GPUPod("app", "a", "cuda", gpuResource, sim.UUID("n1", 0))), 204,
 			[]check{podsAre(1, map[string]string{"0": "app/a", "1": "fill/n1-gpu1"}), podsAre(0, map[string]string{"0": "fill/n0-gpu0", "1": "fill/n0-gpu1"})}},
 		{"put no pods", "PUT", "/nodes/1/pods", "{}", 204,
 			[]check{podsAre(1, map[string]string{"0": "fill/n1-gpu0", "1": "fill/n1-gpu1"})}},
@@ -325,9 +326,9 @@ func TestControlBeforeListening(t *testing.T) {
 func TestAggregatorReadsTheFleet(t *testing.T) {
 	f := mustFleet(t, testConfig(1, 8, "fill"))
 	n := f.nodes[0]
-	n.setPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, collector.SimUUID(n.name, 5))})
+	n.setPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("app", "a", "cuda", gpuResource, sim.UUID(n.name, 5))})
 	u := 90.0
-	if err := n.sim.Set(5, collector.SimUpdate{Utilization: &u}); err != nil {
+	if err := n.sim.Set(5, sim.Update{Utilization: &u}); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Unix(1700000000, 500_000_000)
@@ -344,7 +345,7 @@ func TestAggregatorReadsTheFleet(t *testing.T) {
 	}
 	for _, s := range samples {
 		want, pod := 10.0, n.name+"-gpu"
-		if s.Device == collector.SimUUID(n.name, 5) {
+		if s.Device == sim.UUID(n.name, 5) {
 			want, pod = 90, "a"
 		}
 		if s.Utilization != want || !strings.HasPrefix(s.Pod, pod) || !s.Time.Equal(at) {

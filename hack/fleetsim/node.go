@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +14,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
@@ -36,7 +36,7 @@ type node struct {
 	name    string
 	gpus    int
 	fillNS  string
-	sim     *collector.Sim
+	sim     *sim.Sim
 	sampler *collector.Sampler
 	trailer func() *[]byte
 
@@ -58,17 +58,17 @@ type body struct {
 // synthetic pods when cfg.FillNamespace is set. reg receives its sampler's
 // self-metrics (nil: none).
 func newNode(name string, cfg fleetConfig, reg prometheus.Registerer, trailer func() *[]byte) (*node, error) {
-	sim, err := collector.NewSim(name, cfg.GPUsPerNode, nil)
+	simulated, err := sim.New(name, cfg.GPUsPerNode, nil)
 	if err != nil {
 		return nil, err
 	}
 	util := cfg.Utilization
-	if err := sim.Set(-1, collector.SimUpdate{Utilization: &util}); err != nil {
+	if err := simulated.Set(sim.AllGPUs, sim.Update{Utilization: &util}); err != nil {
 		return nil, err
 	}
-	n := &node{name: name, gpus: cfg.GPUsPerNode, fillNS: cfg.FillNamespace, sim: sim, trailer: trailer}
+	n := &node{name: name, gpus: cfg.GPUsPerNode, fillNS: cfg.FillNamespace, sim: simulated, trailer: trailer}
 	n.setPods(nil)
-	n.sampler = collector.NewSampler(sim, collector.SamplerOptions{
+	n.sampler = collector.NewSampler(simulated, collector.SamplerOptions{
 		Node:       name,
 		Interval:   cfg.SampleInterval,
 		Owners:     func() podmap.Lookup { return n.mapping.Load() },
@@ -92,7 +92,7 @@ func (n *node) setPods(pods []*podresourcesv1.PodResources) {
 		explicit := podmap.NewMapping(&podresourcesv1.ListPodResourcesResponse{PodResources: pods})
 		all = append([]*podresourcesv1.PodResources(nil), pods...)
 		for j := 0; j < n.gpus; j++ {
-			uuid := collector.SimUUID(n.name, j)
+			uuid := sim.UUID(n.name, j)
 			if len(explicit.Owners(podmap.DeviceKey{UUID: uuid, Minor: j, GPUInstance: -1})) > 0 {
 				continue
 			}
@@ -142,7 +142,8 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b := n.current()
 	w.Header().Set("Content-Type", exposition)
-	if acceptsGzip(r) {
+	w.Header().Add("Vary", "Accept-Encoding")
+	if collector.AcceptsGzip(r) {
 		w.Header().Set("Content-Encoding", "gzip")
 		_, _ = w.Write(b.gzipped())
 		return
@@ -151,13 +152,4 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(*b.trailer)
-}
-
-func acceptsGzip(r *http.Request) bool {
-	for part := range strings.SplitSeq(r.Header.Get("Accept-Encoding"), ",") {
-		if enc, _, _ := strings.Cut(part, ";"); strings.TrimSpace(enc) == "gzip" {
-			return true
-		}
-	}
-	return false
 }

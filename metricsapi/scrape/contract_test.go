@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
@@ -16,16 +17,17 @@ import (
 func TestAgentContract(t *testing.T) {
 	const uuid = "GPU-11111111-2222-3333-4444-555555555555"
 	at := time.UnixMilli(1700000000250)
+	var r collector.Reading
+	r.Set(exposition.GPUUtil, 80)
+	r.Set(exposition.FBUsed, 30<<30)
+	r.Set(exposition.FBFree, 50<<30)
 	snap := &collector.Snapshot{
 		Time: at,
 		Node: "n1",
 		Devices: []collector.DeviceSample{{
 			DeviceReading: collector.DeviceReading{
-				Device: &collector.Device{Index: 0, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", Minor: 0},
-				Reading: collector.Reading{
-					Valid:   collector.FieldGPUUtil | collector.FieldMemory,
-					GPUUtil: 80, FBUsed: 30 << 30, FBFree: 50 << 30, FBTotal: 80 << 30,
-				},
+				Device:  &collector.Device{Index: 0, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", Minor: 0},
+				Reading: r,
 			},
 			Owners: []podmap.Owner{
 				{Namespace: "inf", Pod: "a", Container: "srv", Resource: "nvidia.com/gpu", Replica: "0"},

@@ -6,68 +6,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
 
-// family is one of the series the parser reads; every other series in the
-// exposition is skipped without being looked at.
-type family int
+// The parser reads a family by its role (exposition.RoleOf): what it reads
+// from it. Every other series in the exposition is skipped without being
+// looked at.
+type role = exposition.Role
 
-const (
-	famGPUUtil family = iota
-	famGREngineActive
-	famFBUsed
-	famFBFree
-	famFBReserved
-	famPower
-	famSampleTimestamp
-	// famPodGPUUtil and famPodGPUMem are the agent's per-pod shares of a
-	// device several pods share (time-slicing, MPS), from per-process
-	// samples; keyed by namespace, pod and device, not container.
-	famPodGPUUtil
-	famPodGPUMem
-	numFamilies
-)
-
-// familyNames are the exposition names of the families, dcgm-exporter's for
-// the device fields.
-var familyNames = [numFamilies]string{
-	famGPUUtil:         "DCGM_FI_DEV_GPU_UTIL",
-	famGREngineActive:  "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
-	famFBUsed:          "DCGM_FI_DEV_FB_USED",
-	famFBFree:          "DCGM_FI_DEV_FB_FREE",
-	famFBReserved:      "DCGM_FI_DEV_FB_RESERVED",
-	famPower:           "DCGM_FI_DEV_POWER_USAGE",
-	famSampleTimestamp: "gpu_metrics_server_sample_timestamp_seconds",
-	famPodGPUUtil:      "gpu_metrics_server_pod_gpu_utilization",
-	famPodGPUMem:       "gpu_metrics_server_pod_gpu_memory_used_bytes",
-}
-
-// familyOf returns the family named b. The string conversion in the switch
-// does not allocate.
-func familyOf(b []byte) (family, bool) {
-	switch string(b) {
-	case "DCGM_FI_DEV_GPU_UTIL":
-		return famGPUUtil, true
-	case "DCGM_FI_PROF_GR_ENGINE_ACTIVE":
-		return famGREngineActive, true
-	case "DCGM_FI_DEV_FB_USED":
-		return famFBUsed, true
-	case "DCGM_FI_DEV_FB_FREE":
-		return famFBFree, true
-	case "DCGM_FI_DEV_FB_RESERVED":
-		return famFBReserved, true
-	case "DCGM_FI_DEV_POWER_USAGE":
-		return famPower, true
-	case "gpu_metrics_server_sample_timestamp_seconds":
-		return famSampleTimestamp, true
-	case "gpu_metrics_server_pod_gpu_utilization":
-		return famPodGPUUtil, true
-	case "gpu_metrics_server_pod_gpu_memory_used_bytes":
-		return famPodGPUMem, true
+// roleLimits are, per role, the largest plausible value in the family's
+// unit (exposition.Unit.Max) and the family's unit, which converts the
+// value to base units (MiB to bytes).
+var roleLimits = func() (out [exposition.NumRoles]struct {
+	max  float64
+	unit exposition.Unit
+}) {
+	for r := range exposition.NumRoles {
+		fam := r.Family()
+		out[r].max, out[r].unit = fam.Unit.Max(), fam.Unit
 	}
-	return 0, false
-}
+	return out
+}()
 
 // label is one of the labels the parser reads on a device series.
 type label int
@@ -86,21 +46,21 @@ const (
 
 func labelOf(b []byte) (label, bool) {
 	switch string(b) {
-	case "UUID":
+	case exposition.LabelUUID:
 		return lblUUID, true
-	case "GPU_I_ID":
+	case exposition.LabelGPUInstanceID:
 		return lblGPUInstance, true
-	case "pod":
+	case exposition.LabelPod:
 		return lblPod, true
-	case "namespace":
+	case exposition.LabelNamespace:
 		return lblNamespace, true
-	case "container":
+	case exposition.LabelContainer:
 		return lblContainer, true
-	case "exported_pod":
+	case exposition.LabelExportedPod:
 		return lblExportedPod, true
-	case "exported_namespace":
+	case exposition.LabelExportedNamespace:
 		return lblExportedNamespace, true
-	case "exported_container":
+	case exposition.LabelExportedContainer:
 		return lblExportedContainer, true
 	}
 	return 0, false
@@ -108,8 +68,6 @@ func labelOf(b []byte) (label, bool) {
 
 // lineLabels holds the values of the labels read on one series line.
 type lineLabels [numLabels]string
-
-const bytesPerMiB = 1 << 20
 
 // seriesKey identifies one pod's view of one device: the containers of a
 // pod holding the device (or time-slicing replicas of it) give one sample.
@@ -136,15 +94,16 @@ type partial struct {
 	// several, the union of their names, sorted and comma separated (see
 	// joinContainers).
 	container string
-	seen      uint16 // bit per family
-	vals      [numFamilies]float64
+	seen      uint16 // bit per role
+	// vals are in base units (bytes, not MiB).
+	vals [exposition.NumRoles]float64
 	// exported records that the pod came from the exported_* labels;
 	// lines counts the series lines that went into the partial.
 	exported bool
 	lines    int
 }
 
-// accumulator turns (family, labels, value) triples, in any family order,
+// accumulator turns (role, labels, value) triples, in any family order,
 // into samples. Both parsers feed it, so they agree on every rule below.
 type accumulator struct {
 	index   map[seriesKey]int
@@ -194,25 +153,16 @@ func (a *accumulator) intern(b []byte) string {
 	return s
 }
 
-// valid reports whether v is a plausible reading of family f: finite,
-// non-negative, and at most 100 % for a utilization.
-func valid(f family, v float64) bool {
-	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return false
-	}
-	switch f {
-	case famGPUUtil, famPodGPUUtil:
-		return v <= 100
-	case famGREngineActive:
-		return v <= 1
-	}
-	return true
+// valid reports whether v is a plausible reading of role r: finite,
+// non-negative, and at most 100 % for a percentage, 1 for a ratio.
+func valid(r role, v float64) bool {
+	return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 && v <= roleLimits[r].max
 }
 
 // add records one series line.
-func (a *accumulator) add(f family, l *lineLabels, v float64) {
+func (a *accumulator) add(r role, l *lineLabels, v float64) {
 	a.stats.Series++
-	if f == famSampleTimestamp {
+	if r == exposition.RoleSampleTime {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
 			a.badTimestamp = true
 			return
@@ -233,14 +183,15 @@ func (a *accumulator) add(f family, l *lineLabels, v float64) {
 		a.stats.Unattributed++
 		return
 	}
-	if l[lblUUID] == "" || !valid(f, v) {
+	if l[lblUUID] == "" || !valid(r, v) {
 		a.stats.Invalid++
 		return
 	}
-	if f == famPodGPUUtil || f == famPodGPUMem {
+	v = roleLimits[r].unit.ToBase(v)
+	if r == exposition.RolePodUtilization || r == exposition.RolePodMemoryUsed {
 		sk := shareKey{namespace: ns, pod: pod, uuid: l[lblUUID]}
 		sh := a.shares[sk]
-		if f == famPodGPUUtil {
+		if r == exposition.RolePodUtilization {
 			sh.seen |= 1
 			sh.utilization = v
 		} else {
@@ -263,8 +214,8 @@ func (a *accumulator) add(f family, l *lineLabels, v float64) {
 	}
 	p.exported = p.exported || exported
 	p.lines++
-	p.seen |= 1 << f
-	p.vals[f] = v
+	p.seen |= 1 << r
+	p.vals[r] = v
 }
 
 // joinContainers returns the names of the containers in x and y (each one
@@ -301,7 +252,7 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 			a.stats.Unattributed += p.lines
 			continue
 		}
-		has := func(f family) bool { return p.seen&(1<<f) != 0 }
+		has := func(r role) bool { return p.seen&(1<<r) != 0 }
 		s := store.Sample{
 			Namespace:  p.key.namespace,
 			Pod:        p.key.pod,
@@ -323,26 +274,26 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 		case shared && sh.seen&1 != 0:
 			s.Utilization = sh.utilization
 			s.Present |= store.FieldUtilization
-		case has(famGPUUtil):
-			s.Utilization = p.vals[famGPUUtil]
+		case has(exposition.RoleUtilization):
+			s.Utilization = p.vals[exposition.RoleUtilization]
 			s.Present |= store.FieldUtilization
-		case has(famGREngineActive):
-			s.Utilization = 100 * p.vals[famGREngineActive]
+		case has(exposition.RoleEngineActive):
+			s.Utilization = 100 * p.vals[exposition.RoleEngineActive]
 			s.Present |= store.FieldUtilization
 		}
-		if has(famFBUsed) {
-			s.MemoryUsedBytes = p.vals[famFBUsed] * bytesPerMiB
+		if has(exposition.RoleMemoryUsed) {
+			s.MemoryUsedBytes = p.vals[exposition.RoleMemoryUsed]
 			if shared && sh.seen&2 != 0 {
 				s.MemoryUsedBytes = sh.memoryBytes
 			}
 			s.Present |= store.FieldMemoryUsed
-			if has(famFBFree) {
-				s.MemoryTotalBytes = (p.vals[famFBUsed] + p.vals[famFBFree] + p.vals[famFBReserved]) * bytesPerMiB
+			if has(exposition.RoleMemoryFree) {
+				s.MemoryTotalBytes = p.vals[exposition.RoleMemoryUsed] + p.vals[exposition.RoleMemoryFree] + p.vals[exposition.RoleMemoryReserved]
 				s.Present |= store.FieldMemoryTotal
 			}
 		}
-		if has(famPower) {
-			s.PowerWatts = p.vals[famPower]
+		if has(exposition.RolePower) {
+			s.PowerWatts = p.vals[exposition.RolePower]
 			s.Present |= store.FieldPower
 		}
 		if s.Present == 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
 
@@ -58,10 +59,10 @@ type Parser struct {
 	acc  accumulator
 	line int
 	lbl  lineLabels
-	// badType holds, per family, the error of a TYPE line declaring a
-	// type without a plain value; it fails the parse once a series of the
+	// badType holds, per role, the error of a TYPE line declaring a type
+	// without a plain value; it fails the parse once a series of the
 	// family appears (a family declared but empty is harmless).
-	badType [numFamilies]error
+	badType [exposition.NumRoles]error
 }
 
 // NewParser returns a Parser.
@@ -81,7 +82,7 @@ func (p *Parser) Parse(body []byte, at time.Time) ([]store.Sample, ParseStats, e
 		err = parseReference(body, &p.acc)
 	}
 	if err == nil && p.acc.badTimestamp {
-		err = fmt.Errorf("invalid %s value", familyNames[famSampleTimestamp])
+		err = fmt.Errorf("invalid %s value", exposition.SampleTimestamp.Name())
 	}
 	if err != nil {
 		return nil, p.acc.stats, err
@@ -105,7 +106,7 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // parseFast scans body line by line.
 func (p *Parser) parseFast(b []byte) error {
 	p.line = 0
-	p.badType = [numFamilies]error{}
+	p.badType = [exposition.NumRoles]error{}
 	for len(b) > 0 {
 		p.line++
 		end := bytes.IndexByte(b, '\n')
@@ -137,7 +138,7 @@ func (p *Parser) parseFast(b []byte) error {
 			if j < len(line) && line[j] == '"' {
 				return errFallback
 			}
-			if f, ok := familyOf(line[i:j]); ok {
+			if f, ok := exposition.RoleOf(line[i:j]); ok {
 				if err := p.series(f, line[j:]); err != nil {
 					return err
 				}
@@ -179,7 +180,7 @@ func (p *Parser) comment(b []byte) error {
 	if j < len(b) && b[j] == '"' {
 		return errFallback
 	}
-	f, ok := familyOf(b[i:j])
+	f, ok := exposition.RoleOf(b[i:j])
 	if !ok || j == len(b) {
 		return nil
 	}
@@ -190,7 +191,7 @@ func (p *Parser) comment(b []byte) error {
 	if i == len(b) {
 		return nil
 	}
-	p.badType[f] = checkType(familyNames[f], string(bytes.ReplaceAll(b[i:], []byte{'\\'}, nil)))
+	p.badType[f] = checkType(f.Family().Name, string(bytes.ReplaceAll(b[i:], []byte{'\\'}, nil)))
 	return nil
 }
 
@@ -211,9 +212,9 @@ func skipBlanks(b []byte, i int) int {
 	return i
 }
 
-// series parses the rest of a line of family f after the metric name: the
-// optional label set, the value and the optional timestamp.
-func (p *Parser) series(f family, b []byte) error {
+// series parses the rest of a line of the family read as f after the metric
+// name: the optional label set, the value and the optional timestamp.
+func (p *Parser) series(f role, b []byte) error {
 	if err := p.badType[f]; err != nil {
 		return p.errorf("%v", err)
 	}
@@ -254,7 +255,7 @@ func (p *Parser) series(f family, b []byte) error {
 
 // labelSet parses a label set from b[i:], just after its '{', keeping the
 // labels the parser reads, and returns the index after the closing '}'.
-func (p *Parser) labelSet(f family, b []byte, i int) (int, error) {
+func (p *Parser) labelSet(f role, b []byte, i int) (int, error) {
 	var seen uint16
 	for {
 		i = skipBlanks(b, i)
@@ -268,7 +269,7 @@ func (p *Parser) labelSet(f family, b []byte, i int) (int, error) {
 			return 0, errFallback
 		}
 		if !isLabelStart(b[i]) {
-			return 0, p.errorf("invalid label name for metric %q", familyNames[f])
+			return 0, p.errorf("invalid label name for metric %q", f.Family().Name)
 		}
 		j := i + 1
 		for j < len(b) && (isLabelStart(b[j]) || isDigit(b[j])) {
@@ -289,7 +290,7 @@ func (p *Parser) labelSet(f family, b []byte, i int) (int, error) {
 		l, keep := labelOf(name)
 		if keep {
 			if seen&(1<<l) != 0 {
-				return 0, p.errorf("duplicate label names for metric %q", familyNames[f])
+				return 0, p.errorf("duplicate label names for metric %q", f.Family().Name)
 			}
 			seen |= 1 << l
 		}

@@ -7,6 +7,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // parseReference parses body with expfmt's text parser (the reference
@@ -20,14 +22,15 @@ func parseReference(body []byte, acc *accumulator) error {
 		return err
 	}
 	var l lineLabels
-	for f := family(0); f < numFamilies; f++ {
-		mf := mfs[familyNames[f]]
+	for r := exposition.RoleNone + 1; r < exposition.NumRoles; r++ {
+		name := r.Family().Name
+		mf := mfs[name]
 		if mf == nil {
 			continue
 		}
 		typ := mf.GetType()
 		if typ != dto.MetricType_GAUGE && typ != dto.MetricType_COUNTER && typ != dto.MetricType_UNTYPED {
-			return fmt.Errorf("%s has type %q, want gauge", familyNames[f], typ)
+			return fmt.Errorf("%s has type %q, want gauge", name, typ)
 		}
 		for _, m := range mf.GetMetric() {
 			l = lineLabels{}
@@ -45,7 +48,7 @@ func parseReference(body []byte, acc *accumulator) error {
 			default:
 				v = m.GetUntyped().GetValue()
 			}
-			acc.add(f, &l, v)
+			acc.add(r, &l, v)
 		}
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/nvml"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/cgroup"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/podinfo"
@@ -247,15 +248,15 @@ func startAgent(ctx context.Context, o *agentOptions, hooks agentHooks) (*agent,
 	var backend collector.Backend
 	switch o.Backend {
 	case "sim":
-		sim, err := collector.NewSim(o.NodeName, o.SimGPUs, o.SimMIG)
+		simulated, err := sim.New(o.NodeName, o.SimGPUs, o.SimMIG)
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle("/sim/set", collector.SimHandler(sim))
-		backend = sim
+		mux.Handle("/sim/set", sim.Handler(simulated))
+		backend = simulated
 		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
 	default:
-		b, err := collector.NewNVML(nvml.New(), collector.NVMLOptions{Processes: attribution != nil})
+		b, err := nvml.New(nvml.Options{Processes: attribution != nil})
 		if err != nil {
 			return nil, err
 		}

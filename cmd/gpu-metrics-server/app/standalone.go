@@ -18,6 +18,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/server"
@@ -272,7 +273,7 @@ func runStandalone(ctx context.Context, o *standaloneOptions) error {
 func simPodResources(pods []simPod, node string, gpus int) *podresourcesv1.ListPodResourcesResponse {
 	resp := &podresourcesv1.ListPodResourcesResponse{}
 	for i, p := range pods {
-		id := collector.SimUUID(node, i%gpus)
+		id := sim.UUID(node, i%gpus)
 		if len(pods) > gpus {
 			id = fmt.Sprintf("%s::%d", id, i/gpus)
 		}

@@ -1,4 +1,4 @@
-package collector
+package nvml
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 )
 
 // processWindow is the span each round's per-process utilization covers.
@@ -49,10 +51,10 @@ const valueNotAvailable = ^uint64(0)
 // included, with their memory) and their SM utilization over the last
 // processWindow. It returns an error only for a lost GPU; any other failure
 // is reported in Processes.Err and leaves the GPU's other values alone.
-func (d *nvmlDevice) readProcesses() (Processes, error) {
+func (d *device) readProcesses() (collector.Processes, error) {
 	s := &d.procs
 	if s.unsupported {
-		return Processes{Err: errProcessesUnsupported}, nil
+		return collector.Processes{Err: errProcessesUnsupported}, nil
 	}
 	h := d.handle
 	running, ret := h.GetComputeRunningProcesses()
@@ -79,7 +81,7 @@ func (d *nvmlDevice) readProcesses() (Processes, error) {
 		return s.failure("process utilization", ret)
 	}
 
-	list := make([]ProcessUsage, 0, len(running)+len(clients)+len(samples))
+	list := make([]collector.ProcessUsage, 0, len(running)+len(clients)+len(samples))
 	list = addRunning(list, running)
 	list = addRunning(list, clients)
 	s.stamps = s.stamps[:0]
@@ -90,7 +92,7 @@ func (d *nvmlDevice) readProcesses() (Processes, error) {
 		s.newest = max(s.newest, smp.TimeStamp)
 		i := indexOfPID(list, smp.Pid)
 		if i < 0 {
-			list = append(list, ProcessUsage{PID: smp.Pid})
+			list = append(list, collector.ProcessUsage{PID: smp.Pid})
 			s.stamps = append(s.stamps, 0)
 			i = len(list) - 1
 		}
@@ -101,9 +103,9 @@ func (d *nvmlDevice) readProcesses() (Processes, error) {
 		}
 	}
 	if len(clients) > 0 && serverHoldsSamples(list, clients) {
-		return Processes{Err: errMPSServerSamples}, nil
+		return collector.Processes{Err: errMPSServerSamples}, nil
 	}
-	return Processes{Read: true, List: list}, nil
+	return collector.Processes{Read: true, List: list}, nil
 }
 
 // since is the timestamp to ask for samples after: the start of the window
@@ -119,11 +121,11 @@ func (s *processState) since() uint64 {
 
 // addRunning adds the processes the driver lists as running, merging a PID
 // listed twice (the compute and the MPS lists).
-func addRunning(list []ProcessUsage, infos []nvml.ProcessInfo) []ProcessUsage {
+func addRunning(list []collector.ProcessUsage, infos []nvml.ProcessInfo) []collector.ProcessUsage {
 	for _, p := range infos {
 		i := indexOfPID(list, p.Pid)
 		if i < 0 {
-			list = append(list, ProcessUsage{PID: p.Pid, Running: true})
+			list = append(list, collector.ProcessUsage{PID: p.Pid, Running: true})
 			i = len(list) - 1
 		}
 		if !list[i].HasMemory && p.UsedGpuMemory != valueNotAvailable {
@@ -133,7 +135,7 @@ func addRunning(list []ProcessUsage, infos []nvml.ProcessInfo) []ProcessUsage {
 	return list
 }
 
-func indexOfPID(list []ProcessUsage, pid uint32) int {
+func indexOfPID(list []collector.ProcessUsage, pid uint32) int {
 	for i := range list {
 		if list[i].PID == pid {
 			return i
@@ -145,7 +147,7 @@ func indexOfPID(list []ProcessUsage, pid uint32) int {
 // serverHoldsSamples reports whether, on a GPU running MPS clients, a
 // utilization sample belongs to a process that is not one of the clients
 // (the MPS server): the clients' shares cannot be told apart then.
-func serverHoldsSamples(list []ProcessUsage, clients []nvml.ProcessInfo) bool {
+func serverHoldsSamples(list []collector.ProcessUsage, clients []nvml.ProcessInfo) bool {
 	for _, p := range list {
 		if p.SMUtil == 0 || !p.Running {
 			continue
@@ -165,13 +167,13 @@ func serverHoldsSamples(list []ProcessUsage, clients []nvml.ProcessInfo) bool {
 }
 
 // failure turns a failed process call into the round's answer.
-func (s *processState) failure(what string, ret nvml.Return) (Processes, error) {
+func (s *processState) failure(what string, ret nvml.Return) (collector.Processes, error) {
 	switch ret {
 	case nvml.ERROR_NOT_SUPPORTED:
 		s.unsupported = true
-		return Processes{Err: errProcessesUnsupported}, nil
+		return collector.Processes{Err: errProcessesUnsupported}, nil
 	case nvml.ERROR_GPU_IS_LOST:
-		return Processes{}, fmt.Errorf("%s: %w", what, errGPULost)
+		return collector.Processes{}, fmt.Errorf("%s: %w", what, errGPULost)
 	}
-	return Processes{Err: fmt.Errorf("%s: %s", what, nvmlError(ret))}, nil
+	return collector.Processes{Err: fmt.Errorf("%s: %s", what, nvmlError(ret))}, nil
 }

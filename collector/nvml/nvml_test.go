@@ -1,4 +1,4 @@
-package collector
+package nvml
 
 import (
 	"errors"
@@ -9,6 +9,9 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // h100 returns go-nvml's mock DGX H100 (8 GPUs) with the fields its
@@ -52,7 +55,7 @@ func healthyDevice(d *server.Device, i int) {
 
 func TestNVMLSample(t *testing.T) {
 	lib := h100(t)
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +78,14 @@ func TestNVMLSample(t *testing.T) {
 		if r.Device.PCIBusID != dev.PciBusID {
 			t.Errorf("device %d bus id = %q, want %q", i, r.Device.PCIBusID, dev.PciBusID)
 		}
-		want := Reading{
-			Valid:   FieldGPUUtil | FieldMemCopyUtil | FieldEncUtil | FieldDecUtil | FieldMemory | FieldPower | FieldTemp | FieldSMClock | FieldMemClock | FieldEnergy,
-			GPUUtil: float64(10 * i), MemCopyUtil: float64(i), EncUtil: 1, DecUtil: 2,
-			FBUsed: uint64(i+1) << 30, FBFree: 80<<30 - uint64(i+1)<<30, FBTotal: 80 << 30,
-			PowerWatts: 123.456, TempCelsius: 41, SMClockMHz: 1980, MemClockMHz: 2619, EnergyMillijoules: 987654321,
+		var want collector.Reading
+		for f, v := range map[exposition.Field]float64{
+			exposition.GPUUtil: float64(10 * i), exposition.MemCopyUtil: float64(i), exposition.EncUtil: 1, exposition.DecUtil: 2,
+			exposition.FBUsed: float64(uint64(i+1) << 30), exposition.FBFree: float64(80<<30 - uint64(i+1)<<30),
+			exposition.PowerUsage: 123.456, exposition.GPUTemp: 41, exposition.SMClock: 1980, exposition.MemClock: 2619,
+			exposition.TotalEnergy: 987654321,
+		} {
+			want.Set(f, v)
 		}
 		if r.Reading != want {
 			t.Errorf("device %d reading\n got %+v\nwant %+v", i, r.Reading, want)
@@ -95,7 +101,7 @@ func TestNVMLDeviceFaults(t *testing.T) {
 		// wantDevices per round, over two rounds.
 		wantDevices [2]int
 		wantLost    bool
-		check       func(t *testing.T, readings []DeviceReading, calls int)
+		check       func(t *testing.T, readings []collector.DeviceReading, calls int)
 	}{
 		{
 			name: "erroring device is dropped, others report",
@@ -106,7 +112,7 @@ func TestNVMLDeviceFaults(t *testing.T) {
 				}
 			},
 			wantDevices: [2]int{7, 7},
-			check: func(t *testing.T, _ []DeviceReading, calls int) {
+			check: func(t *testing.T, _ []collector.DeviceReading, calls int) {
 				if calls != 2 {
 					t.Errorf("failing device asked %d times over 2 rounds, want 2 (a transient error is retried)", calls)
 				}
@@ -122,7 +128,7 @@ func TestNVMLDeviceFaults(t *testing.T) {
 			},
 			wantDevices: [2]int{7, 7},
 			wantLost:    true,
-			check: func(t *testing.T, _ []DeviceReading, calls int) {
+			check: func(t *testing.T, _ []collector.DeviceReading, calls int) {
 				if calls != 1 {
 					t.Errorf("lost device asked %d times, want 1", calls)
 				}
@@ -137,14 +143,14 @@ func TestNVMLDeviceFaults(t *testing.T) {
 				}
 			},
 			wantDevices: [2]int{8, 8},
-			check: func(t *testing.T, readings []DeviceReading, calls int) {
+			check: func(t *testing.T, readings []collector.DeviceReading, calls int) {
 				if calls != 1 {
 					t.Errorf("unsupported field asked %d times, want 1", calls)
 				}
-				if readings[1].Reading.Has(FieldEncUtil) {
+				if readings[1].Reading.Fields().Has(exposition.EncUtil) {
 					t.Error("device 1 reports an encoder utilization it does not support")
 				}
-				if !readings[1].Reading.Has(FieldGPUUtil) || !readings[0].Reading.Has(FieldEncUtil) {
+				if !readings[1].Reading.Fields().Has(exposition.GPUUtil) || !readings[0].Reading.Fields().Has(exposition.EncUtil) {
 					t.Error("other fields or devices lost")
 				}
 			},
@@ -155,13 +161,13 @@ func TestNVMLDeviceFaults(t *testing.T) {
 			lib := h100(t)
 			var calls int
 			tt.break_(lib.Devices[1].(*server.Device), &calls)
-			b, err := NewNVML(lib, NVMLOptions{})
+			b, err := newBackend(lib, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			var readings []DeviceReading
+			var readings []collector.DeviceReading
 			for round := 0; round < 2; round++ {
-				var errs []DeviceError
+				var errs []collector.DeviceError
 				readings, errs = b.Sample(time.Now())
 				if len(readings) != tt.wantDevices[round] {
 					t.Fatalf("round %d: %d devices, want %d", round, len(readings), tt.wantDevices[round])
@@ -186,12 +192,12 @@ func TestNVMLLibraryMissing(t *testing.T) {
 	// Only Init is set: any other NVML call would panic on the nil mock
 	// function, proving nothing touches NVML after a failed Init.
 	lib := &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }}
-	_, err := NewNVML(lib, NVMLOptions{})
-	if !errors.Is(err, ErrNVMLUnavailable) {
-		t.Fatalf("err = %v, want ErrNVMLUnavailable", err)
+	_, err := newBackend(lib, Options{})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 	lib.InitFunc = func() nvml.Return { return nvml.ERROR_DRIVER_NOT_LOADED }
-	if _, err := NewNVML(lib, NVMLOptions{}); err == nil || errors.Is(err, ErrNVMLUnavailable) {
+	if _, err := newBackend(lib, Options{}); err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("driver not loaded: err = %v", err)
 	}
 }
@@ -199,7 +205,7 @@ func TestNVMLLibraryMissing(t *testing.T) {
 func TestNVMLUnidentifiableDeviceSkipped(t *testing.T) {
 	lib := h100(t)
 	lib.Devices[3].(*server.Device).GetUUIDFunc = func() (string, nvml.Return) { return "", nvml.ERROR_UNKNOWN }
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +216,7 @@ func TestNVMLUnidentifiableDeviceSkipped(t *testing.T) {
 }
 
 func BenchmarkNVMLSample8(b *testing.B) {
-	be, err := NewNVML(h100(b), NVMLOptions{})
+	be, err := newBackend(h100(b), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

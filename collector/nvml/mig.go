@@ -1,4 +1,4 @@
-package collector
+package nvml
 
 import (
 	"cmp"
@@ -9,12 +9,15 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"k8s.io/klog/v2"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // migInstances enumerates the MIG devices of GPU parent when it is in MIG
 // mode; nil otherwise. The layout is read once: the NVIDIA MIG manager
 // stops the GPU's clients (this agent included) while it reconfigures a GPU.
-func (b *nvmlBackend) migInstances(parent *nvmlDevice) []*nvmlDevice {
+func (b *backend) migInstances(parent *device) []*device {
 	h := parent.handle
 	current, _, ret := h.GetMigMode()
 	if ret != nvml.SUCCESS || current != nvml.DEVICE_MIG_ENABLE {
@@ -34,7 +37,7 @@ func (b *nvmlBackend) migInstances(parent *nvmlDevice) []*nvmlDevice {
 	if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
 		total = m.Total
 	}
-	var out []*nvmlDevice
+	var out []*device
 	for i := 0; i < count; i++ {
 		mh, ret := h.GetMigDeviceHandleByIndex(i)
 		if ret == nvml.ERROR_NOT_FOUND || ret == nvml.ERROR_INVALID_ARGUMENT {
@@ -51,7 +54,7 @@ func (b *nvmlBackend) migInstances(parent *nvmlDevice) []*nvmlDevice {
 		}
 		out = append(out, d)
 	}
-	slices.SortFunc(out, func(a, b *nvmlDevice) int {
+	slices.SortFunc(out, func(a, b *device) int {
 		return cmp.Or(cmp.Compare(a.info.MIG.GPUInstance, b.info.MIG.GPUInstance), cmp.Compare(a.info.MIG.ComputeInstance, b.info.MIG.ComputeInstance))
 	})
 	klog.InfoS("GPU in MIG mode", "uuid", parent.info.UUID, "instances", len(out), "activity", activity)
@@ -61,7 +64,7 @@ func (b *nvmlBackend) migInstances(parent *nvmlDevice) []*nvmlDevice {
 // gpmSupported reports whether NVML GPM works on the GPU (Hopper and
 // newer), which is the only per-MIG-instance activity NVML has. Without it
 // the GPU's instances report memory only, and that is logged once.
-func (b *nvmlBackend) gpmSupported(parent *nvmlDevice) bool {
+func (b *backend) gpmSupported(parent *device) bool {
 	s, ret := b.lib.GpmQueryDeviceSupport(parent.handle)
 	if ret == nvml.SUCCESS && s.IsSupportedDevice != 0 {
 		return true
@@ -76,7 +79,7 @@ func (b *nvmlBackend) gpmSupported(parent *nvmlDevice) bool {
 	return false
 }
 
-func (b *nvmlBackend) identifyMIG(parent *nvmlDevice, h nvml.Device, total uint64, activity bool) (*nvmlDevice, error) {
+func (b *backend) identifyMIG(parent *device, h nvml.Device, total uint64, activity bool) (*device, error) {
 	uuid, ret := h.GetUUID()
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("UUID: %s", nvmlError(ret))
@@ -89,9 +92,9 @@ func (b *nvmlBackend) identifyMIG(parent *nvmlDevice, h nvml.Device, total uint6
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("compute instance id: %s", nvmlError(ret))
 	}
-	d := &nvmlDevice{handle: h, parent: parent, info: parent.info}
+	d := &device{handle: h, parent: parent, info: parent.info}
 	d.info.UUID = uuid
-	d.info.MIG = &MIGInstance{
+	d.info.MIG = &collector.MIGInstance{
 		ParentUUID:      parent.info.UUID,
 		GPUInstance:     gi,
 		ComputeInstance: ci,
@@ -141,7 +144,7 @@ func profileName(slices uint32, memMiB, totalBytes uint64) string {
 	if totalBytes == 0 {
 		gb = (memMiB + 1023) / 1024
 	} else {
-		fraction := math.Ceil(float64(memMiB*mib)/float64(totalBytes)*8) / 8
+		fraction := math.Ceil(float64(memMiB<<20)/float64(totalBytes)*8) / 8
 		gb = uint64(math.Round(fraction * float64((totalBytes+gib-1)/gib)))
 	}
 	return fmt.Sprintf("%dg.%dgb", slices, gb)
@@ -166,34 +169,26 @@ func profileSuffix(profile int) string {
 
 // readMIG reads a MIG instance: its memory, and its activity through GPM.
 // Utilization, power, clocks and temperature belong to the parent GPU.
-func (b *nvmlBackend) readMIG(d *nvmlDevice) (Reading, error) {
+func (b *backend) readMIG(d *device) (collector.Reading, error) {
 	x := fieldReader{d: d}
 	x.readMemory()
 	if x.err != nil {
-		return Reading{}, x.err
+		return collector.Reading{}, x.err
 	}
-	const activity = FieldGREngineActive | FieldSMActive
-	if d.gpm == nil || d.unsupported&activity == activity {
+	activity := exposition.FieldsOf(exposition.GREngineActive, exposition.SMActive)
+	if d.gpm == nil || d.unsupported.Contains(activity) {
 		return x.r, nil
 	}
 	if b.gpmMetrics == nil {
 		b.gpmMetrics = new(nvml.GpmMetricsGetType)
 	}
-	v, ret := d.gpm.read(b.lib, b.gpmMetrics)
-	switch ret {
+	switch ret := d.gpm.read(b.lib, b.gpmMetrics, &x.r); ret {
 	case nvml.SUCCESS:
-		if v.valid&FieldGREngineActive != 0 {
-			x.r.GREngineActive = v.grEngine
-		}
-		if v.valid&FieldSMActive != 0 {
-			x.r.SMActive = v.sm
-		}
-		x.r.Valid |= v.valid
 	case nvml.ERROR_NOT_SUPPORTED:
-		d.unsupported |= activity
+		d.unsupported.AddAll(activity)
 		klog.InfoS("GPM not supported on this MIG instance; it reports memory only", "uuid", d.info.UUID)
 	case nvml.ERROR_GPU_IS_LOST:
-		return Reading{}, fmt.Errorf("GPM sample: %w", errGPULost)
+		return collector.Reading{}, fmt.Errorf("GPM sample: %w", errGPULost)
 	default:
 		// The activity is absent this round; the memory stands.
 		d.gpm.logFailure(d.info.UUID, ret)

@@ -1,4 +1,4 @@
-package collector
+package nvml
 
 import (
 	"fmt"
@@ -9,7 +9,14 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
+
+// memoryOnly are the fields of a MIG instance without activity.
+var memoryOnly = exposition.FieldsOf(exposition.FBUsed, exposition.FBFree)
 
 // migLayout creates GPU instances of the given profiles on a mock GPU put
 // in MIG mode, one compute instance each, and the MIG device handles NVML
@@ -132,7 +139,7 @@ func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 	gpm.sm = map[int]float64{0: 30, 1: 5, 2: 250, 3: 0}
 	gpm.smFails = 3
 
-	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	b, err := newBackend(lib, Options{Processes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,10 +165,10 @@ func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 		}
 		// The parent comes first, its instances right after it, by GPU
 		// instance id.
-		if readings[1].Device.UUID != parent.UUID || readings[1].Reading.Has(FieldGPUUtil) || readings[1].Processes.Read {
+		if readings[1].Device.UUID != parent.UUID || readings[1].Reading.Fields().Has(exposition.GPUUtil) || readings[1].Processes.Read {
 			t.Errorf("MIG-enabled GPU: %+v", readings[1])
 		}
-		if !readings[1].Reading.Has(FieldPower) {
+		if !readings[1].Reading.Fields().Has(exposition.PowerUsage) {
 			t.Error("the MIG-enabled GPU lost its power reading")
 		}
 		for gi := 0; gi < 4; gi++ {
@@ -177,23 +184,23 @@ func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 			if key := dev.Key(); key.GPUInstance != gi || key.ParentUUID != parent.UUID || key.UUID != dev.UUID {
 				t.Errorf("instance %d key %+v", gi, key)
 			}
-			if r.Reading.FBUsed != w.usedGiB<<30 || !r.Reading.Has(FieldMemory) {
+			if used, ok := r.Reading.Get(exposition.FBUsed); used != float64(w.usedGiB<<30) || !ok || !r.Reading.Fields().Has(exposition.FBFree) {
 				t.Errorf("instance %d memory %+v", gi, r.Reading)
 			}
-			if r.Reading.Has(FieldGPUUtil) || r.Reading.Has(FieldPower) {
+			if r.Reading.Fields().Has(exposition.GPUUtil) || r.Reading.Fields().Has(exposition.PowerUsage) {
 				t.Errorf("instance %d reports GPU-level fields: %+v", gi, r.Reading)
 			}
 			if round == 1 {
-				if r.Reading.Has(FieldGREngineActive) || r.Reading.Has(FieldSMActive) {
+				if r.Reading.Fields().Has(exposition.GREngineActive) || r.Reading.Fields().Has(exposition.SMActive) {
 					t.Errorf("instance %d: activity on the first round, with no interval yet", gi)
 				}
 				continue
 			}
-			if !r.Reading.Has(FieldGREngineActive) || r.Reading.GREngineActive != w.gr {
-				t.Errorf("instance %d GR engine active %v (valid %v), want %v", gi, r.Reading.GREngineActive, r.Reading.Has(FieldGREngineActive), w.gr)
+			if gr, ok := r.Reading.Get(exposition.GREngineActive); !ok || gr != w.gr {
+				t.Errorf("instance %d GR engine active %v (valid %v), want %v", gi, gr, ok, w.gr)
 			}
-			if r.Reading.Has(FieldSMActive) != w.hasSM || r.Reading.SMActive != w.sm {
-				t.Errorf("instance %d SM active %v (valid %v), want %v (valid %v)", gi, r.Reading.SMActive, r.Reading.Has(FieldSMActive), w.sm, w.hasSM)
+			if sm, ok := r.Reading.Get(exposition.SMActive); ok != w.hasSM || sm != w.sm {
+				t.Errorf("instance %d SM active %v (valid %v), want %v (valid %v)", gi, sm, ok, w.sm, w.hasSM)
 			}
 		}
 	}
@@ -218,12 +225,12 @@ func TestMIGA100NoGPM(t *testing.T) {
 	newFakeGPM(t, lib, false)
 	lib.GpmSampleAllocFunc = nil // never asked without GPM: would panic
 
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSampler(b, SamplerOptions{Node: "n", Interval: time.Second})
-	var snap *Snapshot
+	s := collector.NewSampler(b, collector.SamplerOptions{Node: "n", Interval: time.Second})
+	var snap *collector.Snapshot
 	for round := 0; round < 2; round++ {
 		snap = s.SampleOnce(time.Now())
 	}
@@ -233,17 +240,18 @@ func TestMIGA100NoGPM(t *testing.T) {
 		if ds.Device.MIG == nil || ds.Device.MIG.Profile != want || ds.Device.MIG.Activity {
 			t.Errorf("instance %d: %+v, want profile %s without activity", gi, ds.Device.MIG, want)
 		}
-		if ds.Reading.Valid != FieldMemory {
-			t.Errorf("instance %d fields %b, want memory only", gi, ds.Reading.Valid)
+		if ds.Reading.Fields() != memoryOnly {
+			t.Errorf("instance %d fields %v, want memory only", gi, ds.Reading.Fields())
 		}
 	}
-	mfs := parseExposition(t, snap.Exposition())
-	if n := len(mfs[MIGActivityMetric].GetMetric()); n != 3 {
-		t.Fatalf("%d %s series, want one per instance", n, MIGActivityMetric)
+	mfs := collectortest.ParseExposition(t, snap.Exposition())
+	activity := exposition.MIGActivitySupported.Name()
+	if n := len(mfs[activity].GetMetric()); n != 3 {
+		t.Fatalf("%d %s series, want one per instance", n, activity)
 	}
-	for _, m := range mfs[MIGActivityMetric].GetMetric() {
-		if m.GetGauge().GetValue() != 0 || labelsOf(m)["GPU_I_PROFILE"] == "" {
-			t.Errorf("%v = %v, want 0 with the instance's labels", labelsOf(m), m.GetGauge().GetValue())
+	for _, m := range mfs[activity].GetMetric() {
+		if m.GetGauge().GetValue() != 0 || collectortest.Labels(m)["GPU_I_PROFILE"] == "" {
+			t.Errorf("%v = %v, want 0 with the instance's labels", collectortest.Labels(m), m.GetGauge().GetValue())
 		}
 	}
 	if _, ok := mfs["DCGM_FI_PROF_GR_ENGINE_ACTIVE"]; ok {
@@ -265,11 +273,11 @@ func TestMIGProfileFallbackAndFaults(t *testing.T) {
 	// activity still reads.
 	migs[1].GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, nvml.ERROR_NOT_SUPPORTED }
 
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var readings []DeviceReading
+	var readings []collector.DeviceReading
 	for round := 0; round < 2; round++ {
 		readings, _ = b.Sample(time.Now())
 	}
@@ -282,8 +290,8 @@ func TestMIGProfileFallbackAndFaults(t *testing.T) {
 	if p := readings[2].Device.MIG.Profile; p != "1g.10gb" {
 		t.Errorf("instance 1 profile %q, want 1g.10gb from the attributes", p)
 	}
-	if r := readings[2].Reading; r.Has(FieldMemory) || !r.Has(FieldGREngineActive) {
-		t.Errorf("instance 1 fields %b", r.Valid)
+	if r := readings[2].Reading; r.Fields().Intersects(memoryOnly) || !r.Fields().Has(exposition.GREngineActive) {
+		t.Errorf("instance 1 fields %v", r.Fields())
 	}
 }
 
@@ -292,7 +300,7 @@ func TestMIGLostParent(t *testing.T) {
 	parent := lib.Devices[0].(*server.Device)
 	migLayout(t, parent, nvml.GPU_INSTANCE_PROFILE_7_SLICE)
 	newFakeGPM(t, lib, true)
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,12 +360,12 @@ func TestGPMFaults(t *testing.T) {
 			lib := h100(t)
 			migLayout(t, lib.Devices[0].(*server.Device), nvml.GPU_INSTANCE_PROFILE_7_SLICE)
 			newFakeGPM(t, lib, true)
-			b, err := NewNVML(lib, NVMLOptions{})
+			b, err := newBackend(lib, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			b.Sample(time.Now())
-			if r, _ := b.Sample(time.Now()); !r[1].Reading.Has(FieldGREngineActive) {
+			if r, _ := b.Sample(time.Now()); !r[1].Reading.Fields().Has(exposition.GREngineActive) {
 				t.Fatal("no activity before the fault")
 			}
 			tt.fail(lib)
@@ -372,8 +380,8 @@ func TestGPMFaults(t *testing.T) {
 				if len(errs) != 0 || len(r) != 9 {
 					t.Fatalf("errors %+v readings %d", errs, len(r))
 				}
-				if r[1].Reading.Has(FieldGREngineActive) || !r[1].Reading.Has(FieldMemory) {
-					t.Errorf("round %d: fields %b, want memory without activity", round, r[1].Reading.Valid)
+				if r[1].Reading.Fields() != memoryOnly {
+					t.Errorf("round %d: fields %v, want memory without activity", round, r[1].Reading.Fields())
 				}
 			}
 		})

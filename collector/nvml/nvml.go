@@ -1,4 +1,7 @@
-package collector
+// Package nvml is the agent's NVML backend: it reads NVIDIA GPUs, their MIG
+// instances (activity through NVML GPM) and their processes through
+// go-nvml. It is the only package that loads libnvidia-ml.
+package nvml
 
 import (
 	"errors"
@@ -7,40 +10,43 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"k8s.io/klog/v2"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
-// ErrNVMLUnavailable is returned by NewNVML when libnvidia-ml cannot be
+// ErrUnavailable is returned by New when libnvidia-ml cannot be
 // loaded: no NVIDIA driver on the host, or the container was started
 // without the NVIDIA container toolkit (runtimeClassName: nvidia).
-var ErrNVMLUnavailable = errors.New("NVML library (libnvidia-ml.so.1) not found: is the NVIDIA driver installed, and does the container run with the NVIDIA container toolkit (runtimeClassName: nvidia, NVIDIA_VISIBLE_DEVICES=all)?")
+var ErrUnavailable = errors.New("NVML library (libnvidia-ml.so.1) not found: is the NVIDIA driver installed, and does the container run with the NVIDIA container toolkit (runtimeClassName: nvidia, NVIDIA_VISIBLE_DEVICES=all)?")
 
-// NVMLOptions configure the NVML backend.
-type NVMLOptions struct {
+// Options configure the NVML backend.
+type Options struct {
 	// Processes turns on reading each GPU's processes (memory and SM
 	// utilization per PID) for per-pod attribution.
 	Processes bool
 }
 
-// nvmlBackend reads devices through NVML. Nothing touches NVML before a
+// backend reads devices through NVML. Nothing touches NVML before a
 // successful Init: after a failed Init any other call kills the process.
-type nvmlBackend struct {
+type backend struct {
 	lib     nvml.Interface
-	opts    NVMLOptions
-	devices []*nvmlDevice
+	opts    Options
+	devices []*device
 	// gpmMetrics is the GPM request reused by every MIG instance every
 	// round (it holds room for every GPM metric: ~20 KiB).
 	gpmMetrics *nvml.GpmMetricsGetType
 }
 
-type nvmlDevice struct {
+type device struct {
 	handle nvml.Device
-	info   Device
+	info   collector.Device
 	lost   bool
 	// unsupported remembers fields that answered NOT_SUPPORTED so they are
 	// not asked again every second.
-	unsupported Field
+	unsupported exposition.FieldSet
 	// parent is the GPU a MIG instance belongs to.
-	parent *nvmlDevice
+	parent *device
 	// migEnabled marks a GPU in MIG mode: utilization and processes are
 	// read per instance, not on the GPU.
 	migEnabled bool
@@ -49,17 +55,20 @@ type nvmlDevice struct {
 	procs processState
 }
 
-// NewNVML initialises NVML through lib (nvml.New() in production, a mock in
-// tests) and enumerates the devices, and the MIG instances of GPUs in MIG
-// mode. A device whose identity cannot be read is logged and left out.
-func NewNVML(lib nvml.Interface, o NVMLOptions) (Backend, error) {
+// New loads libnvidia-ml, initialises NVML and enumerates the devices, and
+// the MIG instances of GPUs in MIG mode. A device whose identity cannot be
+// read is logged and left out. ErrUnavailable: no library.
+func New(o Options) (collector.Backend, error) { return newBackend(nvml.New(), o) }
+
+// newBackend is New through lib (a mock in tests).
+func newBackend(lib nvml.Interface, o Options) (*backend, error) {
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return nil, ErrNVMLUnavailable
+			return nil, ErrUnavailable
 		}
 		return nil, fmt.Errorf("NVML init: %s", nvmlError(ret))
 	}
-	b := &nvmlBackend{lib: lib, opts: o}
+	b := &backend{lib: lib, opts: o}
 	count, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		lib.Shutdown()
@@ -81,7 +90,7 @@ func NewNVML(lib nvml.Interface, o NVMLOptions) (Backend, error) {
 	return b, nil
 }
 
-func (b *nvmlBackend) identify(i int) (*nvmlDevice, error) {
+func (b *backend) identify(i int) (*device, error) {
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("handle: %s", nvmlError(ret))
@@ -90,7 +99,7 @@ func (b *nvmlBackend) identify(i int) (*nvmlDevice, error) {
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("UUID: %s", nvmlError(ret))
 	}
-	d := &nvmlDevice{handle: h, info: Device{Index: i, UUID: uuid, Minor: -1}}
+	d := &device{handle: h, info: collector.Device{Index: i, UUID: uuid, Minor: -1}}
 	if name, ret := h.GetName(); ret == nvml.SUCCESS {
 		d.info.Name = name
 	}
@@ -103,9 +112,9 @@ func (b *nvmlBackend) identify(i int) (*nvmlDevice, error) {
 	return d, nil
 }
 
-func (b *nvmlBackend) Name() string { return "nvml" }
+func (b *backend) Name() string { return "nvml" }
 
-func (b *nvmlBackend) Close() error {
+func (b *backend) Close() error {
 	for _, d := range b.devices {
 		if d.gpm != nil {
 			d.gpm.free(b.lib)
@@ -117,9 +126,9 @@ func (b *nvmlBackend) Close() error {
 	return nil
 }
 
-func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
-	readings := make([]DeviceReading, 0, len(b.devices))
-	var errs []DeviceError
+func (b *backend) Sample(time.Time) ([]collector.DeviceReading, []collector.DeviceError) {
+	readings := make([]collector.DeviceReading, 0, len(b.devices))
+	var errs []collector.DeviceError
 	for _, d := range b.devices {
 		if d.parent != nil && d.parent.lost {
 			d.lost = true
@@ -127,7 +136,7 @@ func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 		if d.lost {
 			continue
 		}
-		var dr DeviceReading
+		var dr collector.DeviceReading
 		var err error
 		if d.parent != nil {
 			dr.Reading, err = b.readMIG(d)
@@ -140,7 +149,7 @@ func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 				d.lost = true
 				klog.ErrorS(err, "GPU is lost; it is dropped until the agent restarts", "uuid", d.info.UUID, "index", d.info.Index)
 			}
-			errs = append(errs, DeviceError{Device: d.info.UUID, Err: err, Lost: lost})
+			errs = append(errs, collector.DeviceError{Device: d.info.UUID, Err: err, Lost: lost})
 			continue
 		}
 		dr.Device = &d.info
@@ -151,27 +160,28 @@ func (b *nvmlBackend) Sample(time.Time) ([]DeviceReading, []DeviceError) {
 
 var errGPULost = errors.New("GPU is lost")
 
-// fieldReader collects one device's fields: NOT_SUPPORTED leaves a field
-// out (and it is not asked again); GPU_IS_LOST fails the device for good;
-// any other error fails this device's sample.
+// fieldReader collects one device's fields: NOT_SUPPORTED leaves the fields
+// of a call out (and they are not asked again); GPU_IS_LOST fails the
+// device for good; any other error fails this device's sample.
 type fieldReader struct {
-	d   *nvmlDevice
-	r   Reading
+	d   *device
+	r   collector.Reading
 	err error
 }
 
-// want reports whether field f should be asked for.
-func (x *fieldReader) want(f Field) bool { return x.d.unsupported&f == 0 && x.err == nil }
+// want reports whether the call reading fields fs should be made.
+func (x *fieldReader) want(fs ...exposition.Field) bool {
+	return !x.d.unsupported.Intersects(exposition.FieldsOf(fs...)) && x.err == nil
+}
 
-// check records the outcome of one NVML call for field f and says whether
-// the values may be used.
-func (x *fieldReader) check(f Field, what string, ret nvml.Return) bool {
+// check records the outcome of the NVML call reading fields fs and says
+// whether its values may be used.
+func (x *fieldReader) check(what string, ret nvml.Return, fs ...exposition.Field) bool {
 	switch ret {
 	case nvml.SUCCESS:
-		x.r.Valid |= f
 		return true
 	case nvml.ERROR_NOT_SUPPORTED:
-		x.d.unsupported |= f
+		x.d.unsupported.AddAll(exposition.FieldsOf(fs...))
 	case nvml.ERROR_GPU_IS_LOST:
 		if x.err == nil || !errors.Is(x.err, errGPULost) {
 			x.err = fmt.Errorf("%s: %w", what, errGPULost)
@@ -186,66 +196,68 @@ func (x *fieldReader) check(f Field, what string, ret nvml.Return) bool {
 
 // read reads every supported field of a GPU, and its processes when
 // attribution is on and the GPU is not in MIG mode.
-func (b *nvmlBackend) read(d *nvmlDevice) (Reading, Processes, error) {
+func (b *backend) read(d *device) (collector.Reading, collector.Processes, error) {
 	x := fieldReader{d: d}
 	h := d.handle
-	if x.want(FieldGPUUtil | FieldMemCopyUtil) {
+	if x.want(exposition.GPUUtil, exposition.MemCopyUtil) {
 		u, ret := h.GetUtilizationRates()
-		if x.check(FieldGPUUtil|FieldMemCopyUtil, "utilization", ret) {
-			x.r.GPUUtil, x.r.MemCopyUtil = float64(u.Gpu), float64(u.Memory)
+		if x.check("utilization", ret, exposition.GPUUtil, exposition.MemCopyUtil) {
+			x.r.Set(exposition.GPUUtil, float64(u.Gpu))
+			x.r.Set(exposition.MemCopyUtil, float64(u.Memory))
 		}
 	}
-	if x.want(FieldEncUtil) {
+	if x.want(exposition.EncUtil) {
 		v, _, ret := h.GetEncoderUtilization()
-		if x.check(FieldEncUtil, "encoder utilization", ret) {
-			x.r.EncUtil = float64(v)
+		if x.check("encoder utilization", ret, exposition.EncUtil) {
+			x.r.Set(exposition.EncUtil, float64(v))
 		}
 	}
-	if x.want(FieldDecUtil) {
+	if x.want(exposition.DecUtil) {
 		v, _, ret := h.GetDecoderUtilization()
-		if x.check(FieldDecUtil, "decoder utilization", ret) {
-			x.r.DecUtil = float64(v)
+		if x.check("decoder utilization", ret, exposition.DecUtil) {
+			x.r.Set(exposition.DecUtil, float64(v))
 		}
 	}
 	x.readMemory()
-	if x.want(FieldPower) {
+	if x.want(exposition.PowerUsage) {
 		mw, ret := h.GetPowerUsage()
-		if x.check(FieldPower, "power usage", ret) {
-			x.r.PowerWatts = float64(mw) / 1000
+		if x.check("power usage", ret, exposition.PowerUsage) {
+			x.r.Set(exposition.PowerUsage, float64(mw)/1000)
 		}
 	}
-	if x.want(FieldTemp) {
+	if x.want(exposition.GPUTemp) {
 		t, ret := h.GetTemperature(nvml.TEMPERATURE_GPU)
-		if x.check(FieldTemp, "temperature", ret) {
-			x.r.TempCelsius = float64(t)
+		if x.check("temperature", ret, exposition.GPUTemp) {
+			x.r.Set(exposition.GPUTemp, float64(t))
 		}
 	}
-	if x.want(FieldSMClock) {
+	if x.want(exposition.SMClock) {
 		c, ret := h.GetClockInfo(nvml.CLOCK_SM)
-		if x.check(FieldSMClock, "SM clock", ret) {
-			x.r.SMClockMHz = float64(c)
+		if x.check("SM clock", ret, exposition.SMClock) {
+			x.r.Set(exposition.SMClock, float64(c))
 		}
 	}
-	if x.want(FieldMemClock) {
+	if x.want(exposition.MemClock) {
 		c, ret := h.GetClockInfo(nvml.CLOCK_MEM)
-		if x.check(FieldMemClock, "memory clock", ret) {
-			x.r.MemClockMHz = float64(c)
+		if x.check("memory clock", ret, exposition.MemClock) {
+			x.r.Set(exposition.MemClock, float64(c))
 		}
 	}
-	if x.want(FieldEnergy) {
+	if x.want(exposition.TotalEnergy) {
+		// Exact as a float64 up to 2^53 mJ, centuries at a kilowatt.
 		e, ret := h.GetTotalEnergyConsumption()
-		if x.check(FieldEnergy, "total energy", ret) {
-			x.r.EnergyMillijoules = e
+		if x.check("total energy", ret, exposition.TotalEnergy) {
+			x.r.Set(exposition.TotalEnergy, float64(e))
 		}
 	}
 	if x.err != nil {
-		return Reading{}, Processes{}, x.err
+		return collector.Reading{}, collector.Processes{}, x.err
 	}
-	var procs Processes
+	var procs collector.Processes
 	if b.opts.Processes && !d.migEnabled {
 		var err error
 		if procs, err = d.readProcesses(); err != nil {
-			return Reading{}, Processes{}, err
+			return collector.Reading{}, collector.Processes{}, err
 		}
 	}
 	return x.r, procs, nil
@@ -253,10 +265,11 @@ func (b *nvmlBackend) read(d *nvmlDevice) (Reading, Processes, error) {
 
 // readMemory reads the frame-buffer memory (of a GPU or a MIG instance).
 func (x *fieldReader) readMemory() {
-	if x.want(FieldMemory) {
+	if x.want(exposition.FBUsed, exposition.FBFree) {
 		m, ret := x.d.handle.GetMemoryInfo()
-		if x.check(FieldMemory, "memory info", ret) {
-			x.r.FBUsed, x.r.FBFree, x.r.FBTotal = m.Used, m.Free, m.Total
+		if x.check("memory info", ret, exposition.FBUsed, exposition.FBFree) {
+			x.r.Set(exposition.FBUsed, float64(m.Used))
+			x.r.Set(exposition.FBFree, float64(m.Free))
 		}
 	}
 }

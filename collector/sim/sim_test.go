@@ -1,4 +1,4 @@
-package collector
+package sim
 
 import (
 	"fmt"
@@ -9,9 +9,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
-func TestSimUUIDs(t *testing.T) {
+func TestUUIDs(t *testing.T) {
 	re := regexp.MustCompile(`^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	a, b := mustSim(t, "node-a", 3), mustSim(t, "node-a", 3)
 	seen := map[string]bool{}
@@ -30,7 +33,7 @@ func TestSimUUIDs(t *testing.T) {
 		}
 		seen[u] = true
 	}
-	if SimUUID("node-a", 0) == SimUUID("node-b", 0) {
+	if UUID("node-a", 0) == UUID("node-b", 0) {
 		t.Error("UUIDs do not depend on the node")
 	}
 }
@@ -39,31 +42,31 @@ func TestSimSetAndPhysics(t *testing.T) {
 	s := mustSim(t, "n", 2)
 	f := func(v float64) *float64 { return &v }
 	mem := uint64(10 * mib)
-	if err := s.Set(1, SimUpdate{Utilization: f(100), MemoryUsedBytes: &mem}); err != nil {
+	if err := s.Set(1, Update{Utilization: f(100), MemoryUsedBytes: &mem}); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(100, 0)
 	s.Sample(t0)
 	r, _ := s.Sample(t0.Add(2 * time.Second))
-	if r[0].Reading.GPUUtil != 0 || r[0].Reading.PowerWatts != simIdleWatts || r[0].Reading.SMClockMHz != 345 {
+	if val(r[0], exposition.GPUUtil) != 0 || val(r[0], exposition.PowerUsage) != idleWatts || val(r[0], exposition.SMClock) != 345 {
 		t.Errorf("idle GPU 0 = %+v", r[0].Reading)
 	}
-	g1 := r[1].Reading
-	if g1.GPUUtil != 100 || g1.PowerWatts != simMaxWatts || g1.FBUsed != mem || g1.FBUsed+g1.FBFree != g1.FBTotal {
-		t.Errorf("busy GPU 1 = %+v", g1)
+	if val(r[1], exposition.GPUUtil) != 100 || val(r[1], exposition.PowerUsage) != maxWatts || val(r[1], exposition.FBUsed) != float64(mem) ||
+		val(r[1], exposition.FBUsed)+val(r[1], exposition.FBFree) != memoryTotal {
+		t.Errorf("busy GPU 1 = %+v", r[1].Reading)
 	}
-	if g1.EnergyMillijoules != uint64(simMaxWatts*2*1000) {
-		t.Errorf("energy over 2 s at %v W = %d mJ", simMaxWatts, g1.EnergyMillijoules)
+	if e := val(r[1], exposition.TotalEnergy); e != maxWatts*2*1000 {
+		t.Errorf("energy over 2 s at %v W = %v mJ", maxWatts, e)
 	}
 	for _, tt := range []struct {
 		name  string
 		index int
-		u     SimUpdate
+		u     Update
 	}{
-		{"index too high", 2, SimUpdate{Utilization: f(1)}},
-		{"index negative", -2, SimUpdate{Utilization: f(1)}},
-		{"utilization above 100", 0, SimUpdate{Utilization: f(100.5)}},
-		{"utilization negative", -1, SimUpdate{Utilization: f(-1)}},
+		{"index too high", 2, Update{Utilization: f(1)}},
+		{"index negative", -2, Update{Utilization: f(1)}},
+		{"utilization above 100", 0, Update{Utilization: f(100.5)}},
+		{"utilization negative", -1, Update{Utilization: f(-1)}},
 	} {
 		if err := s.Set(tt.index, tt.u); err == nil {
 			t.Errorf("%s: accepted", tt.name)
@@ -71,9 +74,9 @@ func TestSimSetAndPhysics(t *testing.T) {
 	}
 }
 
-func TestSimHandler(t *testing.T) {
+func TestHandler(t *testing.T) {
 	s := mustSim(t, "n", 2)
-	h := SimHandler(s)
+	h := Handler(s)
 	tests := []struct {
 		method, query string
 		want          int
@@ -98,7 +101,7 @@ func TestSimHandler(t *testing.T) {
 		}
 	}
 	r, _ := s.Sample(time.Now())
-	if r[0].Reading.GPUUtil != 55 || r[1].Reading.GPUUtil != 90 || r[1].Reading.FBUsed != 100*mib {
+	if val(r[0], exposition.GPUUtil) != 55 || val(r[1], exposition.GPUUtil) != 90 || val(r[1], exposition.FBUsed) != 100*mib {
 		t.Errorf("after requests: %+v / %+v", r[0].Reading, r[1].Reading)
 	}
 }
@@ -107,31 +110,31 @@ func TestSimPods(t *testing.T) {
 	s := mustSim(t, "n", 2)
 	f := func(v float64) *float64 { return &v }
 	m := func(v uint64) *uint64 { return &v }
-	a := PodRef{Namespace: "inf", Name: "a"}
-	b := PodRef{Namespace: "inf", Name: "b", UID: "uid-b"}
+	a := collector.PodRef{Namespace: "inf", Name: "a"}
+	b := collector.PodRef{Namespace: "inf", Name: "b", UID: "uid-b"}
 	for _, step := range []struct {
-		pod PodRef
-		u   SimUpdate
+		pod collector.PodRef
+		u   Update
 	}{
-		{a, SimUpdate{Utilization: f(70), MemoryUsedBytes: m(10 * mib)}},
-		{b, SimUpdate{Utilization: f(10)}},
-		{b, SimUpdate{MemoryUsedBytes: m(5 * mib)}},
+		{a, Update{Utilization: f(70), MemoryUsedBytes: m(10 * mib)}},
+		{b, Update{Utilization: f(10)}},
+		{b, Update{MemoryUsedBytes: m(5 * mib)}},
 	} {
-		if err := s.SetPod(1, step.pod, step.u); err != nil {
+		if err := s.Apply(Request{GPU: 1, Pod: step.pod, Update: step.u}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Set(1, SimUpdate{Utilization: f(5), MemoryUsedBytes: m(1 * mib)}); err != nil {
+	if err := s.Set(1, Update{Utilization: f(5), MemoryUsedBytes: m(1 * mib)}); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := s.Sample(time.Now())
 	g := r[1]
-	if g.Reading.GPUUtil != 85 || g.Reading.FBUsed != 16*mib {
-		t.Errorf("GPU 1 = %v %% %d bytes, want its own values plus its pods': 85 %% 16 MiB", g.Reading.GPUUtil, g.Reading.FBUsed)
+	if val(g, exposition.GPUUtil) != 85 || val(g, exposition.FBUsed) != 16*mib {
+		t.Errorf("GPU 1 = %v %% %v bytes, want its own values plus its pods': 85 %% 16 MiB", val(g, exposition.GPUUtil), val(g, exposition.FBUsed))
 	}
-	want := []ProcessUsage{
-		{PID: simFirstPID, Pod: a, SMUtil: 70, MemoryUsed: 10 * mib, HasMemory: true, Running: true},
-		{PID: simFirstPID + 1, Pod: b, SMUtil: 10, MemoryUsed: 5 * mib, HasMemory: true, Running: true},
+	want := []collector.ProcessUsage{
+		{PID: firstPID, Pod: a, SMUtil: 70, MemoryUsed: 10 * mib, HasMemory: true, Running: true},
+		{PID: firstPID + 1, Pod: b, SMUtil: 10, MemoryUsed: 5 * mib, HasMemory: true, Running: true},
 	}
 	if !g.Processes.Read || fmt.Sprint(g.Processes.List) != fmt.Sprint(want) {
 		t.Errorf("processes %+v, want %+v", g.Processes, want)
@@ -141,14 +144,14 @@ func TestSimPods(t *testing.T) {
 	}
 
 	// Pods beyond 100 % are capped on the device (MPS can oversubscribe).
-	if err := s.SetPod(1, PodRef{UID: "uid-c"}, SimUpdate{Utilization: f(90)}); err != nil {
+	if err := s.Apply(Request{GPU: 1, Pod: collector.PodRef{UID: "uid-c"}, Update: Update{Utilization: f(90)}}); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := s.Sample(time.Now()); r[1].Reading.GPUUtil != 100 {
-		t.Errorf("oversubscribed GPU at %v %%", r[1].Reading.GPUUtil)
+	if r, _ := s.Sample(time.Now()); val(r[1], exposition.GPUUtil) != 100 {
+		t.Errorf("oversubscribed GPU at %v %%", val(r[1], exposition.GPUUtil))
 	}
 	// A process with nothing left ends.
-	if err := s.SetPod(1, a, SimUpdate{Utilization: f(0), MemoryUsedBytes: m(0)}); err != nil {
+	if err := s.Apply(Request{GPU: 1, Pod: a, Update: Update{Utilization: f(0), MemoryUsedBytes: m(0)}}); err != nil {
 		t.Fatal(err)
 	}
 	if r, _ := s.Sample(time.Now()); len(r[1].Processes.List) != 2 || r[1].Processes.List[0].Pod != b {
@@ -158,43 +161,39 @@ func TestSimPods(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		index int
-		pod   PodRef
-		u     SimUpdate
+		pod   collector.PodRef
+		u     Update
 	}{
-		{"no pod", 0, PodRef{}, SimUpdate{Utilization: f(1)}},
-		{"namespace without name", 0, PodRef{Namespace: "x"}, SimUpdate{Utilization: f(1)}},
-		{"gpu out of range", 2, a, SimUpdate{Utilization: f(1)}},
-		{"all GPUs", -1, a, SimUpdate{Utilization: f(1)}},
-		{"utilization out of range", 0, a, SimUpdate{Utilization: f(101)}},
-		{"memory beyond the GPU's", 0, a, SimUpdate{MemoryUsedBytes: m(simMemoryTotal + 1)}},
+		{"namespace without name", 0, collector.PodRef{Namespace: "x"}, Update{Utilization: f(1)}},
+		{"gpu out of range", 2, a, Update{Utilization: f(1)}},
+		{"all GPUs", -1, a, Update{Utilization: f(1)}},
+		{"utilization out of range", 0, a, Update{Utilization: f(101)}},
+		{"memory beyond the GPU's", 0, a, Update{MemoryUsedBytes: m(memoryTotal + 1)}},
 	} {
-		if err := s.SetPod(tt.index, tt.pod, tt.u); err == nil {
+		if err := s.Apply(Request{GPU: tt.index, Pod: tt.pod, Update: tt.u}); err == nil {
 			t.Errorf("%s: accepted", tt.name)
 		}
 	}
 	// The GPU's own memory plus its pods' must fit.
-	if err := s.Set(1, SimUpdate{MemoryUsedBytes: m(simMemoryTotal - 2*mib)}); err == nil {
+	if err := s.Set(1, Update{MemoryUsedBytes: m(memoryTotal - 2*mib)}); err == nil {
 		t.Error("GPU memory beyond what its pods leave accepted")
 	}
 }
 
 func TestSimMIG(t *testing.T) {
-	if _, err := NewSim("n", 2, []int{2}); err == nil {
+	if _, err := New("n", 2, []int{2}); err == nil {
 		t.Fatal("MIG GPU out of range accepted")
 	}
-	s, err := NewSim("n", 2, []int{1})
+	s, err := New("n", 2, []int{1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Len() != 2 {
-		t.Fatalf("Len %d", s.Len())
-	}
 	f := func(v float64) *float64 { return &v }
 	m := func(v uint64) *uint64 { return &v }
-	if err := s.SetMIG(1, 2, SimUpdate{Utilization: f(70), MemoryUsedBytes: m(1000 * mib)}); err != nil {
+	if err := s.Apply(Request{GPU: 1, GPUInstance: gi(2), Update: Update{Utilization: f(70), MemoryUsedBytes: m(1000 * mib)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetMIG(1, 9, SimUpdate{Utilization: f(35)}); err != nil {
+	if err := s.Apply(Request{GPU: 1, GPUInstance: gi(9), Update: Update{Utilization: f(35)}}); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Unix(100, 0)
@@ -204,29 +203,29 @@ func TestSimMIG(t *testing.T) {
 		t.Fatalf("%d readings, want GPU 0, GPU 1 and its 4 instances", len(r))
 	}
 	parent := r[1]
-	if parent.Reading.Has(FieldGPUUtil) || !parent.Reading.Has(FieldPower) || parent.Reading.FBUsed != 1000*mib || parent.Processes.Read {
+	if parent.Reading.Fields().Has(exposition.GPUUtil) || !parent.Reading.Fields().Has(exposition.PowerUsage) || val(parent, exposition.FBUsed) != 1000*mib || parent.Processes.Read {
 		t.Errorf("MIG-enabled GPU %+v", parent)
 	}
 	// 3 of 7 slices at 70 %, 1 at 35 %: 35 % of the GPU.
-	if w := simIdleWatts + 0.35*(simMaxWatts-simIdleWatts); math.Abs(parent.Reading.PowerWatts-w) > 1e-9 {
-		t.Errorf("power %v, want %v", parent.Reading.PowerWatts, w)
+	if w := idleWatts + 0.35*(maxWatts-idleWatts); math.Abs(val(parent, exposition.PowerUsage)-w) > 1e-9 {
+		t.Errorf("power %v, want %v", val(parent, exposition.PowerUsage), w)
 	}
 	wantInst := []struct {
 		gi      int
 		profile string
 		gr      float64
-		total   uint64
+		total   float64
 	}{{2, "3g.40gb", 0.7, 40192 * mib}, {3, "2g.20gb", 0, 19968 * mib}, {9, "1g.10gb", 0.35, 9856 * mib}, {10, "1g.10gb", 0, 9856 * mib}}
 	for i, w := range wantInst {
 		d := r[2+i]
 		mig := d.Device.MIG
-		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !mig.Activity || mig.ParentUUID != SimUUID("n", 1) {
+		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !mig.Activity || mig.ParentUUID != UUID("n", 1) {
 			t.Fatalf("instance %d: %+v", i, mig)
 		}
-		if d.Device.UUID != SimMIGUUID("n", 1, w.gi) || d.Device.Index != 1 {
+		if d.Device.UUID != MIGUUID("n", 1, w.gi) || d.Device.Index != 1 {
 			t.Errorf("instance %d device %+v", i, d.Device)
 		}
-		if d.Reading.GREngineActive != w.gr || d.Reading.FBTotal != w.total || d.Reading.Has(FieldGPUUtil) {
+		if val(d, exposition.GREngineActive) != w.gr || val(d, exposition.FBUsed)+val(d, exposition.FBFree) != w.total || d.Reading.Fields().Has(exposition.GPUUtil) {
 			t.Errorf("instance %d reading %+v", i, d.Reading)
 		}
 	}
@@ -234,34 +233,34 @@ func TestSimMIG(t *testing.T) {
 		name      string
 		index, gi int
 	}{{"no such instance", 1, 4}, {"GPU not in MIG mode", 0, 2}, {"GPU out of range", 3, 2}} {
-		if err := s.SetMIG(tt.index, tt.gi, SimUpdate{Utilization: f(1)}); err == nil {
+		if err := s.Apply(Request{GPU: tt.index, GPUInstance: gi(tt.gi), Update: Update{Utilization: f(1)}}); err == nil {
 			t.Errorf("%s: accepted", tt.name)
 		}
 	}
-	if err := s.SetMIG(1, 9, SimUpdate{MemoryUsedBytes: m(9857 * mib)}); err == nil {
+	if err := s.Apply(Request{GPU: 1, GPUInstance: gi(9), Update: Update{MemoryUsedBytes: m(9857 * mib)}}); err == nil {
 		t.Error("memory beyond the instance's accepted")
 	}
-	if err := s.SetPod(1, PodRef{Namespace: "a", Name: "b"}, SimUpdate{Utilization: f(1)}); err == nil {
+	if err := s.Apply(Request{GPU: 1, Pod: collector.PodRef{Namespace: "a", Name: "b"}, Update: Update{Utilization: f(1)}}); err == nil {
 		t.Error("pod process on a MIG-enabled GPU accepted")
 	}
 	// A GPU in MIG mode set as a whole sets each of its instances.
-	if err := s.Set(1, SimUpdate{Utilization: f(20)}); err != nil {
+	if err := s.Set(1, Update{Utilization: f(20)}); err != nil {
 		t.Fatal(err)
 	}
 	r, _ = s.Sample(t0.Add(2 * time.Second))
 	for _, d := range r[2:] {
-		if d.Reading.GREngineActive != 0.2 {
-			t.Errorf("%s activity %v after setting the whole GPU", d.Device.UUID, d.Reading.GREngineActive)
+		if val(d, exposition.GREngineActive) != 0.2 {
+			t.Errorf("%s activity %v after setting the whole GPU", d.Device.UUID, val(d, exposition.GREngineActive))
 		}
 	}
 }
 
-func TestSimHandlerPodsAndMIG(t *testing.T) {
-	s, err := NewSim("n", 2, []int{1})
+func TestHandlerPodsAndMIG(t *testing.T) {
+	s, err := New("n", 2, []int{1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := SimHandler(s)
+	h := Handler(s)
 	tests := []struct {
 		query string
 		want  int
@@ -296,17 +295,17 @@ func TestSimHandlerPodsAndMIG(t *testing.T) {
 	if got := strings.Join(pods, " "); got != "inf/a/=70 inf/b/uid-b=10 //uid-c=5" {
 		t.Errorf("GPU 0 processes %s", got)
 	}
-	if r[0].Reading.GPUUtil != 85 || r[0].Reading.FBUsed != 100*mib {
+	if val(r[0], exposition.GPUUtil) != 85 || val(r[0], exposition.FBUsed) != 100*mib {
 		t.Errorf("GPU 0 %+v", r[0].Reading)
 	}
-	if r[3].Device.MIG.GPUInstance != 3 || r[3].Reading.GREngineActive != 0.5 {
+	if r[3].Device.MIG.GPUInstance != 3 || val(r[3], exposition.GREngineActive) != 0.5 {
 		t.Errorf("MIG instance 3: %+v %+v", r[3].Device.MIG, r[3].Reading)
 	}
 }
 
-// FuzzSimHandler: any query is either applied (204) or refused with a
+// FuzzHandler: any query is either applied (204) or refused with a
 // reason (400); nothing panics, and the devices stay within their ranges.
-func FuzzSimHandler(f *testing.F) {
+func FuzzHandler(f *testing.F) {
 	for _, q := range []string{
 		"gpu=0&pod=inf/a&utilization=70", "gpu=1&gpu_i_id=2&utilization=50&memory_used_mib=10",
 		"gpu=all&utilization=5", "gpu=0&pod_uid=u&memory_used_mib=1", "gpu=-1&pod=a/b&utilization=1e309",
@@ -315,31 +314,39 @@ func FuzzSimHandler(f *testing.F) {
 		f.Add(q)
 	}
 	f.Fuzz(func(t *testing.T, query string) {
-		s, err := NewSim("n", 2, []int{1})
+		s, err := New("n", 2, []int{1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest(http.MethodPost, "/sim/set", nil)
 		req.URL.RawQuery = query
 		rec := httptest.NewRecorder()
-		SimHandler(s).ServeHTTP(rec, req)
+		Handler(s).ServeHTTP(rec, req)
 		if rec.Code != http.StatusNoContent && rec.Code != http.StatusBadRequest {
 			t.Fatalf("?%s: status %d", query, rec.Code)
 		}
 		r, _ := s.Sample(time.Now())
 		for _, d := range r {
-			u, g := d.Reading.GPUUtil, d.Reading.GREngineActive
-			if u < 0 || u > 100 || math.IsNaN(u) || g < 0 || g > 1 || math.IsNaN(g) || d.Reading.FBUsed > d.Reading.FBTotal {
+			u, g := val(d, exposition.GPUUtil), val(d, exposition.GREngineActive)
+			if u < 0 || u > 100 || math.IsNaN(u) || g < 0 || g > 1 || math.IsNaN(g) || val(d, exposition.FBFree) > memoryTotal || val(d, exposition.FBUsed) > memoryTotal {
 				t.Fatalf("?%s left %s at %+v", query, d.Device.UUID, d.Reading)
 			}
 		}
 	})
 }
 
+// val is field f of d's reading, 0 when absent.
+func val(d collector.DeviceReading, f exposition.Field) float64 {
+	v, _ := d.Reading.Get(f)
+	return v
+}
+
+func gi(id int) *int { return &id }
+
 // mustSim returns n simulated GPUs, none in MIG mode.
 func mustSim(t *testing.T, node string, n int) *Sim {
 	t.Helper()
-	s, err := NewSim(node, n, nil)
+	s, err := New(node, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

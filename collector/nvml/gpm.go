@@ -1,4 +1,4 @@
-package collector
+package nvml
 
 import (
 	"errors"
@@ -7,6 +7,9 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"k8s.io/klog/v2"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // gpmInstance samples one MIG GPU instance's activity through NVML GPM
@@ -21,12 +24,6 @@ type gpmInstance struct {
 	prev, cur nvml.GpmSample
 	havePrev  bool
 	logged    bool
-}
-
-// gpmValues are the activity ratios of one interval.
-type gpmValues struct {
-	valid        Field
-	grEngine, sm float64
 }
 
 func newGPMInstance(lib nvml.Interface, parent nvml.Device, gi int) (*gpmInstance, error) {
@@ -47,19 +44,19 @@ func (g *gpmInstance) free(lib nvml.Interface) {
 	lib.GpmSampleFree(g.cur)
 }
 
-// read takes this round's sample and returns the activity since the
-// previous one: nothing valid on the first round, or after a failed one.
-// m is the request buffer, reused across calls.
-func (g *gpmInstance) read(lib nvml.Interface, m *nvml.GpmMetricsGetType) (gpmValues, nvml.Return) {
+// read takes this round's sample and sets in r the activity since the
+// previous one: nothing on the first round, or after a failed one. m is the
+// request buffer, reused across calls.
+func (g *gpmInstance) read(lib nvml.Interface, m *nvml.GpmMetricsGetType, r *collector.Reading) nvml.Return {
 	if ret := lib.GpmMigSampleGet(g.parent, g.gi, g.cur); ret != nvml.SUCCESS {
 		g.havePrev = false
-		return gpmValues{}, ret
+		return ret
 	}
 	first := !g.havePrev
 	g.havePrev = true
 	if first {
 		g.prev, g.cur = g.cur, g.prev
-		return gpmValues{}, nvml.SUCCESS
+		return nvml.SUCCESS
 	}
 	m.NumMetrics = 2
 	m.Sample1, m.Sample2 = g.prev, g.cur
@@ -68,18 +65,15 @@ func (g *gpmInstance) read(lib nvml.Interface, m *nvml.GpmMetricsGetType) (gpmVa
 	ret := lib.GpmMetricsGet(m)
 	g.prev, g.cur = g.cur, g.prev
 	if ret != nvml.SUCCESS {
-		return gpmValues{}, ret
+		return ret
 	}
-	var v gpmValues
-	if r, ok := gpmRatio(&m.Metrics[0]); ok {
-		v.valid |= FieldGREngineActive
-		v.grEngine = r
+	if v, ok := gpmRatio(&m.Metrics[0]); ok {
+		r.Set(exposition.GREngineActive, v)
 	}
-	if r, ok := gpmRatio(&m.Metrics[1]); ok {
-		v.valid |= FieldSMActive
-		v.sm = r
+	if v, ok := gpmRatio(&m.Metrics[1]); ok {
+		r.Set(exposition.SMActive, v)
 	}
-	return v, nvml.SUCCESS
+	return nvml.SUCCESS
 }
 
 // gpmRatio turns a GPM percentage into dcgm-exporter's 0-1 ratio.

@@ -1,9 +1,10 @@
-package collector
+package nvml
 
 import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,9 +12,11 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/cgroup"
-	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/podinfo"
 )
 
 // The pods of the fake /proc tree under testdata/proc:
@@ -33,11 +36,11 @@ const (
 var fakeProc = filepath.Join("testdata", "proc")
 
 // testPods is the pod index of the fake node.
-var testPods = podinfo.Static{"inf/a": uidA, "inf/b": uidB, "ml/stray": uidStray}
+var testPods = collectortest.Pods{"inf/a": uidA, "inf/b": uidB, "ml/stray": uidStray}
 
 // sharedOwners: pods inf/a and inf/b hold time-slicing replicas of uuid.
-func sharedOwners(uuid string) fakeLookup {
-	return fakeLookup{uuid: {
+func sharedOwners(uuid string) collectortest.Owners {
+	return collectortest.Owners{uuid: {
 		{Namespace: "inf", Pod: "a", Container: "srv", Resource: "nvidia.com/gpu", Replica: "0"},
 		{Namespace: "inf", Pod: "b", Container: "srv", Resource: "nvidia.com/gpu", Replica: "1"},
 	}}
@@ -59,38 +62,20 @@ func setProcesses(d *server.Device, running, mps []nvml.ProcessInfo, samples []n
 
 // attributedSampler samples lib with processes on, owners, the fake /proc
 // and the test pod index.
-func attributedSampler(t testing.TB, lib nvml.Interface, owners fakeLookup) (*Sampler, *prometheus.Registry) {
+func attributedSampler(t testing.TB, lib nvml.Interface, owners collectortest.Owners) (*collector.Sampler, *prometheus.Registry) {
 	t.Helper()
-	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	b, err := newBackend(lib, Options{Processes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	return NewSampler(b, SamplerOptions{
+	return collector.NewSampler(b, collector.SamplerOptions{
 		Node:        "n",
 		Interval:    time.Second,
 		Owners:      func() podmap.Lookup { return owners },
 		Registerer:  reg,
-		Attribution: &Attribution{Resolver: cgroup.NewResolver(fakeProc), Pods: testPods},
+		Attribution: &collector.Attribution{Resolver: cgroup.NewResolver(fakeProc), Pods: testPods},
 	}), reg
-}
-
-func unattributed(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "gpu_metrics_server_unattributed_gpu_processes" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			out[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
-		}
-	}
-	return out
 }
 
 // TestTimeSlicedGPU: one GPU time-sliced between pods inf/a (two
@@ -125,7 +110,7 @@ func TestTimeSlicedGPU(t *testing.T) {
 	}
 	s, reg := attributedSampler(t, lib, sharedOwners(d.UUID))
 
-	want := [][]PodShare{
+	want := [][]collector.PodShare{
 		{
 			{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 50, MemoryUsed: 3 * gib, HasMemory: true},
 			{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, SMUtil: 10, MemoryUsed: 4 * gib, HasMemory: true},
@@ -138,10 +123,10 @@ func TestTimeSlicedGPU(t *testing.T) {
 	for round := range want {
 		snap := s.SampleOnce(time.Now())
 		ds := snap.Devices[0]
-		if ds.Attribution != AttributionProcess {
+		if ds.Attribution != collector.AttributionProcess {
 			t.Fatalf("round %d: attribution %v, want process", round, ds.Attribution)
 		}
-		if !equalShares(ds.Shares, want[round]) {
+		if !slices.Equal(ds.Shares, want[round]) {
 			t.Errorf("round %d shares\n got %+v\nwant %+v", round, ds.Shares, want[round])
 		}
 		for _, other := range snap.Devices[1:] {
@@ -149,7 +134,7 @@ func TestTimeSlicedGPU(t *testing.T) {
 				t.Errorf("unshared GPU %s has shares %+v", other.Device.UUID, other.Shares)
 			}
 		}
-		if got := unattributed(t, reg); got["host"] != 1 || got["other_pod"] != 0 || got["not_found"] != 0 {
+		if got := collectortest.Gauges(t, reg, "gpu_metrics_server_unattributed_gpu_processes"); got["host"] != 1 || got["other_pod"] != 0 || got["not_found"] != 0 {
 			t.Errorf("round %d unattributed %v, want the one host process", round, got)
 		}
 	}
@@ -160,18 +145,6 @@ func TestTimeSlicedGPU(t *testing.T) {
 	}
 }
 
-func equalShares(a, b []PodShare) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestMPS: the pods' processes are MPS clients; the MPS server is the only
 // compute process the plain list shows.
 func TestMPS(t *testing.T) {
@@ -180,14 +153,14 @@ func TestMPS(t *testing.T) {
 	tests := []struct {
 		name     string
 		samples  []nvml.ProcessUtilizationSample
-		wantMode AttributionMode
-		want     []PodShare
+		wantMode collector.AttributionMode
+		want     []collector.PodShare
 	}{
 		{
 			name:     "samples per client",
 			samples:  []nvml.ProcessUtilizationSample{{Pid: 1001, TimeStamp: 5, SmUtil: 40}, {Pid: 1003, TimeStamp: 5, SmUtil: 15}},
-			wantMode: AttributionProcess,
-			want: []PodShare{
+			wantMode: collector.AttributionProcess,
+			want: []collector.PodShare{
 				{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 40, MemoryUsed: 1 * gib, HasMemory: true},
 				{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, SMUtil: 15, MemoryUsed: 2 * gib, HasMemory: true},
 			},
@@ -195,7 +168,7 @@ func TestMPS(t *testing.T) {
 		{
 			name:     "samples on the server cannot be split",
 			samples:  []nvml.ProcessUtilizationSample{{Pid: 2000, TimeStamp: 5, SmUtil: 55}},
-			wantMode: AttributionDevice,
+			wantMode: collector.AttributionDevice,
 		},
 	}
 	for _, tt := range tests {
@@ -205,10 +178,10 @@ func TestMPS(t *testing.T) {
 			setProcesses(d, running, clients, tt.samples)
 			s, _ := attributedSampler(t, lib, sharedOwners(d.UUID))
 			ds := s.SampleOnce(time.Now()).Devices[0]
-			if ds.Attribution != tt.wantMode || !equalShares(ds.Shares, tt.want) {
+			if ds.Attribution != tt.wantMode || !slices.Equal(ds.Shares, tt.want) {
 				t.Errorf("mode %v shares %+v, want %v %+v", ds.Attribution, ds.Shares, tt.wantMode, tt.want)
 			}
-			if !ds.Reading.Has(FieldGPUUtil) {
+			if !ds.Reading.Fields().Has(exposition.GPUUtil) {
 				t.Error("device values lost")
 			}
 		})
@@ -221,7 +194,7 @@ func TestAttributionFallbacks(t *testing.T) {
 	tests := []struct {
 		name     string
 		script   func(d *server.Device)
-		wantMode AttributionMode
+		wantMode collector.AttributionMode
 		wantErr  bool // Processes.Err set
 	}{
 		{
@@ -230,7 +203,7 @@ func TestAttributionFallbacks(t *testing.T) {
 				setProcesses(d, []nvml.ProcessInfo{{Pid: 7777, UsedGpuMemory: gib}, {Pid: 7778, UsedGpuMemory: gib}},
 					nil, []nvml.ProcessUtilizationSample{{Pid: 7777, SmUtil: 30, TimeStamp: 1}})
 			},
-			wantMode: AttributionDevice,
+			wantMode: collector.AttributionDevice,
 		},
 		{
 			name: "busy GPU listing no process (PID namespace filtering)",
@@ -238,7 +211,7 @@ func TestAttributionFallbacks(t *testing.T) {
 				d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 65}, nvml.SUCCESS }
 				setProcesses(d, nil, nil, nil)
 			},
-			wantMode: AttributionDevice,
+			wantMode: collector.AttributionDevice,
 		},
 		{
 			name: "idle GPU with no process: every pod 0",
@@ -246,14 +219,14 @@ func TestAttributionFallbacks(t *testing.T) {
 				d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.SUCCESS }
 				setProcesses(d, nil, nil, nil)
 			},
-			wantMode: AttributionProcess,
+			wantMode: collector.AttributionProcess,
 		},
 		{
 			name: "one process found, one exited since: attribution holds",
 			script: func(d *server.Device) {
 				setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}, {Pid: 7777, UsedGpuMemory: gib}}, nil, nil)
 			},
-			wantMode: AttributionProcess,
+			wantMode: collector.AttributionProcess,
 		},
 		{
 			name: "process utilization not supported",
@@ -263,7 +236,7 @@ func TestAttributionFallbacks(t *testing.T) {
 					return nil, nvml.ERROR_NOT_SUPPORTED
 				}
 			},
-			wantMode: AttributionDevice,
+			wantMode: collector.AttributionDevice,
 			wantErr:  true,
 		},
 		{
@@ -272,7 +245,7 @@ func TestAttributionFallbacks(t *testing.T) {
 				setProcesses(d, nil, nil, nil)
 				d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_UNKNOWN }
 			},
-			wantMode: AttributionDevice,
+			wantMode: collector.AttributionDevice,
 			wantErr:  true,
 		},
 		{
@@ -281,7 +254,7 @@ func TestAttributionFallbacks(t *testing.T) {
 				setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}}, nil, nil)
 				d.GetMPSComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 			},
-			wantMode: AttributionProcess,
+			wantMode: collector.AttributionProcess,
 		},
 	}
 	for _, tt := range tests {
@@ -302,10 +275,10 @@ func TestAttributionFallbacks(t *testing.T) {
 				if (ds.Processes.Err != nil) != tt.wantErr {
 					t.Errorf("round %d: processes error %v, want one: %v", round, ds.Processes.Err, tt.wantErr)
 				}
-				if tt.wantMode == AttributionDevice && ds.Shares != nil {
+				if tt.wantMode == collector.AttributionDevice && ds.Shares != nil {
 					t.Errorf("round %d: shares %+v in device mode", round, ds.Shares)
 				}
-				if tt.wantMode == AttributionProcess && len(ds.Shares) != 2 {
+				if tt.wantMode == collector.AttributionProcess && len(ds.Shares) != 2 {
 					t.Errorf("round %d: shares %+v, want one per pod", round, ds.Shares)
 				}
 			}
@@ -321,7 +294,7 @@ func TestProcessesNotSupportedAskedOnce(t *testing.T) {
 		calls++
 		return nil, nvml.ERROR_NOT_SUPPORTED
 	}
-	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	b, err := newBackend(lib, Options{Processes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +316,7 @@ func TestProcessesLostGPU(t *testing.T) {
 	lib := h100(t)
 	d := lib.Devices[1].(*server.Device)
 	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_GPU_IS_LOST }
-	b, err := NewNVML(lib, NVMLOptions{Processes: true})
+	b, err := newBackend(lib, Options{Processes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +329,7 @@ func TestProcessesLostGPU(t *testing.T) {
 func TestProcessesOff(t *testing.T) {
 	lib := h100(t)
 	lib.Devices[0].(*server.Device).GetComputeRunningProcessesFunc = nil // would panic if called
-	b, err := NewNVML(lib, NVMLOptions{})
+	b, err := newBackend(lib, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,11 +346,11 @@ func TestProcessMemoryUnknown(t *testing.T) {
 		nil, []nvml.ProcessUtilizationSample{{Pid: 1001, SmUtil: 130, TimeStamp: 1}})
 	s, _ := attributedSampler(t, lib, sharedOwners(d.UUID))
 	sh := s.SampleOnce(time.Now()).Devices[0].Shares
-	want := []PodShare{
+	want := []collector.PodShare{
 		{Namespace: "inf", Pod: "a", Container: "srv", UID: uidA, SMUtil: 100},
 		{Namespace: "inf", Pod: "b", Container: "srv", UID: uidB, MemoryUsed: gib, HasMemory: true},
 	}
-	if !equalShares(sh, want) {
+	if !slices.Equal(sh, want) {
 		t.Errorf("shares\n got %+v\nwant %+v (unknown memory stays unknown; utilization capped at 100)", sh, want)
 	}
 }
@@ -387,7 +360,7 @@ func TestProcessMemoryUnknown(t *testing.T) {
 // resolver on the fake /proc and the owners join.
 func BenchmarkSampleOnce8WithProcesses(b *testing.B) {
 	lib := h100(b)
-	owners := fakeLookup{}
+	owners := collectortest.Owners{}
 	for i, dev := range lib.Devices {
 		d := dev.(*server.Device)
 		setProcesses(d, []nvml.ProcessInfo{{Pid: 1001, UsedGpuMemory: gib}, {Pid: 1002, UsedGpuMemory: gib}, {Pid: 1003, UsedGpuMemory: gib}},

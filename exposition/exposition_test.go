@@ -1,0 +1,176 @@
+package exposition
+
+import (
+	"math"
+	"regexp"
+	"testing"
+)
+
+// allFamilies is every row of both tables.
+func allFamilies() []Family {
+	var out []Family
+	for f := range NumFields {
+		out = append(out, f.Family())
+	}
+	for a := range NumAgentFamilies {
+		out = append(out, a.Family())
+	}
+	return out
+}
+
+// TestTable checks the rows: valid, unique names; a help text; the agent's
+// own families under its prefix; each role read from exactly one family.
+func TestTable(t *testing.T) {
+	name := regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	seen := map[string]bool{}
+	var roles [NumRoles]int
+	for _, fam := range allFamilies() {
+		if !name.MatchString(fam.Name) || fam.Help == "" || len(fam.Name) < minNameLen {
+			t.Errorf("row %+v: invalid name or no help", fam)
+		}
+		if seen[fam.Name] {
+			t.Errorf("%s: two rows", fam.Name)
+		}
+		seen[fam.Name] = true
+		roles[fam.Role]++
+	}
+	for r := RoleNone + 1; r < NumRoles; r++ {
+		if roles[r] != 1 {
+			t.Errorf("role %d is read from %d families, want 1", r, roles[r])
+		}
+		if fam := r.Family(); fam.Role != r {
+			t.Errorf("role %d: Family() = %+v", r, fam)
+		}
+	}
+	for a := range NumAgentFamilies {
+		if n := a.Name(); len(n) < 19 || n[:19] != "gpu_metrics_server_" {
+			t.Errorf("agent family %q lacks the gpu_metrics_server_ prefix", n)
+		}
+	}
+	for f := range NumFields {
+		if n := f.Name(); len(n) < 8 || n[:8] != "DCGM_FI_" {
+			t.Errorf("device field %q is not a DCGM field", n)
+		}
+	}
+}
+
+func TestRoleOf(t *testing.T) {
+	for _, fam := range allFamilies() {
+		r, ok := RoleOf([]byte(fam.Name))
+		if r != fam.Role || ok != (fam.Role != RoleNone) {
+			t.Errorf("RoleOf(%q) = %d, %v; want %d", fam.Name, r, ok, fam.Role)
+		}
+	}
+	for _, name := range []string{"", "DCGM_FI_DEV_GPU_UTI", "DCGM_FI_DEV_GPU_UTILX", "dcgm_fi_dev_gpu_util", "go_goroutines",
+		"gpu_metrics_server_sample_timestamp_seconds_total", string(make([]byte, 300))} {
+		if r, ok := RoleOf([]byte(name)); ok || r != RoleNone {
+			t.Errorf("RoleOf(%q) = %d, %v; want none", name, r, ok)
+		}
+	}
+	name := []byte(GPUUtil.Name())
+	if n := testing.AllocsPerRun(100, func() { RoleOf(name) }); n != 0 {
+		t.Errorf("RoleOf allocates %v times", n)
+	}
+}
+
+// FuzzRoleOf compares the lookup with a plain map of the tables.
+func FuzzRoleOf(f *testing.F) {
+	want := map[string]Role{}
+	for _, fam := range allFamilies() {
+		if fam.Role != RoleNone {
+			want[fam.Name] = fam.Role
+		}
+		f.Add(fam.Name)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		r, ok := RoleOf([]byte(name))
+		w, wok := want[name]
+		if r != w || ok != wok {
+			t.Fatalf("RoleOf(%q) = %d, %v; want %d, %v", name, r, ok, w, wok)
+		}
+	})
+}
+
+func TestUnits(t *testing.T) {
+	inf := math.Inf(1)
+	tests := []struct {
+		unit           Unit
+		base, in, back float64 // base → unit (FromBase) → base (ToBase)
+		max            float64
+		name           string
+	}{
+		{MiB, 1536 << 20, 1536, 1536 << 20, inf, "MiB"},
+		{MiB, 1<<20 + 1<<19, 1, 1 << 20, inf, "MiB"}, // whole MiB, rounded down
+		{MiB, 0, 0, 0, inf, "MiB"},
+		{Percent, 87.5, 87.5, 87.5, 100, "%"},
+		{Ratio, 0.375, 0.375, 0.375, 1, "ratio"},
+		{Bytes, 3 << 30, 3 << 30, 3 << 30, inf, "bytes"},
+		{Millijoules, 123456789012, 123456789012, 123456789012, inf, "mJ"},
+		{Watts, 301.25, 301.25, 301.25, inf, "W"},
+		{Seconds, 1700000000.123, 1700000000.123, 1700000000.123, inf, "s"},
+		{Count, 2, 2, 2, inf, "count"},
+	}
+	for _, tt := range tests {
+		if got := tt.unit.FromBase(tt.base); got != tt.in {
+			t.Errorf("%s.FromBase(%v) = %v, want %v", tt.name, tt.base, got, tt.in)
+		}
+		if got := tt.unit.ToBase(tt.in); got != tt.back {
+			t.Errorf("%s.ToBase(%v) = %v, want %v", tt.name, tt.in, got, tt.back)
+		}
+		if tt.unit.Max() != tt.max || tt.unit.String() != tt.name {
+			t.Errorf("unit %d: max %v name %q, want %v %q", tt.unit, tt.unit.Max(), tt.unit.String(), tt.max, tt.name)
+		}
+	}
+	if Gauge.String() != "gauge" || Counter.String() != "counter" {
+		t.Errorf("types %s %s", Gauge, Counter)
+	}
+}
+
+func TestFieldSet(t *testing.T) {
+	var s FieldSet
+	if s.Has(GPUUtil) || s.String() != "{}" {
+		t.Fatalf("zero set %v", s)
+	}
+	s.Add(GPUUtil)
+	s.Add(SMActive)
+	mem := FieldsOf(FBUsed, FBFree)
+	tests := []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"has added", s.Has(GPUUtil) && s.Has(SMActive), true},
+		{"has other", s.Has(FBUsed), false},
+		{"intersects disjoint", s.Intersects(mem), false},
+		{"intersects shared", s.Intersects(FieldsOf(FBUsed, GPUUtil)), true},
+		{"contains subset", s.Contains(FieldsOf(GPUUtil)), true},
+		{"contains partly", s.Contains(FieldsOf(GPUUtil, FBUsed)), false},
+		{"contains empty", s.Contains(FieldSet{}), true},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	s.AddAll(mem)
+	if !s.Contains(mem) || s != FieldsOf(SMActive, FBFree, GPUUtil, FBUsed) {
+		t.Errorf("after AddAll: %v", s)
+	}
+	if got, want := s.String(), "{DCGM_FI_DEV_GPU_UTIL DCGM_FI_DEV_FB_FREE DCGM_FI_DEV_FB_USED DCGM_FI_PROF_SM_ACTIVE}"; got != want {
+		t.Errorf("String() = %s, want %s", got, want)
+	}
+}
+
+func BenchmarkRoleOf(b *testing.B) {
+	var names [][]byte
+	for _, fam := range allFamilies() {
+		names = append(names, []byte(fam.Name))
+	}
+	names = append(names, []byte("go_gc_duration_seconds"), []byte("process_resident_memory_bytes"))
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, n := range names {
+			RoleOf(n)
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package exposition
+
+import "encoding/binary"
+
+// roleIndex finds the families the aggregator reads by name with a perfect
+// hash of a name's length and last eight bytes: a lookup is one word
+// comparison for the names it rejects, one name comparison for those it
+// finds, and never allocates. Built once from the tables.
+var roleIndex, roleFamilies = buildRoleIndex()
+
+// minNameLen is the shortest name the index can hold: every family name is
+// longer (TestTable).
+const minNameLen = 8
+
+const hashBits = 6 // slots: several times the families read, so a multiplier is found at once
+
+type roleEntry struct {
+	tail uint64
+	name string
+	role Role
+}
+
+type roleTable struct {
+	mul   uint64
+	slots [1 << hashBits]roleEntry
+}
+
+func (t *roleTable) slot(tail uint64, n int) *roleEntry {
+	return &t.slots[((tail^uint64(n))*t.mul)>>(64-hashBits)]
+}
+
+func buildRoleIndex() (*roleTable, [NumRoles]Family) {
+	var read []Family
+	var byRole [NumRoles]Family
+	for _, fams := range [][]Family{fields[:], agentFamilies[:]} {
+		for _, fam := range fams {
+			if fam.Role != RoleNone {
+				read = append(read, fam)
+				byRole[fam.Role] = fam
+			}
+		}
+	}
+	// The first odd multiplier (from the golden ratio's) that sends every
+	// family to a slot of its own.
+	for mul := uint64(0x9e3779b97f4a7c15); ; mul += 2 {
+		t := &roleTable{mul: mul}
+		ok := true
+		for _, fam := range read {
+			tail := binary.LittleEndian.Uint64([]byte(fam.Name[len(fam.Name)-8:]))
+			e := t.slot(tail, len(fam.Name))
+			if e.name != "" {
+				ok = false
+				break
+			}
+			*e = roleEntry{tail: tail, name: fam.Name, role: fam.Role}
+		}
+		if ok {
+			return t, byRole
+		}
+	}
+}
+
+// RoleOf returns the role of the family named name; false for a family the
+// aggregator does not read. It does not allocate.
+func RoleOf(name []byte) (Role, bool) {
+	if len(name) < minNameLen {
+		return RoleNone, false
+	}
+	tail := binary.LittleEndian.Uint64(name[len(name)-8:])
+	e := roleIndex.slot(tail, len(name))
+	if e.tail != tail || e.name != string(name) {
+		return RoleNone, false
+	}
+	return e.role, true
+}
+
+// Family returns the family the aggregator reads r from.
+func (r Role) Family() Family { return roleFamilies[r] }
