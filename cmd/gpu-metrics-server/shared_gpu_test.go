@@ -13,6 +13,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -83,7 +84,7 @@ func TestAgentSharedGPU(t *testing.T) {
 		collector.PodMemoryMetric:      fmt.Sprintf("0/inf/a/srv:%v 0/inf/b/srv:%v", float64(3000<<20), float64(1000<<20)),
 		"DCGM_FI_DEV_GPU_UTIL":         "0/inf/a/srv:80 0/inf/b/srv:80 1/ml/train-0/main:55",
 	}
-	eventually(t, "per-pod shares", func() bool {
+	testutil.Eventually(t, "per-pod shares", func() bool {
 		mfs := scrape(t, addr)
 		got := map[string]string{}
 		for name := range want {
@@ -98,7 +99,7 @@ func TestAgentSharedGPU(t *testing.T) {
 
 	// Pod b stops; it holds the GPU still, so it reports 0.
 	simSet(t, addr, "gpu=0&pod=inf/b&utilization=0")
-	eventually(t, "pod b at 0", func() bool {
+	testutil.Eventually(t, "pod b at 0", func() bool {
 		return rows(scrape(t, addr), collector.PodUtilizationMetric, "pod") == "a:70 b:0"
 	})
 }
@@ -119,7 +120,7 @@ func TestAgentSimMIG(t *testing.T) {
 		parent + "/1g.10gb/10/:0",
 	}
 	sort.Strings(want)
-	eventually(t, "MIG activity of pod ml/small", func() bool {
+	testutil.Eventually(t, "MIG activity of pod ml/small", func() bool {
 		return rows(scrape(t, addr), "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "UUID", "GPU_I_PROFILE", "GPU_I_ID", "pod") == strings.Join(want, " ")
 	})
 	mfs := scrape(t, addr)
@@ -140,7 +141,7 @@ func TestAgentProcessAttributionOff(t *testing.T) {
 	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=1", "--node-name=node-o", "--sample-interval=100ms", "--process-attribution=false",
 		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
 	simSet(t, addr, "gpu=0&pod=inf/a&utilization=70")
-	eventually(t, "device value for both pods", func() bool {
+	testutil.Eventually(t, "device value for both pods", func() bool {
 		return rows(scrape(t, addr), "DCGM_FI_DEV_GPU_UTIL", "pod") == "a:70 b:70"
 	})
 	mfs := scrape(t, addr)
