@@ -37,13 +37,13 @@ func (o *KubeOptions) Validate() []error {
 	return nil
 }
 
-// InCluster reports whether the process runs in a pod, where the in-cluster
+// inCluster reports whether the process runs in a pod, where the in-cluster
 // configuration applies.
-func InCluster() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
+func inCluster() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
 
 // Available reports whether there is an API server to reach at all: a
 // --kubeconfig, or the pod's own cluster.
-func (o *KubeOptions) Available() bool { return o.Kubeconfig != "" || InCluster() }
+func (o *KubeOptions) Available() bool { return o.Kubeconfig != "" || inCluster() }
 
 // RESTConfig loads --kubeconfig, else the in-cluster configuration, and
 // names the client userAgent. The result is the caller's to change.
