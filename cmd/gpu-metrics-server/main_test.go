@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -100,7 +102,7 @@ func start(t testing.TB, args ...string) (*process, string) {
 		return p, a
 	case err := <-p.done:
 		t.Fatalf("exited before listening: %v\n%s", err, p.log())
-	case <-time.After(30 * time.Second):
+	case <-time.After(testutil.DefaultTimeout):
 		t.Fatalf("no listen address logged\n%s", p.log())
 	}
 	return nil, ""
@@ -135,25 +137,12 @@ func labels(m *dto.Metric) map[string]string {
 	return out
 }
 
-// eventually polls cond until it holds or the deadline passes. The deadline
-// is generous: it guards against hangs, it is not a speed assertion.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestAgentSimulated(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	p, addr := start(t, "agent", "--backend=sim", "--sim-gpus=3", "--node-name=node-a",
 		"--sample-interval="+interval.String(), "--web.listen-address=127.0.0.1:0", "--pod-resources-socket=")
 
-	eventually(t, "/readyz", func() bool {
+	testutil.Eventually(t, "/readyz", func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
@@ -162,7 +151,7 @@ func TestAgentSimulated(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 	var util []*dto.Metric
-	eventually(t, "3 GPU_UTIL series", func() bool {
+	testutil.Eventually(t, "3 GPU_UTIL series", func() bool {
 		util = scrape(t, addr)["DCGM_FI_DEV_GPU_UTIL"].GetMetric()
 		return len(util) == 3
 	})
@@ -186,7 +175,7 @@ func TestAgentSimulated(t *testing.T) {
 		t.Fatalf("/sim/set: %s", resp.Status)
 	}
 	changedAt := float64(time.Now().UnixMilli()) / 1000
-	eventually(t, "two sample rounds after the change", func() bool {
+	testutil.Eventually(t, "two sample rounds after the change", func() bool {
 		mfs := scrape(t, addr)
 		// A loaded machine may find the snapshot past its age limit (then
 		// not served): try again.
@@ -214,7 +203,7 @@ func TestAgentSimulated(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(testutil.DefaultTimeout):
 		t.Fatal("no exit after SIGTERM")
 	}
 }
@@ -251,7 +240,7 @@ func TestAgentPodAttribution(t *testing.T) {
 		return strings.Join(rows, " ")
 	}
 	want := "0:ml/train-0/main/ 1:inf/a/srv/0 1:inf/b/srv/1 2:///"
-	eventually(t, "pod labels "+want, func() bool { return owners() == want })
+	testutil.Eventually(t, "pod labels "+want, func() bool { return owners() == want })
 
 	// The kubelet's answer changes: train-0 ends, c takes GPU 2.
 	kubelet.SetPods([]*podresourcesv1.PodResources{
@@ -260,11 +249,11 @@ func TestAgentPodAttribution(t *testing.T) {
 		fakekubelet.GPUPod("ml", "c", "main", "nvidia.com/gpu", sim.UUID("node-b", 2)),
 	})
 	want = "0:/// 1:inf/a/srv/0 1:inf/b/srv/1 2:ml/c/main/"
-	eventually(t, "pod labels "+want, func() bool { return owners() == want })
+	testutil.Eventually(t, "pod labels "+want, func() bool { return owners() == want })
 
 	// The kubelet goes away: device series stay, with the last mapping.
 	kubelet.Stop()
-	eventually(t, "pod_resources_up 0", func() bool {
+	testutil.Eventually(t, "pod_resources_up 0", func() bool {
 		up := scrape(t, addr)["gpu_metrics_server_pod_resources_up"].GetMetric()
 		return len(up) == 1 && up[0].GetGauge().GetValue() == 0
 	})
@@ -291,6 +280,7 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"agent", "--backend=sim", "--web.listen-address=:99999"}, "--web.listen-address"},
 		{[]string{"agent", "--backend=sim", "stray-argument"}, "stray-argument"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--stale-after=3s"}, "--stale-after"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--stale-after=-1s"}, "--stale-after"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=10ms"}, "--scrape-interval"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--window=5m"}, "--window"},
 		{[]string{"standalone", "--backend=sim", "--sample-interval=100ms", "--window=15s"}, "--window"},
@@ -300,9 +290,16 @@ func TestAgentFlagErrors(t *testing.T) {
 	}
 }
 
-// checkUsageError runs the binary with args and expects what every invalid
+// checkUsageError runs the binary with args and expects what an invalid
 // flag gives: exit status 2 and a single line naming the flag.
 func checkUsageError(t *testing.T, flag string, args ...string) {
+	t.Helper()
+	checkUsageErrors(t, []string{flag}, args...)
+}
+
+// checkUsageErrors runs the binary with args and expects exit status 2 and
+// one line for each invalid flag, naming it, in order.
+func checkUsageErrors(t *testing.T, flags []string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	// Outside a cluster, whatever the test runner's environment.
@@ -314,8 +311,31 @@ func checkUsageError(t *testing.T, flag string, args ...string) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
 		t.Fatalf("exit %v, want 2; stderr:\n%s", err, stderr.String())
 	}
-	if out := strings.TrimSpace(stderr.String()); strings.Count(out, "\n") != 0 || !strings.Contains(out, flag) {
-		t.Errorf("want one line naming %s, got:\n%s", flag, out)
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) != len(flags) {
+		t.Fatalf("want %d lines naming %q, got:\n%s", len(flags), flags, stderr.String())
+	}
+	for i, flag := range flags {
+		if !strings.Contains(lines[i], flag) {
+			t.Errorf("line %d does not name %s: %s", i+1, flag, lines[i])
+		}
+	}
+}
+
+// TestFlagErrorsAllReported: several invalid flags, each on its own line,
+// each naming its own flag.
+func TestFlagErrorsAllReported(t *testing.T) {
+	tests := []struct {
+		args  []string
+		flags []string
+	}{
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--window=0s", "--stale-after=-1s"}, []string{"--window", "--stale-after"}},
+		{[]string{"agent", "--backend=sim", "--sim-gpus=2", "--sim-mig=3", "--sample-interval=0s"}, []string{"--sim-mig", "--sample-interval"}},
+		{[]string{"standalone", "--backend=sim", "--sim-pods=x", "--stale-after=-1s", "--bind-address=0.0.0.0"}, []string{"--sim-pods", "--stale-after", "--bind-address"}},
+		{[]string{"standalone", "--backend=nvml", "--sim-pods=a/b"}, []string{"--sim-pods", "--kubeconfig"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageErrors(t, tt.flags, tt.args...) })
 	}
 }
 
@@ -429,7 +449,7 @@ func TestStandaloneDemo(t *testing.T) {
 		return resp.StatusCode, body.Items
 	}
 	selector := "/namespaces/demo/pods/*/gpu_utilization?labelSelector=app%3Dgpu-app"
-	eventually(t, "the custom metrics API", func() bool {
+	testutil.Eventually(t, "the custom metrics API", func() bool {
 		code, items := query("v1beta2", selector)
 		return code == http.StatusOK && len(items) == 2
 	})
@@ -439,7 +459,7 @@ func TestStandaloneDemo(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, version := range []string{"v1beta1", "v1beta2"} {
-		eventually(t, version+" gpu-app-1 at 80 over the whole window", func() bool {
+		testutil.Eventually(t, version+" gpu-app-1 at 80 over the whole window", func() bool {
 			_, items := query(version, selector)
 			for _, it := range items {
 				if it.DescribedObject.Name == "gpu-app-1" && it.Value == "80" {
@@ -466,6 +486,40 @@ func TestStandaloneDemo(t *testing.T) {
 	}
 }
 
+// TestStandaloneDemoPodsByDefault: the bare simulated standalone, with no
+// --sim-pods and no kubelet, serves the demo's pods.
+func TestStandaloneDemoPodsByDefault(t *testing.T) {
+	port := freePort(t)
+	noKubelet := filepath.Join(t.TempDir(), "kubelet.sock")
+	start(t, "standalone", "--backend=sim", "--sim-gpus=3", "--sample-interval=200ms", "--window=2s",
+		"--pod-resources-socket="+noKubelet, "--web.listen-address=127.0.0.1:0", fmt.Sprintf("--secure-port=%d", port))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/*/gpu_utilization?labelSelector=app%%3Dgpu-app", port)
+	var names []string
+	testutil.Eventually(t, "the demo's three pods on the custom metrics API", func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Items []struct{ DescribedObject struct{ Name string } }
+		}
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&body) != nil {
+			return false
+		}
+		names = names[:0]
+		for _, it := range body.Items {
+			names = append(names, it.DescribedObject.Name)
+		}
+		return len(names) == 3
+	})
+	sort.Strings(names)
+	if got := strings.Join(names, " "); got != "gpu-app-0 gpu-app-1 gpu-app-2" {
+		t.Errorf("pods %s, want gpu-app-0 gpu-app-1 gpu-app-2", got)
+	}
+}
+
 func TestStandaloneFlagErrors(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -473,7 +527,6 @@ func TestStandaloneFlagErrors(t *testing.T) {
 	}{
 		{[]string{"standalone", "--backend=sim", "--sim-pods=nonamespace"}, "--sim-pods"},
 		{[]string{"standalone", "--backend=sim", "--sim-pods=a/b,a/b"}, "--sim-pods"},
-		{[]string{"standalone", "--backend=nvml", "--sim-pods=a/b"}, "--sim-pods"},
 		{[]string{"standalone", "--backend=sim", "--window=0s"}, "--window"},
 		{[]string{"standalone", "--backend=sim", "--bind-address=0.0.0.0"}, "bind-address"},
 	}

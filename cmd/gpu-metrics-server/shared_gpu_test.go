@@ -14,6 +14,7 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -84,7 +85,7 @@ func TestAgentSharedGPU(t *testing.T) {
 		exposition.PodGPUMemoryUsed.Name():  fmt.Sprintf("0/inf/a/srv:%v 0/inf/b/srv:%v", float64(3000<<20), float64(1000<<20)),
 		"DCGM_FI_DEV_GPU_UTIL":              "0/inf/a/srv:80 0/inf/b/srv:80 1/ml/train-0/main:55",
 	}
-	eventually(t, "per-pod shares", func() bool {
+	testutil.Eventually(t, "per-pod shares", func() bool {
 		mfs := scrape(t, addr)
 		got := map[string]string{}
 		for name := range want {
@@ -99,7 +100,7 @@ func TestAgentSharedGPU(t *testing.T) {
 
 	// Pod b stops; it holds the GPU still, so it reports 0.
 	simSet(t, addr, "gpu=0&pod=inf/b&utilization=0")
-	eventually(t, "pod b at 0", func() bool {
+	testutil.Eventually(t, "pod b at 0", func() bool {
 		return rows(scrape(t, addr), exposition.PodGPUUtilization.Name(), "pod") == "a:70 b:0"
 	})
 }
@@ -120,7 +121,7 @@ func TestAgentSimMIG(t *testing.T) {
 		parent + "/1g.10gb/10/:0",
 	}
 	sort.Strings(want)
-	eventually(t, "MIG activity of pod ml/small", func() bool {
+	testutil.Eventually(t, "MIG activity of pod ml/small", func() bool {
 		return rows(scrape(t, addr), "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "UUID", "GPU_I_PROFILE", "GPU_I_ID", "pod") == strings.Join(want, " ")
 	})
 	mfs := scrape(t, addr)
@@ -141,7 +142,7 @@ func TestAgentProcessAttributionOff(t *testing.T) {
 	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=1", "--node-name=node-o", "--sample-interval=100ms", "--process-attribution=false",
 		"--web.listen-address=127.0.0.1:0", "--pod-resources-socket="+sock, "--pod-resources-interval=100ms")
 	simSet(t, addr, "gpu=0&pod=inf/a&utilization=70")
-	eventually(t, "device value for both pods", func() bool {
+	testutil.Eventually(t, "device value for both pods", func() bool {
 		return rows(scrape(t, addr), "DCGM_FI_DEV_GPU_UTIL", "pod") == "a:70 b:70"
 	})
 	mfs := scrape(t, addr)

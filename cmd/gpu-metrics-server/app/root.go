@@ -1,3 +1,7 @@
+// Package app holds the gpu-metrics-server subcommands: one file per
+// subcommand, each building the command over its options (package options)
+// and wiring the packages that do the work; the helpers they share have
+// files of their own.
 package app
 
 import (
@@ -6,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -13,7 +18,12 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/klog/v2"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
 )
+
+// ExitUsage is the exit code for invalid flags or configuration.
+const ExitUsage = 2
 
 // Main runs the command line args and returns the process exit code: 0 on
 // success, ExitUsage for invalid flags, 1 for any other failure.
@@ -29,9 +39,12 @@ func Main(args []string) int {
 	if err == nil {
 		return 0
 	}
-	var fe *FlagError
+	var fe *options.FlagError
 	if errors.As(err, &fe) || isCobraUsageError(err) {
-		fmt.Fprintf(os.Stderr, "gpu-metrics-server: %v\n", err)
+		// One line per invalid flag.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(os.Stderr, "gpu-metrics-server: %s\n", line)
+		}
 		return ExitUsage
 	}
 	klog.ErrorS(err, "Exiting")
@@ -62,7 +75,7 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := logsapi.ValidateAndApply(logConfig, nil); err != nil {
-				return &FlagError{Flag: "logging-format", Err: err}
+				return &options.FlagError{Flag: "logging-format", Err: err}
 			}
 			return nil
 		},

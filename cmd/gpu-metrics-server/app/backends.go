@@ -1,0 +1,58 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+
+	"k8s.io/klog/v2"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/nvml"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
+)
+
+// This file holds every use the commands make of the GPU backends'
+// constructors and of the simulation's identities.
+
+// openBackend opens the GPU backend --backend names, reading per-process
+// samples when processes is set. The simulation comes with its control
+// handler (POST /sim/set); nvml with none.
+func openBackend(o *options.AgentOptions, processes bool) (collector.Backend, http.Handler, error) {
+	if o.Backend == "sim" {
+		simulated, err := sim.New(o.NodeName, o.SimGPUs, o.SimMIG)
+		if err != nil {
+			return nil, nil, err
+		}
+		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
+		return simulated, sim.Handler(simulated), nil
+	}
+	b, err := nvml.New(nvml.Options{Processes: processes})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, nil, nil
+}
+
+// simPodResources is the pod-resources answer a kubelet would give for the
+// simulated pods: pod i holds GPU i mod gpus, as a time-slicing replica when
+// pods outnumber GPUs.
+func simPodResources(pods []provider.StaticPod, node string, gpus int) *podresourcesv1.ListPodResourcesResponse {
+	resp := &podresourcesv1.ListPodResourcesResponse{}
+	for i, p := range pods {
+		id := sim.UUID(node, i%gpus)
+		if len(pods) > gpus {
+			id = fmt.Sprintf("%s::%d", id, i/gpus)
+		}
+		resp.PodResources = append(resp.PodResources, &podresourcesv1.PodResources{
+			Namespace: p.Namespace, Name: p.Name,
+			Containers: []*podresourcesv1.ContainerResources{{
+				Name:    "main",
+				Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{id}}},
+			}},
+		})
+	}
+	return resp
+}

@@ -1,0 +1,107 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"k8s.io/klog/v2"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
+)
+
+// agentHooks let standalone reuse the node agent: onSample, when set,
+// receives every snapshot; owners, when set, replaces the kubelet mapping.
+type agentHooks struct {
+	onSample func(*collector.Snapshot)
+	owners   func() podmap.Lookup
+}
+
+// newNodeAgent is the node agent, shared by agent and standalone: it opens
+// the GPU backend and prepares the pod mapping and the sampler. It returns
+// the routes to serve (/metrics, /healthz, /readyz, and the simulation's
+// /sim/set) and the loops to run in the background; the sampler's loop
+// closes the backend when it ends.
+func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agentHooks) (http.Handler, []func(context.Context), error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("gpu_metrics_server"),
+	)
+	mux := http.NewServeMux()
+	var background []func(context.Context)
+
+	attribution, runInformer, err := newAttribution(o, kube)
+	if err != nil {
+		return nil, nil, err
+	}
+	if runInformer != nil {
+		background = append(background, runInformer)
+	}
+	backend, control, err := openBackend(o, attribution != nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if control != nil {
+		mux.Handle("/sim/set", control)
+	}
+	closeBackend := func() {
+		if err := backend.Close(); err != nil {
+			klog.ErrorS(err, "Closing GPU backend")
+		}
+	}
+
+	owners := hooks.owners
+	switch {
+	case owners != nil:
+	case o.PodResourcesSocket != "":
+		r, err := podmap.NewRefresher(o.PodResources(reg))
+		if err != nil {
+			closeBackend()
+			return nil, nil, fmt.Errorf("pod-resources client: %w", err)
+		}
+		background = append(background, r.Run)
+		owners = func() podmap.Lookup { return r.Current() }
+	default:
+		klog.InfoS("Pod attribution disabled (--pod-resources-socket is empty)")
+	}
+
+	so := o.Sampler(reg)
+	so.Owners, so.OnSample, so.Attribution = owners, hooks.onSample, attribution
+	s := collector.NewSampler(backend, so)
+	background = append(background, func(ctx context.Context) {
+		s.Run(ctx)
+		// The sampler is the backend's only caller: close the backend (NVML
+		// shutdown, GPM buffers) only once its last round has returned.
+		closeBackend()
+	})
+
+	maxAge := o.MaxSnapshotAge()
+	mux.Handle("/metrics", collector.MetricsHandler(s, reg, maxAge))
+	// Liveness: a sampling loop stuck far longer than readiness tolerates
+	// (a hung NVML call) is worth a restart; before the first sample and
+	// while rounds come, the process is alive.
+	hung := max(30*time.Second, 10*o.SampleInterval)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Ready() && s.Fresh(time.Now(), hung) == nil {
+			http.Error(w, fmt.Sprintf("no GPU sample for over %v: the sampling loop is stuck", hung), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Ready() || s.Fresh(time.Now(), maxAge) == nil {
+			http.Error(w, "no fresh GPU sample yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux, background, nil
+}
