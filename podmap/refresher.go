@@ -14,17 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
-)
-
-// Defaults of the agent's pod-resources flags. The kubelet does not export
-// its socket path; this is where every kubelet puts it unless its root
-// directory was moved.
-const (
-	DefaultSocket   = "/var/lib/kubelet/pod-resources/kubelet.sock"
-	DefaultInterval = 2 * time.Second
-	DefaultTimeout  = time.Second
 )
 
 const (
@@ -59,8 +51,8 @@ type Options struct {
 }
 
 // Refresher keeps a Mapping refreshed from the kubelet's pod-resources API
-// over one long-lived gRPC connection. It is a Source: Current and Up never
-// block. During an outage the last mapping obtained stays in use.
+// over one long-lived gRPC connection. Current and Up never block. During an
+// outage the last mapping obtained stays in use.
 type Refresher struct {
 	opts      Options
 	socket    string
@@ -82,8 +74,6 @@ type Refresher struct {
 	seenUnknown           map[string]struct{}
 	unknownOverflowLogged bool
 }
-
-var _ Source = (*Refresher)(nil)
 
 // NewRefresher validates o, prepares the connection (it does not dial: a
 // missing socket is not an error) and registers the self-metrics. Call Run
@@ -151,8 +141,9 @@ func (r *Refresher) Up() bool {
 	return r.up.Load()
 }
 
-// Run refreshes the mapping at once and then every Options.Interval until
-// ctx ends, then closes the connection. Call it once.
+// Run refreshes the mapping at once and then every Options.Interval (from
+// the start of the last refresh) until ctx ends, then closes the
+// connection. Call it once.
 func (r *Refresher) Run(ctx context.Context) {
 	if r.running.Swap(true) {
 		klog.ErrorS(nil, "Pod-resources refresher already ran; ignoring a second Run", "socket", r.socket)
@@ -163,16 +154,7 @@ func (r *Refresher) Run(ctx context.Context) {
 			klog.ErrorS(err, "Closing the pod-resources connection", "socket", r.socket)
 		}
 	}()
-	t := time.NewTicker(r.opts.Interval)
-	defer t.Stop()
-	for {
-		r.refresh(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, r.refresh, r.opts.Interval)
 }
 
 // refresh lists the pods, publishes the new mapping and updates the
