@@ -8,6 +8,8 @@ import (
 	"time"
 
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 func benchUUID(gpu int) string {
@@ -95,7 +97,7 @@ func BenchmarkCurrentWhileKubeletHangs(b *testing.B) {
 	fake := startFake(b, path)
 	fake.SetPods(benchPods(110, 8))
 	r := startRefresher(b, Options{Socket: path, Interval: 10 * time.Millisecond, Timeout: 10 * time.Second})
-	waitFor(b, "the first refresh", r.Up)
+	testutil.Eventually(b, "the first refresh", r.Up)
 	fake.SetDelay(5 * time.Second)
 	waitListCalls(b, fake, 1) // a call is now hanging
 	keys := benchKeys(8)

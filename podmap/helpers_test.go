@@ -1,23 +1,17 @@
 package podmap
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/textlogger"
-
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
-
-// waitTimeout only keeps a broken test from hanging; no test asserts how
-// fast anything happens.
-const waitTimeout = 20 * time.Second
 
 // socketPath returns a socket path in a fresh directory short enough for
 // the 108-byte limit of unix socket paths.
@@ -42,8 +36,9 @@ func startFake(t testing.TB, path string) *fakekubelet.Server {
 }
 
 // startRefresher runs a Refresher until the test ends. A zero Interval or
-// Timeout gets a short test default.
-func startRefresher(t testing.TB, o Options) *Refresher {
+// Timeout gets a test default. Each setup function sees the Refresher
+// before Run starts.
+func startRefresher(t testing.TB, o Options, setup ...func(*Refresher)) *Refresher {
 	t.Helper()
 	if o.Interval == 0 {
 		o.Interval = 20 * time.Millisecond
@@ -54,6 +49,9 @@ func startRefresher(t testing.TB, o Options) *Refresher {
 	r, err := NewRefresher(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -68,51 +66,41 @@ func startRefresher(t testing.TB, o Options) *Refresher {
 	return r
 }
 
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitListCalls waits until s received n more List calls than now. The
 // refresh loop is sequential, so every refresh before the last of them has
 // then completed.
 func waitListCalls(t testing.TB, s *fakekubelet.Server, n int) {
 	t.Helper()
 	target := s.ListCalls() + n
-	waitFor(t, "more List calls", func() bool { return s.ListCalls() >= target })
+	testutil.Eventually(t, "more List calls", func() bool { return s.ListCalls() >= target })
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// transitions records what a Refresher reports through onTransition.
+type transitions struct {
+	mu   sync.Mutex
+	seen []transition
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+func (ts *transitions) add(t transition) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.seen = append(ts.seen, t)
 }
 
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// all returns the transitions seen so far, in order.
+func (ts *transitions) all() []transition {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return slices.Clone(ts.seen)
 }
 
-// captureKlog sends klog's output to the returned buffer until the test
-// ends. Tests using it must not run in parallel.
-func captureKlog(t *testing.T) *syncBuffer {
-	t.Helper()
-	buf := &syncBuffer{}
-	klog.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(buf))))
-	t.Cleanup(klog.ClearLogger)
-	return buf
+// count returns how many times t was seen.
+func (ts *transitions) count(t transition) int {
+	n := 0
+	for _, s := range ts.all() {
+		if s == t {
+			n++
+		}
+	}
+	return n
 }

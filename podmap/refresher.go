@@ -73,6 +73,29 @@ type Refresher struct {
 	lastSkipped           int
 	seenUnknown           map[string]struct{}
 	unknownOverflowLogged bool
+
+	// onTransition, when set before Run (tests), sees each change of the
+	// kubelet's availability as it is logged, on the Run goroutine.
+	onTransition func(transition)
+}
+
+// transition is a change of the kubelet's availability; each is logged
+// once.
+type transition int
+
+const (
+	// connected: the first successful List.
+	connected transition = iota
+	// outageBegan: a List failed after a success, or before any.
+	outageBegan
+	// outageEnded: a List succeeded after an outage.
+	outageEnded
+)
+
+func (r *Refresher) transitioned(t transition) {
+	if r.onTransition != nil {
+		r.onTransition(t)
+	}
 }
 
 // NewRefresher validates o, prepares the connection (it does not dial: a
@@ -231,6 +254,7 @@ func (r *Refresher) setDown(err error) {
 	}
 	r.inOutage = true
 	r.outageStart = time.Now()
+	r.transitioned(outageBegan)
 	if r.everUp {
 		klog.ErrorS(err, "Kubelet pod-resources API unavailable; keeping the last known pod mapping until it answers",
 			"socket", r.socket, "mappedDevices", r.Current().Devices())
@@ -247,8 +271,10 @@ func (r *Refresher) setUp(pods int, m *Mapping) {
 	r.metrics.up.Set(1)
 	switch {
 	case !r.everUp:
+		r.transitioned(connected)
 		klog.InfoS("Kubelet pod-resources API connected", "socket", r.socket, "pods", pods, "mappedDevices", m.Devices())
 	case r.inOutage:
+		r.transitioned(outageEnded)
 		klog.InfoS("Kubelet pod-resources API available again", "socket", r.socket,
 			"outage", time.Since(r.outageStart).Round(time.Millisecond), "pods", pods, "mappedDevices", m.Devices())
 	}

@@ -24,6 +24,7 @@ import (
 	cmclient "k8s.io/metrics/pkg/client/custom_metrics"
 	cmscheme "k8s.io/metrics/pkg/client/custom_metrics/scheme"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
@@ -77,18 +78,12 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 		url:   "https://" + ln.Addr().String(),
 		ready: ready,
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// /livez answers once the server serves (readiness waits on the
-		// test's check).
-		if code, _ := ts.get(t, "/livez"); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not come up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// /livez answers once the server serves (readiness waits on the
+	// test's check).
+	testutil.Eventually(t, "the server to serve /livez", func() bool {
+		code, _ := ts.get(t, "/livez")
+		return code == http.StatusOK
+	})
 	return ts
 }
 

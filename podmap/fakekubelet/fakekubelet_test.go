@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const uuid = "GPU-5fd4ea4f-4d22-6a01-5e3c-9d3b8c7e5e7f"
@@ -188,11 +190,18 @@ func TestStopEndsDelayedCalls(t *testing.T) {
 		_, err := list(client, time.Hour)
 		errc <- err
 	}()
-	for s.ListCalls() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the call to reach the server", func() bool { return s.ListCalls() > 0 })
 	s.Stop()
-	if err := <-errc; status.Code(err) != codes.Unavailable {
+	var err error
+	testutil.Eventually(t, "the call to end", func() bool {
+		select {
+		case err = <-errc:
+			return true
+		default:
+			return false
+		}
+	})
+	if status.Code(err) != codes.Unavailable {
 		t.Errorf("List in progress at Stop: %v, want Unavailable", err)
 	}
 }
