@@ -65,21 +65,29 @@ func (r *restrictions) watchReactor(action clienttesting.Action) (bool, watch.In
 	return false, nil, nil
 }
 
-// check asserts that list and watch were both sent, each with want.
-func (r *restrictions) check(t *testing.T, want string) {
-	t.Helper()
+// verbs returns the verbs recorded so far.
+func (r *restrictions) verbs() map[string]bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	verbs := map[string]bool{}
+	v := map[string]bool{}
 	for _, g := range r.got {
-		verb, rest, _ := strings.Cut(g, " ")
-		verbs[verb] = true
-		if rest != want {
+		verb, _, _ := strings.Cut(g, " ")
+		v[verb] = true
+	}
+	return v
+}
+
+// check waits for a list and a watch (the informer starts its watch after
+// its first list) and asserts that each request carried want.
+func (r *restrictions) check(t *testing.T, want string) {
+	t.Helper()
+	testutil.Eventually(t, "a list and a watch", func() bool { v := r.verbs(); return v["list"] && v["watch"] })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.got {
+		if verb, rest, _ := strings.Cut(g, " "); rest != want {
 			t.Errorf("%s sent %q, want %q", verb, rest, want)
 		}
-	}
-	if !verbs["list"] || !verbs["watch"] {
-		t.Errorf("requests %q: want a list and a watch", r.got)
 	}
 }
 

@@ -35,16 +35,18 @@ func startFake(t testing.TB, path string) *fakekubelet.Server {
 	return s
 }
 
-// startRefresher runs a Refresher until the test ends. A zero Interval or
-// Timeout gets a test default. Each setup function sees the Refresher
-// before Run starts.
+// startRefresher runs a Refresher until the test ends. A zero Interval gets
+// a short test default; a zero Timeout gets testutil.DefaultTimeout, so
+// that a call to a live fake never times out however loaded the machine
+// (a spurious timeout is an outage). Each setup function sees the
+// Refresher before Run starts.
 func startRefresher(t testing.TB, o Options, setup ...func(*Refresher)) *Refresher {
 	t.Helper()
 	if o.Interval == 0 {
 		o.Interval = 20 * time.Millisecond
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = testutil.DefaultTimeout
 	}
 	r, err := NewRefresher(o)
 	if err != nil {
@@ -73,6 +75,15 @@ func waitListCalls(t testing.TB, s *fakekubelet.Server, n int) {
 	t.Helper()
 	target := s.ListCalls() + n
 	testutil.Eventually(t, "more List calls", func() bool { return s.ListCalls() >= target })
+}
+
+// waitRefreshDone waits until the refresh that produced what the test last
+// observed (a mapping, Up) has returned, with all its effects (metrics, the
+// allocatable count): a refresh publishes them one after the other, and
+// the next refresh's List call comes only after it returned.
+func waitRefreshDone(t testing.TB, s *fakekubelet.Server) {
+	t.Helper()
+	waitListCalls(t, s, 1)
 }
 
 // transitions records what a Refresher reports through onTransition.

@@ -31,6 +31,7 @@ func TestRefresherScenarios(t *testing.T) {
 			fake.SetPods(sc.pods)
 			r := startRefresher(t, Options{Socket: path, ExtraResourceNames: sc.extra})
 			testutil.Eventually(t, "the first refresh", r.Up)
+			waitRefreshDone(t, fake)
 
 			checkMapping(t, r.Current(), sc)
 			for name, tc := range map[string]struct {
@@ -84,12 +85,15 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 	})
 	r := startRefresher(t, Options{Socket: path})
 	testutil.Eventually(t, "the first refresh", r.Up)
-	before := r.Current()
 
 	fake.Stop()
 	testutil.Eventually(t, "the outage to be noticed", func() bool { return !r.Up() })
-	testutil.Eventually(t, "more failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= 3 })
-	if got := r.Current(); got != before {
+	// No refresh publishes a mapping from the first failed one on; two
+	// more failures mean the refreshes before them have returned.
+	during := r.Current()
+	failed := listErrors(r, codes.Unavailable)
+	testutil.Eventually(t, "more failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= failed+2 })
+	if got := r.Current(); got != during {
 		t.Errorf("the mapping changed during the outage")
 	}
 	if got := r.Current().Owners(keyB); !slices.Equal(got, []Owner{owner("ns", "ends", "c", resGPU, "")}) {
@@ -112,6 +116,7 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 		got := r.Current().Owners(keyB)
 		return len(got) == 1 && got[0].Pod == "new"
 	})
+	waitRefreshDone(t, fake)
 	if !r.Up() || promtest.ToFloat64(r.metrics.up) != 1 {
 		t.Errorf("after recovery Up() = %v, up metric = %v; want true, 1", r.Up(), promtest.ToFloat64(r.metrics.up))
 	}
@@ -129,6 +134,7 @@ func TestRefresherDropsEndedPods(t *testing.T) {
 
 	fake.SetPods(nil)
 	testutil.Eventually(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
+	waitRefreshDone(t, fake)
 	if !r.Up() {
 		t.Error("Up() = false after a successful refresh")
 	}
@@ -145,8 +151,12 @@ func TestRefresherHungKubelet(t *testing.T) {
 	testutil.Eventually(t, "the first refresh", r.Up)
 	want := r.Current().Owners(keyA)
 
+	// Calls may already have timed out under load. From now on at most the
+	// call in flight answers; once two more time out, the refresh of the
+	// first of them has returned and none can succeed.
 	fake.SetDelay(time.Hour)
-	testutil.Eventually(t, "a timed-out List", func() bool { return listErrors(r, codes.DeadlineExceeded) >= 2 })
+	timedOut := listErrors(r, codes.DeadlineExceeded)
+	testutil.Eventually(t, "two timed-out Lists", func() bool { return listErrors(r, codes.DeadlineExceeded) >= timedOut+2 })
 	if r.Up() {
 		t.Error("Up() = true while every call times out")
 	}
@@ -246,6 +256,7 @@ func TestRefresherAllocatable(t *testing.T) {
 	})
 	r := startRefresher(t, Options{Socket: path})
 	testutil.Eventually(t, "the allocatable count", func() bool { return promtest.CollectAndCount(r.metrics.allocatable) == 1 })
+	waitRefreshDone(t, fake)
 	if got := promtest.ToFloat64(r.metrics.allocatable.WithLabelValues()); got != 3 {
 		t.Errorf("allocatable devices = %v, want 3", got)
 	}

@@ -25,7 +25,8 @@ import (
 
 func newTestStore(t *testing.T) *store.Store {
 	t.Helper()
-	s, err := store.New(store.Config{Window: 15 * time.Second, StaleAfter: 6 * time.Second})
+	// Samples never go stale while a test runs, however slow the machine.
+	s, err := store.New(store.Config{Window: 15 * time.Second, StaleAfter: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,34 +44,33 @@ func body(b []byte) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(b) }
 }
 
+// generous is a scrape configuration whose timeout no healthy loopback
+// target misses however loaded the machine; the interval equals it, so
+// that every target starts at once.
+func generous(maxBody int64) Config {
+	return Config{Interval: testutil.DefaultTimeout, Timeout: testutil.DefaultTimeout, MaxBodyBytes: maxBody}
+}
+
 func TestRoundSkipsBadTargets(t *testing.T) {
 	agent := readTestdata(t, "agent.prom")
-	release := make(chan struct{})
-	defer close(release)
 	dcgmBody := readTestdata(t, "dcgm-exporter.prom")
 	limit := max(len(agent), len(dcgmBody)) + 4096
 	good := serve(t, body(agent))
 	dcgm := serve(t, body(dcgmBody))
 	status := serve(t, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) })
-	slow := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
 	big := serve(t, body([]byte(strings.Repeat("# padding\n", limit/5))))
 	malformed := serve(t, body([]byte("DCGM_FI_DEV_GPU_UTIL{pod=\"x\" 1\n")))
 	// Nothing listens on port 0: connecting is refused at once. (A closed
 	// test server's port may be taken by a test running in parallel.)
 	const closedURL = "http://127.0.0.1:0/metrics"
 
-	targets, err := NewStaticTargets([]string{good.URL, dcgm.URL, status.URL, slow.URL, big.URL, malformed.URL, closedURL, good.URL})
+	targets, err := NewStaticTargets([]string{good.URL, dcgm.URL, status.URL, big.URL, malformed.URL, closedURL, good.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := newTestStore(t)
 	// The body limit fits the real expositions but not the padding.
-	s, err := New(Config{Interval: time.Second, Timeout: 500 * time.Millisecond, MaxBodyBytes: int64(limit)}, targets, st)
+	s, err := New(generous(int64(limit)), targets, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +82,7 @@ func TestRoundSkipsBadTargets(t *testing.T) {
 		t.Error("scraper not synced after a round")
 	}
 	wantErrors := map[string]string{
-		status.URL: reasonStatus, slow.URL: reasonTimeout, big.URL: reasonTooLarge,
-		malformed.URL: reasonParse, closedURL: reasonConnect,
+		status.URL: reasonStatus, big.URL: reasonTooLarge, malformed.URL: reasonParse, closedURL: reasonConnect,
 	}
 	for url, reason := range wantErrors {
 		if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(url, reason)); got != 1 {
@@ -93,8 +92,8 @@ func TestRoundSkipsBadTargets(t *testing.T) {
 	if n := promtest.CollectAndCount(s.metrics.errors); n != len(wantErrors) {
 		t.Errorf("%d error series, want %d (good targets must not fail)", n, len(wantErrors))
 	}
-	if got := promtest.ToFloat64(s.metrics.targets); got != 7 {
-		t.Errorf("targets = %v, want 7 (the repeated URL once)", got)
+	if got := promtest.ToFloat64(s.metrics.targets); got != 6 {
+		t.Errorf("targets = %v, want 6 (the repeated URL once)", got)
 	}
 	if got := promtest.ToFloat64(s.metrics.samples.WithLabelValues(good.URL)); got != 3 {
 		t.Errorf("samples{target=good} = %v, want 3", got)
@@ -115,6 +114,76 @@ func TestRoundSkipsBadTargets(t *testing.T) {
 	}
 	if n := promtest.CollectAndCount(s.metrics.duration); n != 1 {
 		t.Errorf("%d duration series, want 1", n)
+	}
+}
+
+// hung serves a target that answers only once the test ends.
+func hung(t *testing.T) *httptest.Server {
+	release := make(chan struct{})
+	srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(release) }) // runs before the server's Close
+	return srv
+}
+
+func TestRoundTimesOutHungTarget(t *testing.T) {
+	slow := hung(t)
+	targets, err := NewStaticTargets([]string{slow.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The target never answers: the timeout fires however short it is.
+	s, err := New(Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, newTestStore(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.round(context.Background())
+	if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(slow.URL, reasonTimeout)); got != 1 {
+		t.Errorf("errors{reason=timeout} = %v, want 1", got)
+	}
+	if n := promtest.CollectAndCount(s.metrics.errors); n != 1 {
+		t.Errorf("%d error series, want 1", n)
+	}
+}
+
+// TestHungTargetHoldsUpNoOther checks that the other targets' samples reach
+// the store while one target's scrape hangs.
+func TestHungTargetHoldsUpNoOther(t *testing.T) {
+	good := serve(t, body(readTestdata(t, "agent.prom")))
+	slow := hung(t)
+	targets, err := NewStaticTargets([]string{slow.URL, good.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestStore(t)
+	s, err := New(generous(1<<20), targets, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.round(ctx); close(done) }()
+	testutil.Eventually(t, "the good target's samples in the store", func() bool { return st.Stats().Appended > 0 })
+	select {
+	case <-done:
+		t.Error("the round ended while a target still hung")
+	default:
+	}
+	cancel()
+	testutil.Eventually(t, "the round to end with its context", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if s.HasSynced() {
+		t.Error("a round cut short by its context counted as the first round")
 	}
 }
 
@@ -151,7 +220,9 @@ func TestBearerTokenOnlyOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Interval: 2 * time.Second, Timeout: time.Second, MaxBodyBytes: 1 << 20, CAFile: caFile, BearerTokenFile: tokenFile}, targets, newTestStore(t))
+	cfg := generous(1 << 20)
+	cfg.CAFile, cfg.BearerTokenFile = caFile, tokenFile
+	s, err := New(cfg, targets, newTestStore(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,7 +89,7 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 
 func (ts *testServer) get(t testing.TB, path string) (int, string) {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 5 * time.Second}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: testutil.DefaultTimeout}
 	resp, err := c.Get(ts.url + path)
 	if err != nil {
 		return 0, err.Error()
