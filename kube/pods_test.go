@@ -97,7 +97,7 @@ func run(t *testing.T, inf cache.SharedIndexInformer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { inf.RunWithContext(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); testutil.Receive(t, "the informer to stop", done) })
 	testutil.Eventually(t, "the informer's first list", inf.HasSynced)
 }
 

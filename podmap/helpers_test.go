@@ -63,7 +63,7 @@ func startRefresher(t testing.TB, o Options, setup ...func(*Refresher)) *Refresh
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		testutil.Receive(t, "Run to return", done)
 	})
 	return r
 }

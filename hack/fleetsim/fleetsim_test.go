@@ -407,7 +407,7 @@ func TestServe(t *testing.T) {
 	go func() { done <- serve(ctx, o) }()
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := testutil.Receive(t, "serve to return", done); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()

@@ -174,14 +174,7 @@ func TestHungTargetHoldsUpNoOther(t *testing.T) {
 	default:
 	}
 	cancel()
-	testutil.Eventually(t, "the round to end with its context", func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	testutil.Receive(t, "the round to end with its context", done)
 	if s.HasSynced() {
 		t.Error("a round cut short by its context counted as the first round")
 	}
@@ -373,14 +366,7 @@ func TestRunStopsWithContext(t *testing.T) {
 		return st.Stats().Appended > 0 && s.HasSynced(), fmt.Sprintf("store %+v, synced %v", st.Stats(), s.HasSynced()), nil
 	})
 	cancel()
-	testutil.Eventually(t, "Run to return after its context's end", func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	testutil.Receive(t, "Run to return after its context's end", done)
 	if _, ok := st.PodValue(store.Utilization, "ml", "trainer-0", time.Now()); !ok {
 		t.Error("Run's rounds did not reach the store")
 	}

@@ -69,7 +69,7 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := testutil.Receive(t, "Run to return", done); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})

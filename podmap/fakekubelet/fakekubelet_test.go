@@ -192,16 +192,7 @@ func TestStopEndsDelayedCalls(t *testing.T) {
 	}()
 	testutil.Eventually(t, "the call to reach the server", func() bool { return s.ListCalls() > 0 })
 	s.Stop()
-	var err error
-	testutil.Eventually(t, "the call to end", func() bool {
-		select {
-		case err = <-errc:
-			return true
-		default:
-			return false
-		}
-	})
-	if status.Code(err) != codes.Unavailable {
+	if err := testutil.Receive(t, "the call to end", errc); status.Code(err) != codes.Unavailable {
 		t.Errorf("List in progress at Stop: %v, want Unavailable", err)
 	}
 }

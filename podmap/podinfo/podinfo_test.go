@@ -63,7 +63,7 @@ func TestInformer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { inf.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); testutil.Receive(t, "Run to return", done) }()
 
 	testutil.Eventually(t, "ml/train-0 in the index", func() bool { _, ok := inf.UID("ml", "train-0"); return ok })
 	if uid, _ := inf.UID("ml", "train-0"); uid != "uid-a" {
