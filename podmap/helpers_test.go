@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
@@ -66,6 +68,17 @@ func startRefresher(t testing.TB, o Options, setup ...func(*Refresher)) *Refresh
 		testutil.Receive(t, "Run to return", done)
 	})
 	return r
+}
+
+// isUp reports whether the refresher's last List call succeeded, as its
+// up gauge says.
+func isUp(r *Refresher) bool {
+	return promtest.ToFloat64(r.metrics.up) == 1
+}
+
+// up is isUp as a condition to wait for.
+func up(r *Refresher) func() bool {
+	return func() bool { return isUp(r) }
 }
 
 // waitListCalls waits until s received n more List calls than now. The

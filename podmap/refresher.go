@@ -51,7 +51,7 @@ type Options struct {
 }
 
 // Refresher keeps a Mapping refreshed from the kubelet's pod-resources API
-// over one long-lived gRPC connection. Current and Up never block. During an
+// over one long-lived gRPC connection. Current never blocks. During an
 // outage the last mapping obtained stays in use.
 type Refresher struct {
 	opts      Options
@@ -62,7 +62,6 @@ type Refresher struct {
 	metrics   *refresherMetrics
 
 	current atomic.Pointer[Mapping]
-	up      atomic.Bool
 	running atomic.Bool
 
 	// Owned by the Run goroutine.
@@ -159,11 +158,6 @@ func (r *Refresher) Current() *Mapping {
 	return r.current.Load()
 }
 
-// Up reports whether the last List call succeeded.
-func (r *Refresher) Up() bool {
-	return r.up.Load()
-}
-
 // Run refreshes the mapping at once and then every Options.Interval (from
 // the start of the last refresh) until ctx ends, then closes the
 // connection. Call it once.
@@ -246,7 +240,6 @@ func (r *Refresher) countError(method string, err error) {
 
 // setDown records a failed List; it logs once per outage.
 func (r *Refresher) setDown(err error) {
-	r.up.Store(false)
 	r.metrics.up.Set(0)
 	if r.inOutage {
 		klog.V(4).InfoS("Kubelet pod-resources API still unavailable", "socket", r.socket, "err", err)
@@ -267,7 +260,6 @@ func (r *Refresher) setDown(err error) {
 // setUp records a successful List; it logs the first success and the end
 // of each outage.
 func (r *Refresher) setUp(pods int, m *Mapping) {
-	r.up.Store(true)
 	r.metrics.up.Set(1)
 	switch {
 	case !r.everUp:

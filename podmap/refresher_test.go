@@ -30,7 +30,7 @@ func TestRefresherScenarios(t *testing.T) {
 			fake := startFake(t, path)
 			fake.SetPods(sc.pods)
 			r := startRefresher(t, Options{Socket: path, ExtraResourceNames: sc.extra})
-			testutil.Eventually(t, "the first refresh", r.Up)
+			testutil.Eventually(t, "the first refresh", up(r))
 			waitRefreshDone(t, fake)
 
 			checkMapping(t, r.Current(), sc)
@@ -56,8 +56,8 @@ func TestRefresherSocketAppearsLater(t *testing.T) {
 	var seen transitions
 	r := startRefresher(t, Options{Socket: path}, func(r *Refresher) { r.onTransition = seen.add })
 	testutil.Eventually(t, "a failed List", func() bool { return listErrors(r, codes.Unavailable) >= 2 })
-	if r.Up() || promtest.ToFloat64(r.metrics.up) != 0 {
-		t.Errorf("Up() = %v, up metric = %v with no socket; want false, 0", r.Up(), promtest.ToFloat64(r.metrics.up))
+	if isUp(r) {
+		t.Error("up with no socket")
 	}
 	if got := r.Current().Owners(keyA); got != nil {
 		t.Errorf("Owners before any answer = %+v, want nil", got)
@@ -68,8 +68,8 @@ func TestRefresherSocketAppearsLater(t *testing.T) {
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "late", "c", resGPU, uuidA)})
 	want := []Owner{owner("ns", "late", "c", resGPU, "")}
 	testutil.Eventually(t, "the kubelet's answer", func() bool { return slices.Equal(r.Current().Owners(keyA), want) })
-	if !r.Up() {
-		t.Error("Up() = false after the kubelet answered")
+	if !isUp(r) {
+		t.Error("not up after the kubelet answered")
 	}
 	if got, want := seen.all(), []transition{outageBegan, connected}; !slices.Equal(got, want) {
 		t.Errorf("transitions %v, want %v", got, want)
@@ -84,10 +84,10 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 		fakekubelet.GPUPod("ns", "ends", "c", resGPU, uuidB),
 	})
 	r := startRefresher(t, Options{Socket: path})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 
 	fake.Stop()
-	testutil.Eventually(t, "the outage to be noticed", func() bool { return !r.Up() })
+	testutil.Eventually(t, "the outage to be noticed", func() bool { return !isUp(r) })
 	// No refresh publishes a mapping from the first failed one on; two
 	// more failures mean the refreshes before them have returned.
 	during := r.Current()
@@ -117,8 +117,8 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 		return len(got) == 1 && got[0].Pod == "new"
 	})
 	waitRefreshDone(t, fake)
-	if !r.Up() || promtest.ToFloat64(r.metrics.up) != 1 {
-		t.Errorf("after recovery Up() = %v, up metric = %v; want true, 1", r.Up(), promtest.ToFloat64(r.metrics.up))
+	if !isUp(r) {
+		t.Error("not up after recovery")
 	}
 	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "stays", "c", resGPU, "")}) {
 		t.Errorf("after recovery Owners(A) = %+v", got)
@@ -135,8 +135,8 @@ func TestRefresherDropsEndedPods(t *testing.T) {
 	fake.SetPods(nil)
 	testutil.Eventually(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
 	waitRefreshDone(t, fake)
-	if !r.Up() {
-		t.Error("Up() = false after a successful refresh")
+	if !isUp(r) {
+		t.Error("not up after a successful refresh")
 	}
 	if got := promtest.ToFloat64(r.metrics.mappedDevices); got != 0 {
 		t.Errorf("mapped devices = %v, want 0", got)
@@ -148,7 +148,7 @@ func TestRefresherHungKubelet(t *testing.T) {
 	fake := startFake(t, path)
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
 	r := startRefresher(t, Options{Socket: path, Timeout: 100 * time.Millisecond})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	want := r.Current().Owners(keyA)
 
 	// Calls may already have timed out under load. From now on at most the
@@ -157,8 +157,8 @@ func TestRefresherHungKubelet(t *testing.T) {
 	fake.SetDelay(time.Hour)
 	timedOut := listErrors(r, codes.DeadlineExceeded)
 	testutil.Eventually(t, "two timed-out Lists", func() bool { return listErrors(r, codes.DeadlineExceeded) >= timedOut+2 })
-	if r.Up() {
-		t.Error("Up() = true while every call times out")
+	if isUp(r) {
+		t.Error("up while every call times out")
 	}
 	// Current reads an atomic pointer: it answers while a call hangs.
 	if got := r.Current().Owners(keyA); !slices.Equal(got, want) {
@@ -166,7 +166,7 @@ func TestRefresherHungKubelet(t *testing.T) {
 	}
 
 	fake.SetDelay(0)
-	testutil.Eventually(t, "recovery", r.Up)
+	testutil.Eventually(t, "recovery", up(r))
 }
 
 func TestRefresherErrorCodes(t *testing.T) {
@@ -187,11 +187,11 @@ func TestRefresherErrorCodes(t *testing.T) {
 			fake.SetError(tt.err)
 			r := startRefresher(t, Options{Socket: path})
 			testutil.Eventually(t, "a failed List", func() bool { return listErrors(r, tt.code) >= 1 })
-			if r.Up() || r.Current().Owners(keyA) != nil {
-				t.Errorf("Up() = %v, Owners = %+v with a failing kubelet; want false, nil", r.Up(), r.Current().Owners(keyA))
+			if isUp(r) || r.Current().Owners(keyA) != nil {
+				t.Errorf("up = %v, Owners = %+v with a failing kubelet; want false, nil", isUp(r), r.Current().Owners(keyA))
 			}
 			fake.SetError(nil)
-			testutil.Eventually(t, "recovery", r.Up)
+			testutil.Eventually(t, "recovery", up(r))
 			if r.Current().Owners(keyA) == nil {
 				t.Error("no owners after recovery")
 			}
@@ -205,7 +205,7 @@ func TestRefresherUnknownIDsCountedOnce(t *testing.T) {
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "good", "c", resGPU, uuidA)})
 	fake.SetGarbage([]string{"", "GPU-", "nvidia0/gi/vgpu", "GPU-\u00e9", "GPU-zz::1", "GPU-zz::1", uuidB})
 	r := startRefresher(t, Options{Socket: path})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	waitListCalls(t, fake, 3)
 
 	if got := promtest.ToFloat64(r.metrics.unknownIDs); got != 5 {
@@ -270,7 +270,7 @@ func TestRefresherAllocatableUnimplemented(t *testing.T) {
 	fake := startFake(t, path)
 	fake.SetAllocatableUnimplemented(true)
 	r := startRefresher(t, Options{Socket: path})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	waitListCalls(t, fake, 3)
 	if got := fake.AllocatableCalls(); got != 1 {
 		t.Errorf("GetAllocatableResources called %d times, want once", got)
@@ -292,7 +292,7 @@ func TestRefresherMetricsRegistered(t *testing.T) {
 	r := startRefresher(t, Options{Socket: path, Registerer: reg})
 	testutil.Eventually(t, "the allocatable count", func() bool { return promtest.CollectAndCount(r.metrics.allocatable) == 1 })
 	fake.SetError(status.Error(codes.Unavailable, "down"))
-	testutil.Eventually(t, "a failed refresh", func() bool { return !r.Up() })
+	testutil.Eventually(t, "a failed refresh", func() bool { return !isUp(r) })
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -350,18 +350,18 @@ func TestNewRefresherRelativeSocket(t *testing.T) {
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
 	t.Chdir(filepath.Dir(fake.Path()))
 	r := startRefresher(t, Options{Socket: "kubelet.sock"})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 }
 
 func TestRefresherRunTwice(t *testing.T) {
 	path := socketPath(t)
 	startFake(t, path)
 	r := startRefresher(t, Options{Socket: path})
-	testutil.Eventually(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r.Run(ctx) // returns at once: the first Run owns the connection
-	if !r.Up() {
+	if !isUp(r) {
 		t.Error("a second Run disturbed the first")
 	}
 }
