@@ -8,6 +8,8 @@ import (
 	"time"
 
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 func benchUUID(gpu int) string {
@@ -76,15 +78,15 @@ func BenchmarkRefresh(b *testing.B) {
 	b.Cleanup(func() { _ = r.conn.Close() })
 	ctx := context.Background()
 	r.refresh(ctx)
-	if !r.Up() {
+	if !isUp(r) {
 		b.Fatal("the first refresh failed")
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		r.refresh(ctx)
 	}
-	if !r.Up() || r.Current().Devices() != 8 {
-		b.Fatalf("Up() = %v, Devices() = %d after the loop", r.Up(), r.Current().Devices())
+	if !isUp(r) || r.Current().Devices() != 8 {
+		b.Fatalf("up = %v, Devices() = %d after the loop", isUp(r), r.Current().Devices())
 	}
 }
 
@@ -95,7 +97,7 @@ func BenchmarkCurrentWhileKubeletHangs(b *testing.B) {
 	fake := startFake(b, path)
 	fake.SetPods(benchPods(110, 8))
 	r := startRefresher(b, Options{Socket: path, Interval: 10 * time.Millisecond, Timeout: 10 * time.Second})
-	waitFor(b, "the first refresh", r.Up)
+	testutil.Eventually(b, "the first refresh", up(r))
 	fake.SetDelay(5 * time.Second)
 	waitListCalls(b, fake, 1) // a call is now hanging
 	keys := benchKeys(8)

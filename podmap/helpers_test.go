@@ -1,23 +1,19 @@
 package podmap
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/textlogger"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
-
-// waitTimeout only keeps a broken test from hanging; no test asserts how
-// fast anything happens.
-const waitTimeout = 20 * time.Second
 
 // socketPath returns a socket path in a fresh directory short enough for
 // the 108-byte limit of unix socket paths.
@@ -41,19 +37,25 @@ func startFake(t testing.TB, path string) *fakekubelet.Server {
 	return s
 }
 
-// startRefresher runs a Refresher until the test ends. A zero Interval or
-// Timeout gets a short test default.
-func startRefresher(t testing.TB, o Options) *Refresher {
+// startRefresher runs a Refresher until the test ends. A zero Interval gets
+// a short test default; a zero Timeout gets testutil.DefaultTimeout, so
+// that a call to a live fake never times out however loaded the machine
+// (a spurious timeout is an outage). Each setup function sees the
+// Refresher before Run starts.
+func startRefresher(t testing.TB, o Options, setup ...func(*Refresher)) *Refresher {
 	t.Helper()
 	if o.Interval == 0 {
 		o.Interval = 20 * time.Millisecond
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = testutil.DefaultTimeout
 	}
 	r, err := NewRefresher(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -63,21 +65,20 @@ func startRefresher(t testing.TB, o Options) *Refresher {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		testutil.Receive(t, "Run to return", done)
 	})
 	return r
 }
 
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// isUp reports whether the refresher's last List call succeeded, as its
+// up gauge says.
+func isUp(r *Refresher) bool {
+	return promtest.ToFloat64(r.metrics.up) == 1
+}
+
+// up is isUp as a condition to wait for.
+func up(r *Refresher) func() bool {
+	return func() bool { return isUp(r) }
 }
 
 // waitListCalls waits until s received n more List calls than now. The
@@ -86,33 +87,44 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func waitListCalls(t testing.TB, s *fakekubelet.Server, n int) {
 	t.Helper()
 	target := s.ListCalls() + n
-	waitFor(t, "more List calls", func() bool { return s.ListCalls() >= target })
+	testutil.Eventually(t, "more List calls", func() bool { return s.ListCalls() >= target })
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// captureKlog sends klog's output to the returned buffer until the test
-// ends. Tests using it must not run in parallel.
-func captureKlog(t *testing.T) *syncBuffer {
+// waitRefreshDone waits until the refresh that produced what the test last
+// observed (a mapping, Up) has returned, with all its effects (metrics, the
+// allocatable count): a refresh publishes them one after the other, and
+// the next refresh's List call comes only after it returned.
+func waitRefreshDone(t testing.TB, s *fakekubelet.Server) {
 	t.Helper()
-	buf := &syncBuffer{}
-	klog.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(buf))))
-	t.Cleanup(klog.ClearLogger)
-	return buf
+	waitListCalls(t, s, 1)
+}
+
+// transitions records what a Refresher reports through onTransition.
+type transitions struct {
+	mu   sync.Mutex
+	seen []transition
+}
+
+func (ts *transitions) add(t transition) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.seen = append(ts.seen, t)
+}
+
+// all returns the transitions seen so far, in order.
+func (ts *transitions) all() []transition {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return slices.Clone(ts.seen)
+}
+
+// count returns how many times t was seen.
+func (ts *transitions) count(t transition) int {
+	n := 0
+	for _, s := range ts.all() {
+		if s == t {
+			n++
+		}
+	}
+	return n
 }

@@ -3,9 +3,9 @@
 // answer in an immutable Mapping refreshed in the background, so that no
 // scrape ever waits on the kubelet.
 //
-// Refresher is the Source the agent uses; NewMapping builds a Mapping from a
-// List answer directly; ParseDeviceID knows the device-ID forms device
-// plugins hand out. The fakekubelet subpackage serves scripted answers on a
+// Refresher keeps the current Mapping for the agent; NewMapping builds a
+// Mapping from a List answer directly; ParseDeviceID knows the device-ID
+// forms device plugins hand out. The fakekubelet subpackage serves scripted answers on a
 // real socket for tests.
 package podmap
 
@@ -42,13 +42,4 @@ type Lookup interface {
 	// namespace, pod, container and replica; nil when the device is idle
 	// or no mapping was ever obtained. The slice must not be modified.
 	Owners(k DeviceKey) []Owner
-}
-
-// Source hands out the latest mapping. Current never blocks on the kubelet.
-type Source interface {
-	// Current returns the latest immutable mapping; never nil (an empty
-	// mapping before the first successful refresh).
-	Current() *Mapping
-	// Up reports whether the last refresh succeeded.
-	Up() bool
 }

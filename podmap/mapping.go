@@ -2,6 +2,7 @@ package podmap
 
 import (
 	"cmp"
+	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -58,33 +59,21 @@ func buildMapping(pods []*podresourcesv1.PodResources, resources resourceSet) *M
 	unknown := make(map[string]struct{})
 	for _, pod := range pods {
 		for _, c := range pod.GetContainers() {
-			incomplete := false
-			for _, dev := range c.GetDevices() {
-				if !resources.has(dev.GetResourceName()) || len(dev.GetDeviceIds()) == 0 {
-					continue
+			if pod.GetNamespace() == "" || pod.GetName() == "" || c.GetName() == "" {
+				if holdsGPUs(c.GetDevices(), resources) {
+					m.skipped++
 				}
-				if pod.GetNamespace() == "" || pod.GetName() == "" || c.GetName() == "" {
-					incomplete = true
-					continue
-				}
-				for _, raw := range dev.GetDeviceIds() {
-					d, err := ParseDeviceID(raw)
-					if err != nil {
-						unknown[raw] = struct{}{}
-						continue
-					}
-					id := identityOf(d)
-					m.owners[id] = append(m.owners[id], Owner{
-						Namespace: pod.GetNamespace(),
-						Pod:       pod.GetName(),
-						Container: c.GetName(),
-						Resource:  dev.GetResourceName(),
-						Replica:   d.Replica,
-					})
-				}
+				continue
 			}
-			if incomplete {
-				m.skipped++
+			for resource, d := range gpuDevices(c.GetDevices(), resources, unknown) {
+				id := identityOf(d)
+				m.owners[id] = append(m.owners[id], Owner{
+					Namespace: pod.GetNamespace(),
+					Pod:       pod.GetName(),
+					Container: c.GetName(),
+					Resource:  resource,
+					Replica:   d.Replica,
+				})
 			}
 		}
 	}
@@ -94,6 +83,36 @@ func buildMapping(pods []*podresourcesv1.PodResources, resources resourceSet) *M
 	}
 	m.unknown = slices.Sorted(maps.Keys(unknown))
 	return m
+}
+
+// gpuDevices yields each device ID of devs allocated under a GPU resource
+// name, parsed, with that resource name; an ID in no known form is added to
+// unknown instead.
+func gpuDevices(devs []*podresourcesv1.ContainerDevices, resources resourceSet, unknown map[string]struct{}) iter.Seq2[string, DeviceID] {
+	return func(yield func(string, DeviceID) bool) {
+		for _, dev := range devs {
+			if !resources.has(dev.GetResourceName()) {
+				continue
+			}
+			for _, raw := range dev.GetDeviceIds() {
+				d, err := ParseDeviceID(raw)
+				if err != nil {
+					unknown[raw] = struct{}{}
+					continue
+				}
+				if !yield(dev.GetResourceName(), d) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// holdsGPUs reports whether devs has a device ID under a GPU resource name.
+func holdsGPUs(devs []*podresourcesv1.ContainerDevices, resources resourceSet) bool {
+	return slices.ContainsFunc(devs, func(dev *podresourcesv1.ContainerDevices) bool {
+		return resources.has(dev.GetResourceName()) && len(dev.GetDeviceIds()) > 0
+	})
 }
 
 // Owners returns the containers holding the device named by k, matching
@@ -173,18 +192,8 @@ func (m *Mapping) Skipped() int {
 func countDevices(devs []*podresourcesv1.ContainerDevices, resources resourceSet) (int, []string) {
 	seen := make(map[deviceIdentity]struct{})
 	unknown := make(map[string]struct{})
-	for _, dev := range devs {
-		if !resources.has(dev.GetResourceName()) {
-			continue
-		}
-		for _, raw := range dev.GetDeviceIds() {
-			d, err := ParseDeviceID(raw)
-			if err != nil {
-				unknown[raw] = struct{}{}
-				continue
-			}
-			seen[identityOf(d)] = struct{}{}
-		}
+	for _, d := range gpuDevices(devs, resources, unknown) {
+		seen[identityOf(d)] = struct{}{}
 	}
 	return len(seen), slices.Sorted(maps.Keys(unknown))
 }

@@ -14,17 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
-)
-
-// Defaults of the agent's pod-resources flags. The kubelet does not export
-// its socket path; this is where every kubelet puts it unless its root
-// directory was moved.
-const (
-	DefaultSocket   = "/var/lib/kubelet/pod-resources/kubelet.sock"
-	DefaultInterval = 2 * time.Second
-	DefaultTimeout  = time.Second
 )
 
 const (
@@ -59,8 +51,8 @@ type Options struct {
 }
 
 // Refresher keeps a Mapping refreshed from the kubelet's pod-resources API
-// over one long-lived gRPC connection. It is a Source: Current and Up never
-// block. During an outage the last mapping obtained stays in use.
+// over one long-lived gRPC connection. Current never blocks. During an
+// outage the last mapping obtained stays in use.
 type Refresher struct {
 	opts      Options
 	socket    string
@@ -70,7 +62,6 @@ type Refresher struct {
 	metrics   *refresherMetrics
 
 	current atomic.Pointer[Mapping]
-	up      atomic.Bool
 	running atomic.Bool
 
 	// Owned by the Run goroutine.
@@ -81,9 +72,30 @@ type Refresher struct {
 	lastSkipped           int
 	seenUnknown           map[string]struct{}
 	unknownOverflowLogged bool
+
+	// onTransition, when set before Run (tests), sees each change of the
+	// kubelet's availability as it is logged, on the Run goroutine.
+	onTransition func(transition)
 }
 
-var _ Source = (*Refresher)(nil)
+// transition is a change of the kubelet's availability; each is logged
+// once.
+type transition int
+
+const (
+	// connected: the first successful List.
+	connected transition = iota
+	// outageBegan: a List failed after a success, or before any.
+	outageBegan
+	// outageEnded: a List succeeded after an outage.
+	outageEnded
+)
+
+func (r *Refresher) transitioned(t transition) {
+	if r.onTransition != nil {
+		r.onTransition(t)
+	}
+}
 
 // NewRefresher validates o, prepares the connection (it does not dial: a
 // missing socket is not an error) and registers the self-metrics. Call Run
@@ -146,13 +158,9 @@ func (r *Refresher) Current() *Mapping {
 	return r.current.Load()
 }
 
-// Up reports whether the last List call succeeded.
-func (r *Refresher) Up() bool {
-	return r.up.Load()
-}
-
-// Run refreshes the mapping at once and then every Options.Interval until
-// ctx ends, then closes the connection. Call it once.
+// Run refreshes the mapping at once and then every Options.Interval (from
+// the start of the last refresh) until ctx ends, then closes the
+// connection. Call it once.
 func (r *Refresher) Run(ctx context.Context) {
 	if r.running.Swap(true) {
 		klog.ErrorS(nil, "Pod-resources refresher already ran; ignoring a second Run", "socket", r.socket)
@@ -163,16 +171,7 @@ func (r *Refresher) Run(ctx context.Context) {
 			klog.ErrorS(err, "Closing the pod-resources connection", "socket", r.socket)
 		}
 	}()
-	t := time.NewTicker(r.opts.Interval)
-	defer t.Stop()
-	for {
-		r.refresh(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, r.refresh, r.opts.Interval)
 }
 
 // refresh lists the pods, publishes the new mapping and updates the
@@ -241,7 +240,6 @@ func (r *Refresher) countError(method string, err error) {
 
 // setDown records a failed List; it logs once per outage.
 func (r *Refresher) setDown(err error) {
-	r.up.Store(false)
 	r.metrics.up.Set(0)
 	if r.inOutage {
 		klog.V(4).InfoS("Kubelet pod-resources API still unavailable", "socket", r.socket, "err", err)
@@ -249,6 +247,7 @@ func (r *Refresher) setDown(err error) {
 	}
 	r.inOutage = true
 	r.outageStart = time.Now()
+	r.transitioned(outageBegan)
 	if r.everUp {
 		klog.ErrorS(err, "Kubelet pod-resources API unavailable; keeping the last known pod mapping until it answers",
 			"socket", r.socket, "mappedDevices", r.Current().Devices())
@@ -261,12 +260,13 @@ func (r *Refresher) setDown(err error) {
 // setUp records a successful List; it logs the first success and the end
 // of each outage.
 func (r *Refresher) setUp(pods int, m *Mapping) {
-	r.up.Store(true)
 	r.metrics.up.Set(1)
 	switch {
 	case !r.everUp:
+		r.transitioned(connected)
 		klog.InfoS("Kubelet pod-resources API connected", "socket", r.socket, "pods", pods, "mappedDevices", m.Devices())
 	case r.inOutage:
+		r.transitioned(outageEnded)
 		klog.InfoS("Kubelet pod-resources API available again", "socket", r.socket,
 			"outage", time.Since(r.outageStart).Round(time.Millisecond), "pods", pods, "mappedDevices", m.Devices())
 	}

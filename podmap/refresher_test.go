@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
 func listErrors(r *Refresher, code codes.Code) float64 {
-	return testutil.ToFloat64(r.metrics.errors.WithLabelValues("List", code.String()))
+	return promtest.ToFloat64(r.metrics.errors.WithLabelValues("List", code.String()))
 }
 
 func TestRefresherScenarios(t *testing.T) {
@@ -29,7 +30,8 @@ func TestRefresherScenarios(t *testing.T) {
 			fake := startFake(t, path)
 			fake.SetPods(sc.pods)
 			r := startRefresher(t, Options{Socket: path, ExtraResourceNames: sc.extra})
-			waitFor(t, "the first refresh", r.Up)
+			testutil.Eventually(t, "the first refresh", up(r))
+			waitRefreshDone(t, fake)
 
 			checkMapping(t, r.Current(), sc)
 			for name, tc := range map[string]struct {
@@ -41,7 +43,7 @@ func TestRefresherScenarios(t *testing.T) {
 				"unknown IDs":    {r.metrics.unknownIDs, len(sc.unknown)},
 				"skipped":        {r.metrics.skipped, sc.skipped},
 			} {
-				if got := testutil.ToFloat64(tc.c); got != float64(tc.want) {
+				if got := promtest.ToFloat64(tc.c); got != float64(tc.want) {
 					t.Errorf("%s metric = %v, want %d", name, got, tc.want)
 				}
 			}
@@ -51,21 +53,26 @@ func TestRefresherScenarios(t *testing.T) {
 
 func TestRefresherSocketAppearsLater(t *testing.T) {
 	path := socketPath(t)
-	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "a failed List", func() bool { return listErrors(r, codes.Unavailable) >= 2 })
-	if r.Up() || testutil.ToFloat64(r.metrics.up) != 0 {
-		t.Errorf("Up() = %v, up metric = %v with no socket; want false, 0", r.Up(), testutil.ToFloat64(r.metrics.up))
+	var seen transitions
+	r := startRefresher(t, Options{Socket: path}, func(r *Refresher) { r.onTransition = seen.add })
+	testutil.Eventually(t, "a failed List", func() bool { return listErrors(r, codes.Unavailable) >= 2 })
+	if isUp(r) {
+		t.Error("up with no socket")
 	}
 	if got := r.Current().Owners(keyA); got != nil {
 		t.Errorf("Owners before any answer = %+v, want nil", got)
 	}
 
+	// The kubelet may answer once before it is given the pod.
 	fake := startFake(t, path)
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "late", "c", resGPU, uuidA)})
-	waitFor(t, "the kubelet to be found", r.Up)
 	want := []Owner{owner("ns", "late", "c", resGPU, "")}
-	if got := r.Current().Owners(keyA); !slices.Equal(got, want) {
-		t.Errorf("Owners = %+v, want %+v", got, want)
+	testutil.Eventually(t, "the kubelet's answer", func() bool { return slices.Equal(r.Current().Owners(keyA), want) })
+	if !isUp(r) {
+		t.Error("not up after the kubelet answered")
+	}
+	if got, want := seen.all(), []transition{outageBegan, connected}; !slices.Equal(got, want) {
+		t.Errorf("transitions %v, want %v", got, want)
 	}
 }
 
@@ -77,22 +84,25 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 		fakekubelet.GPUPod("ns", "ends", "c", resGPU, uuidB),
 	})
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the first refresh", r.Up)
-	before := r.Current()
+	testutil.Eventually(t, "the first refresh", up(r))
 
 	fake.Stop()
-	waitFor(t, "the outage to be noticed", func() bool { return !r.Up() })
-	waitFor(t, "more failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= 3 })
-	if got := r.Current(); got != before {
+	testutil.Eventually(t, "the outage to be noticed", func() bool { return !isUp(r) })
+	// No refresh publishes a mapping from the first failed one on; two
+	// more failures mean the refreshes before them have returned.
+	during := r.Current()
+	failed := listErrors(r, codes.Unavailable)
+	testutil.Eventually(t, "more failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= failed+2 })
+	if got := r.Current(); got != during {
 		t.Errorf("the mapping changed during the outage")
 	}
 	if got := r.Current().Owners(keyB); !slices.Equal(got, []Owner{owner("ns", "ends", "c", resGPU, "")}) {
 		t.Errorf("during the outage Owners(B) = %+v, want the last known owner", got)
 	}
-	if got := testutil.ToFloat64(r.metrics.up); got != 0 {
+	if got := promtest.ToFloat64(r.metrics.up); got != 0 {
 		t.Errorf("up metric during the outage = %v, want 0", got)
 	}
-	if got := testutil.ToFloat64(r.metrics.mappedDevices); got != 2 {
+	if got := promtest.ToFloat64(r.metrics.mappedDevices); got != 2 {
 		t.Errorf("mapped devices during the outage = %v, want 2 (the mapping in use)", got)
 	}
 
@@ -102,12 +112,13 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 		fakekubelet.GPUPod("ns", "stays", "c", resGPU, uuidA),
 		fakekubelet.GPUPod("ns", "new", "c", resGPU, uuidB),
 	})
-	waitFor(t, "the restarted kubelet's answer", func() bool {
+	testutil.Eventually(t, "the restarted kubelet's answer", func() bool {
 		got := r.Current().Owners(keyB)
 		return len(got) == 1 && got[0].Pod == "new"
 	})
-	if !r.Up() || testutil.ToFloat64(r.metrics.up) != 1 {
-		t.Errorf("after recovery Up() = %v, up metric = %v; want true, 1", r.Up(), testutil.ToFloat64(r.metrics.up))
+	waitRefreshDone(t, fake)
+	if !isUp(r) {
+		t.Error("not up after recovery")
 	}
 	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "stays", "c", resGPU, "")}) {
 		t.Errorf("after recovery Owners(A) = %+v", got)
@@ -119,14 +130,15 @@ func TestRefresherDropsEndedPods(t *testing.T) {
 	fake := startFake(t, path)
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "job", "c", resGPU, uuidA)})
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the pod to be mapped", func() bool { return r.Current().Owners(keyA) != nil })
+	testutil.Eventually(t, "the pod to be mapped", func() bool { return r.Current().Owners(keyA) != nil })
 
 	fake.SetPods(nil)
-	waitFor(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
-	if !r.Up() {
-		t.Error("Up() = false after a successful refresh")
+	testutil.Eventually(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
+	waitRefreshDone(t, fake)
+	if !isUp(r) {
+		t.Error("not up after a successful refresh")
 	}
-	if got := testutil.ToFloat64(r.metrics.mappedDevices); got != 0 {
+	if got := promtest.ToFloat64(r.metrics.mappedDevices); got != 0 {
 		t.Errorf("mapped devices = %v, want 0", got)
 	}
 }
@@ -136,13 +148,17 @@ func TestRefresherHungKubelet(t *testing.T) {
 	fake := startFake(t, path)
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
 	r := startRefresher(t, Options{Socket: path, Timeout: 100 * time.Millisecond})
-	waitFor(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	want := r.Current().Owners(keyA)
 
+	// Calls may already have timed out under load. From now on at most the
+	// call in flight answers; once two more time out, the refresh of the
+	// first of them has returned and none can succeed.
 	fake.SetDelay(time.Hour)
-	waitFor(t, "a timed-out List", func() bool { return listErrors(r, codes.DeadlineExceeded) >= 2 })
-	if r.Up() {
-		t.Error("Up() = true while every call times out")
+	timedOut := listErrors(r, codes.DeadlineExceeded)
+	testutil.Eventually(t, "two timed-out Lists", func() bool { return listErrors(r, codes.DeadlineExceeded) >= timedOut+2 })
+	if isUp(r) {
+		t.Error("up while every call times out")
 	}
 	// Current reads an atomic pointer: it answers while a call hangs.
 	if got := r.Current().Owners(keyA); !slices.Equal(got, want) {
@@ -150,7 +166,7 @@ func TestRefresherHungKubelet(t *testing.T) {
 	}
 
 	fake.SetDelay(0)
-	waitFor(t, "recovery", r.Up)
+	testutil.Eventually(t, "recovery", up(r))
 }
 
 func TestRefresherErrorCodes(t *testing.T) {
@@ -170,12 +186,12 @@ func TestRefresherErrorCodes(t *testing.T) {
 			fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
 			fake.SetError(tt.err)
 			r := startRefresher(t, Options{Socket: path})
-			waitFor(t, "a failed List", func() bool { return listErrors(r, tt.code) >= 1 })
-			if r.Up() || r.Current().Owners(keyA) != nil {
-				t.Errorf("Up() = %v, Owners = %+v with a failing kubelet; want false, nil", r.Up(), r.Current().Owners(keyA))
+			testutil.Eventually(t, "a failed List", func() bool { return listErrors(r, tt.code) >= 1 })
+			if isUp(r) || r.Current().Owners(keyA) != nil {
+				t.Errorf("up = %v, Owners = %+v with a failing kubelet; want false, nil", isUp(r), r.Current().Owners(keyA))
 			}
 			fake.SetError(nil)
-			waitFor(t, "recovery", r.Up)
+			testutil.Eventually(t, "recovery", up(r))
 			if r.Current().Owners(keyA) == nil {
 				t.Error("no owners after recovery")
 			}
@@ -189,10 +205,10 @@ func TestRefresherUnknownIDsCountedOnce(t *testing.T) {
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "good", "c", resGPU, uuidA)})
 	fake.SetGarbage([]string{"", "GPU-", "nvidia0/gi/vgpu", "GPU-\u00e9", "GPU-zz::1", "GPU-zz::1", uuidB})
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	waitListCalls(t, fake, 3)
 
-	if got := testutil.ToFloat64(r.metrics.unknownIDs); got != 5 {
+	if got := promtest.ToFloat64(r.metrics.unknownIDs); got != 5 {
 		t.Errorf("unknown IDs = %v after several refreshes, want 5 (each distinct ID once)", got)
 	}
 	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "good", "c", resGPU, "")}) {
@@ -205,31 +221,28 @@ func TestRefresherUnknownIDsCountedOnce(t *testing.T) {
 	}
 
 	fake.SetGarbage([]string{"GPU-zz::1", "card7"})
-	waitFor(t, "the new unknown ID", func() bool { return testutil.ToFloat64(r.metrics.unknownIDs) == 6 })
+	testutil.Eventually(t, "the new unknown ID", func() bool { return promtest.ToFloat64(r.metrics.unknownIDs) == 6 })
 }
 
-func TestRefresherLogsOncePerOutage(t *testing.T) {
-	logs := captureKlog(t)
+// TestRefresherReportsEachOutageOnce checks that each change of the
+// kubelet's availability is reported (and logged) once, however many
+// refreshes fail during an outage.
+func TestRefresherReportsEachOutageOnce(t *testing.T) {
 	path := socketPath(t)
 	fake := startFake(t, path)
-	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the first refresh", r.Up)
-	for range 2 {
+	var seen transitions
+	r := startRefresher(t, Options{Socket: path}, func(r *Refresher) { r.onTransition = seen.add })
+	testutil.Eventually(t, "the first refresh", func() bool { return seen.count(connected) == 1 })
+	for i := range 2 {
 		fake.Stop()
 		failed := listErrors(r, codes.Unavailable)
-		waitFor(t, "several failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= failed+3 })
+		testutil.Eventually(t, "several failed refreshes", func() bool { return listErrors(r, codes.Unavailable) >= failed+3 })
 		fake = startFake(t, path)
-		waitFor(t, "recovery", r.Up)
+		testutil.Eventually(t, "recovery", func() bool { return seen.count(outageEnded) == i+1 })
 	}
-	out := logs.String()
-	for msg, want := range map[string]int{
-		"Kubelet pod-resources API connected":                     1,
-		"Kubelet pod-resources API unavailable; keeping the last": 2,
-		"Kubelet pod-resources API available again":               2,
-	} {
-		if got := strings.Count(out, msg); got != want {
-			t.Errorf("logged %q %d times, want %d; log:\n%s", msg, got, want, out)
-		}
+	want := []transition{connected, outageBegan, outageEnded, outageBegan, outageEnded}
+	if got := seen.all(); !slices.Equal(got, want) {
+		t.Errorf("transitions %v, want %v", got, want)
 	}
 }
 
@@ -242,11 +255,12 @@ func TestRefresherAllocatable(t *testing.T) {
 		devices(resOther, "card0"),
 	})
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the allocatable count", func() bool { return testutil.CollectAndCount(r.metrics.allocatable) == 1 })
-	if got := testutil.ToFloat64(r.metrics.allocatable.WithLabelValues()); got != 3 {
+	testutil.Eventually(t, "the allocatable count", func() bool { return promtest.CollectAndCount(r.metrics.allocatable) == 1 })
+	waitRefreshDone(t, fake)
+	if got := promtest.ToFloat64(r.metrics.allocatable.WithLabelValues()); got != 3 {
 		t.Errorf("allocatable devices = %v, want 3", got)
 	}
-	if got := testutil.ToFloat64(r.metrics.unknownIDs); got != 1 {
+	if got := promtest.ToFloat64(r.metrics.unknownIDs); got != 1 {
 		t.Errorf("unknown IDs = %v, want 1 (bogus)", got)
 	}
 }
@@ -256,15 +270,15 @@ func TestRefresherAllocatableUnimplemented(t *testing.T) {
 	fake := startFake(t, path)
 	fake.SetAllocatableUnimplemented(true)
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	waitListCalls(t, fake, 3)
 	if got := fake.AllocatableCalls(); got != 1 {
 		t.Errorf("GetAllocatableResources called %d times, want once", got)
 	}
-	if got := testutil.CollectAndCount(r.metrics.allocatable); got != 0 {
+	if got := promtest.CollectAndCount(r.metrics.allocatable); got != 0 {
 		t.Errorf("allocatable gauge has %d series without an answer, want 0", got)
 	}
-	if got := testutil.ToFloat64(r.metrics.errors.WithLabelValues("GetAllocatableResources", "Unimplemented")); got != 1 {
+	if got := promtest.ToFloat64(r.metrics.errors.WithLabelValues("GetAllocatableResources", "Unimplemented")); got != 1 {
 		t.Errorf("Unimplemented errors = %v, want 1", got)
 	}
 }
@@ -276,9 +290,9 @@ func TestRefresherMetricsRegistered(t *testing.T) {
 	fake.SetGarbage([]string{"bogus"})
 	reg := prometheus.NewPedanticRegistry()
 	r := startRefresher(t, Options{Socket: path, Registerer: reg})
-	waitFor(t, "the allocatable count", func() bool { return testutil.CollectAndCount(r.metrics.allocatable) == 1 })
+	testutil.Eventually(t, "the allocatable count", func() bool { return promtest.CollectAndCount(r.metrics.allocatable) == 1 })
 	fake.SetError(status.Error(codes.Unavailable, "down"))
-	waitFor(t, "a failed refresh", func() bool { return !r.Up() })
+	testutil.Eventually(t, "a failed refresh", func() bool { return !isUp(r) })
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -336,18 +350,18 @@ func TestNewRefresherRelativeSocket(t *testing.T) {
 	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "p", "c", resGPU, uuidA)})
 	t.Chdir(filepath.Dir(fake.Path()))
 	r := startRefresher(t, Options{Socket: "kubelet.sock"})
-	waitFor(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 }
 
 func TestRefresherRunTwice(t *testing.T) {
 	path := socketPath(t)
 	startFake(t, path)
 	r := startRefresher(t, Options{Socket: path})
-	waitFor(t, "the first refresh", r.Up)
+	testutil.Eventually(t, "the first refresh", up(r))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r.Run(ctx) // returns at once: the first Run owns the connection
-	if !r.Up() {
+	if !isUp(r) {
 		t.Error("a second Run disturbed the first")
 	}
 }

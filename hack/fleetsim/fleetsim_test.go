@@ -23,6 +23,7 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
@@ -406,24 +407,22 @@ func TestServe(t *testing.T) {
 	go func() { done <- serve(ctx, o) }()
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := testutil.Receive(t, "serve to return", done); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()
+	var data []byte
+	testutil.WaitFor(t, testutil.DefaultTimeout, "the targets file", func(context.Context) (bool, string, error) {
+		var err error
+		data, err = os.ReadFile(targetsFile)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	})
 	var list targetList
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		data, err := os.ReadFile(targetsFile)
-		if err == nil {
-			if err := json.Unmarshal(data, &list); err != nil {
-				t.Fatalf("targets file: %v", err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no targets file after 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := json.Unmarshal(data, &list); err != nil {
+		t.Fatalf("targets file: %v", err)
 	}
 	if len(list.Nodes) != 3 {
 		t.Fatalf("%d targets, want 3", len(list.Nodes))

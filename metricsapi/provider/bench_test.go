@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/metadata/fake"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
 
@@ -72,9 +73,7 @@ func BenchmarkSelectorQuery(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go informed.Run(ctx)
-	for !informed.HasSynced() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(b, "the informer's first list", informed.HasSynced)
 	sel := labels.SelectorFromSet(labels.Set{"app": "gpu-app"})
 	for _, lister := range []struct {
 		name string

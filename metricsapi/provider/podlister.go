@@ -8,10 +8,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/kube"
 )
 
 // StaticPod is a pod known without a Kubernetes API (standalone mode).
@@ -49,8 +49,6 @@ func (l *StaticPodLister) ListPods(namespace string, selector labels.Selector) (
 // HasSynced is always true.
 func (l *StaticPodLister) HasSynced() bool { return true }
 
-var podsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
-
 // MetadataPodLister resolves selectors against a metadata-only informer of
 // every pod of the cluster (names and labels; the rest is dropped from the
 // cache), so that a query never calls the Kubernetes API.
@@ -61,28 +59,11 @@ type MetadataPodLister struct {
 
 // NewMetadataPodLister prepares the informer; Run starts it.
 func NewMetadataPodLister(client metadata.Interface) (*MetadataPodLister, error) {
-	gi := metadatainformer.NewFilteredMetadataInformer(client, podsGVR, metav1.NamespaceAll, 0,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil)
-	inf := gi.Informer()
-	if err := inf.SetTransform(trimMetadata); err != nil {
+	inf, err := kube.NewPodMetadataInformer(client, kube.PodSelection{KeepLabels: true})
+	if err != nil {
 		return nil, err
 	}
-	return &MetadataPodLister{informer: inf, lister: gi.Lister()}, nil
-}
-
-// trimMetadata keeps what selector resolution reads.
-func trimMetadata(obj any) (any, error) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return obj, nil
-	}
-	return &metav1.PartialObjectMetadata{
-		TypeMeta: m.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: m.Name, Namespace: m.Namespace, UID: m.UID,
-			ResourceVersion: m.ResourceVersion, Labels: m.Labels,
-		},
-	}, nil
+	return &MetadataPodLister{informer: inf, lister: cache.NewGenericLister(inf.GetIndexer(), kube.PodsResource.GroupResource())}, nil
 }
 
 // Run runs the informer until ctx is done.

@@ -65,14 +65,10 @@ var _ cmprovider.CustomMetricsProvider = (*Provider)(nil)
 // New returns a Provider of src's values, resolving selectors with pods.
 func New(src MetricsSource, pods PodLister) *Provider {
 	return &Provider{
-		src:  src,
-		pods: pods,
-		now:  time.Now,
-		query: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "gpu_metrics_server_query_duration_seconds",
-			Help:    "Time to answer a custom metrics query (selector resolution and aggregation), by metric and kind (name, selector).",
-			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
-		}, []string{"metric", "kind"}),
+		src:   src,
+		pods:  pods,
+		now:   time.Now,
+		query: newQueryDuration(),
 	}
 }
 
@@ -150,13 +146,3 @@ func metricValue(def metricDef, metric, namespace, name string, v store.Value, w
 		Value:           def.quantity(v.Value),
 	}
 }
-
-func (p *Provider) observe(metric, kind string, start time.Time) {
-	p.query.WithLabelValues(metric, kind).Observe(time.Since(start).Seconds())
-}
-
-// Describe implements prometheus.Collector.
-func (p *Provider) Describe(ch chan<- *prometheus.Desc) { p.query.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (p *Provider) Collect(ch chan<- prometheus.Metric) { p.query.Collect(ch) }

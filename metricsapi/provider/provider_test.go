@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/metadata/fake"
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
 
@@ -223,13 +224,7 @@ func TestMetadataPodLister(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go l.Run(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for !l.HasSynced() {
-		if time.Now().After(deadline) {
-			t.Fatal("informer did not sync")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the informer's first list", l.HasSynced)
 	tests := []struct {
 		ns, selector string
 		want         []string

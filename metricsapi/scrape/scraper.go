@@ -191,8 +191,9 @@ func (b *bearerOverTLS) RoundTrip(req *http.Request) (*http.Response, error) {
 // signal of the aggregator.
 func (s *Scraper) HasSynced() bool { return s.synced.Load() }
 
-// Run waits for the targets to sync, then scrapes a round every interval
-// until ctx is done.
+// Run waits for the targets to sync, then scrapes a round at once and then
+// one every interval (from the start of the last; at once if it took
+// longer) until ctx is done.
 func (s *Scraper) Run(ctx context.Context) {
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		return s.targets.HasSynced(), nil
@@ -200,16 +201,7 @@ func (s *Scraper) Run(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		s.round(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, s.round, s.cfg.Interval)
 }
 
 // round scrapes every target once, in parallel, each starting at its own

@@ -8,10 +8,10 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/kube"
 )
 
 // StaticTargets is a fixed list of targets.
@@ -91,34 +91,17 @@ func NewPodDiscovery(client kubernetes.Interface, cfg DiscoveryConfig) (*PodDisc
 	if cfg.Namespace == "" {
 		return nil, fmt.Errorf("%s discovery: empty namespace", cfg.Kind)
 	}
-	if _, err := labels.Parse(cfg.Selector); err != nil {
-		return nil, fmt.Errorf("%s discovery: selector: %w", cfg.Kind, err)
-	}
 	if cfg.Scheme != "http" && cfg.Scheme != "https" {
 		return nil, fmt.Errorf("%s discovery: scheme must be http or https, got %q", cfg.Kind, cfg.Scheme)
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("%s discovery: port %d out of range", cfg.Kind, cfg.Port)
 	}
-	lw := cache.NewFilteredListWatchFromClient(client.CoreV1().RESTClient(), "pods", cfg.Namespace,
-		func(o *metav1.ListOptions) { o.LabelSelector = cfg.Selector })
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
-	if err := inf.SetTransform(trimPod); err != nil {
-		return nil, err
+	inf, err := kube.NewPodInformer(client, kube.PodSelection{Namespace: cfg.Namespace, LabelSelector: cfg.Selector})
+	if err != nil {
+		return nil, fmt.Errorf("%s discovery: %w", cfg.Kind, err)
 	}
 	return &PodDiscovery{cfg: cfg, informer: inf}, nil
-}
-
-// trimPod keeps only what discovery reads, so that the cache stays small.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion},
-		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP},
-	}, nil
 }
 
 // Run runs the informer until ctx is done.

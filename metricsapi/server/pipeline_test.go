@@ -16,6 +16,7 @@ import (
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 	cmclient "k8s.io/metrics/pkg/client/custom_metrics"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
@@ -72,7 +73,7 @@ func TestScrapedAgentServed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go scraper.Run(ctx)
-	waitFor(t, "the first snapshot to reach the store", func() bool { return st.Stats().Appended > 0 })
+	testutil.Eventually(t, "the first snapshot to reach the store", func() bool { return st.Stats().Appended > 0 })
 	pods := provider.NewStaticPodLister([]provider.StaticPod{{Namespace: "ml", Name: "trainer-0", Labels: map[string]string{"app": "trainer"}}})
 	ts := startServer(t, Config{
 		Metrics: st, Pods: pods,
@@ -98,7 +99,7 @@ func TestScrapedAgentServed(t *testing.T) {
 		t.Errorf("after the first snapshot: %d m at %v over %d s; want 30 at the snapshot's %v over 0 s", v, at, w, first)
 	}
 	// Repeated scrapes of one snapshot store it once.
-	waitFor(t, "a repeated scrape of the snapshot", func() bool { return st.Stats().Duplicates > 0 })
+	testutil.Eventually(t, "a repeated scrape of the snapshot", func() bool { return st.Stats().Duplicates > 0 })
 	if n := st.Stats().Appended; n != 1 {
 		t.Errorf("one snapshot scraped several times stored %d samples, want 1", n)
 	}
@@ -106,7 +107,7 @@ func TestScrapedAgentServed(t *testing.T) {
 	// the new snapshot's time.
 	second := first.Add(2 * time.Second)
 	agent.set(50, second)
-	waitFor(t, "the second snapshot to reach the store", func() bool { return st.Stats().Appended > 1 })
+	testutil.Eventually(t, "the second snapshot to reach the store", func() bool { return st.Stats().Appended > 1 })
 	if v, at, w := query(); !at.Equal(second) || v != 40_000 || w != 2 {
 		t.Errorf("after the second snapshot: %d m at %v over %d s; want 40 at %v over 2 s", v, at, w, second)
 	}
@@ -115,19 +116,6 @@ func TestScrapedAgentServed(t *testing.T) {
 	}
 	if code, body := ts.get(t, "/metrics"); code != http.StatusOK || !containsAll(body, "gpu_metrics_server_scrape_duration_seconds{target=\""+srv.URL+"/metrics\"}") {
 		t.Errorf("/metrics (HTTP %d) lacks the scrape duration of the target", code)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 30 s: ample on
-// a loaded 2-core CI machine, and no timing is asserted.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 30 s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	cmclient "k8s.io/metrics/pkg/client/custom_metrics"
 	cmscheme "k8s.io/metrics/pkg/client/custom_metrics/scheme"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 )
@@ -68,7 +69,7 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := testutil.Receive(t, "Run to return", done); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
@@ -77,24 +78,18 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 		url:   "https://" + ln.Addr().String(),
 		ready: ready,
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// /livez answers once the server serves (readiness waits on the
-		// test's check).
-		if code, _ := ts.get(t, "/livez"); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not come up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// /livez answers once the server serves (readiness waits on the
+	// test's check).
+	testutil.Eventually(t, "the server to serve /livez", func() bool {
+		code, _ := ts.get(t, "/livez")
+		return code == http.StatusOK
+	})
 	return ts
 }
 
 func (ts *testServer) get(t testing.TB, path string) (int, string) {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 5 * time.Second}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: testutil.DefaultTimeout}
 	resp, err := c.Get(ts.url + path)
 	if err != nil {
 		return 0, err.Error()

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const uuid = "GPU-5fd4ea4f-4d22-6a01-5e3c-9d3b8c7e5e7f"
@@ -58,7 +60,7 @@ func list(client podresourcesv1.PodResourcesListerClient, timeout time.Duration)
 }
 
 func allocatable(client podresourcesv1.PodResourcesListerClient) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.DefaultTimeout)
 	defer cancel()
 	return client.GetAllocatableResources(ctx, &podresourcesv1.AllocatableResourcesRequest{})
 }
@@ -85,7 +87,7 @@ func TestAnswers(t *testing.T) {
 		GPUPod("ns", "b", "c", "nvidia.com/gpu", uuid+"::1"),
 		GPUPod(GarbageNamespace, GarbagePod, GarbageContainer, GarbageResource, "bogus", "GPU-"),
 	}
-	resp, err := list(client, 10*time.Second)
+	resp, err := list(client, testutil.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +108,7 @@ func TestAnswers(t *testing.T) {
 
 	s.SetGarbage(nil)
 	s.SetPods(nil)
-	if resp, err := list(client, 10*time.Second); err != nil || len(resp.GetPodResources()) != 0 {
+	if resp, err := list(client, testutil.DefaultTimeout); err != nil || len(resp.GetPodResources()) != 0 {
 		t.Errorf("List after clearing = %v, %v; want no pods", resp, err)
 	}
 	if got := s.ListCalls(); got != 2 {
@@ -142,7 +144,7 @@ func TestScriptedFailures(t *testing.T) {
 			s := start(t, path)
 			client := dial(t, path)
 			tt.script(s)
-			if _, err := list(client, 10*time.Second); status.Code(err) != tt.list {
+			if _, err := list(client, testutil.DefaultTimeout); status.Code(err) != tt.list {
 				t.Errorf("List: %v, want code %v", err, tt.list)
 			}
 			if _, err := allocatable(client); status.Code(err) != tt.alloc {
@@ -156,7 +158,7 @@ func TestGetIsUnimplemented(t *testing.T) {
 	path := socketPath(t)
 	start(t, path)
 	client := dial(t, path)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.DefaultTimeout)
 	defer cancel()
 	_, err := client.Get(ctx, &podresourcesv1.GetPodResourcesRequest{PodName: "a", PodNamespace: "ns"})
 	if status.Code(err) != codes.Unimplemented {
@@ -173,7 +175,7 @@ func TestDelayEndsWithCallerDeadline(t *testing.T) {
 		t.Errorf("List against a hung kubelet: %v, want DeadlineExceeded", err)
 	}
 	s.SetDelay(0)
-	if _, err := list(client, 10*time.Second); err != nil {
+	if _, err := list(client, testutil.DefaultTimeout); err != nil {
 		t.Errorf("List after the delay was lifted: %v", err)
 	}
 }
@@ -188,11 +190,9 @@ func TestStopEndsDelayedCalls(t *testing.T) {
 		_, err := list(client, time.Hour)
 		errc <- err
 	}()
-	for s.ListCalls() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the call to reach the server", func() bool { return s.ListCalls() > 0 })
 	s.Stop()
-	if err := <-errc; status.Code(err) != codes.Unavailable {
+	if err := testutil.Receive(t, "the call to end", errc); status.Code(err) != codes.Unavailable {
 		t.Errorf("List in progress at Stop: %v, want Unavailable", err)
 	}
 }
@@ -206,13 +206,13 @@ func TestStopAndRestart(t *testing.T) {
 		t.Fatalf("socket after Stop: %v, want it removed", err)
 	}
 	client := dial(t, path)
-	if _, err := list(client, 10*time.Second); status.Code(err) != codes.Unavailable {
+	if _, err := list(client, testutil.DefaultTimeout); status.Code(err) != codes.Unavailable {
 		t.Errorf("List with the server stopped: %v, want Unavailable", err)
 	}
 
 	s = start(t, path)
 	s.SetPods([]*podresourcesv1.PodResources{GPUPod("ns", "p", "c", "nvidia.com/gpu", uuid)})
-	if resp, err := list(dial(t, path), 10*time.Second); err != nil || len(resp.GetPodResources()) != 1 {
+	if resp, err := list(dial(t, path), testutil.DefaultTimeout); err != nil || len(resp.GetPodResources()) != 1 {
 		t.Errorf("List after restart = %v, %v; want one pod", resp, err)
 	}
 }
@@ -228,7 +228,7 @@ func TestStartReplacesStaleSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, path)
-	if _, err := list(dial(t, path), 10*time.Second); err != nil {
+	if _, err := list(dial(t, path), testutil.DefaultTimeout); err != nil {
 		t.Errorf("List after replacing a stale socket: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 func podMeta(namespace, name, uid string) *metav1.PartialObjectMetadata {
@@ -23,37 +24,6 @@ func podMeta(namespace, name, uid string) *metav1.PartialObjectMetadata {
 			Labels:      map[string]string{"app": "big"},
 			Annotations: map[string]string{"note": "dropped by the transform"},
 		},
-	}
-}
-
-func TestStatic(t *testing.T) {
-	s := Static{"ml/train-0": "uid-a"}
-	tests := []struct {
-		namespace, name string
-		want            string
-		wantOK          bool
-	}{
-		{"ml", "train-0", "uid-a", true},
-		{"ml", "train-1", "", false},
-		{"ml/train-0", "", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := s.UID(tt.namespace, tt.name)
-		if got != tt.want || ok != tt.wantOK {
-			t.Errorf("UID(%q, %q) = %q %v, want %q %v", tt.namespace, tt.name, got, ok, tt.want, tt.wantOK)
-		}
-	}
-}
-
-// waitFor polls cond; the deadline guards against hangs only.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -93,9 +63,9 @@ func TestInformer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { inf.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); testutil.Receive(t, "Run to return", done) }()
 
-	waitFor(t, "ml/train-0 in the index", func() bool { _, ok := inf.UID("ml", "train-0"); return ok })
+	testutil.Eventually(t, "ml/train-0 in the index", func() bool { _, ok := inf.UID("ml", "train-0"); return ok })
 	if uid, _ := inf.UID("ml", "train-0"); uid != "uid-a" {
 		t.Errorf("UID = %q, want uid-a", uid)
 	}
@@ -111,7 +81,7 @@ func TestInformer(t *testing.T) {
 	if err := client.Resource(podsGVR).Namespace("ml").Delete(ctx, "train-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "inf/a added and ml/train-0 gone", func() bool {
+	testutil.Eventually(t, "inf/a added and ml/train-0 gone", func() bool {
 		_, added := inf.UID("inf", "a")
 		_, stale := inf.UID("ml", "train-0")
 		return added && !stale
