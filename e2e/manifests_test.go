@@ -25,8 +25,9 @@ import (
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
 )
 
-// manifestsDir holds the chart rendered for `kubectl apply -f` (issue 6).
-var manifestsDir = filepath.Join("..", "deploy", "manifests")
+// manifestsDir, below the checkout's root, holds the chart rendered for
+// `kubectl apply -f` (issue 6).
+var manifestsDir = filepath.Join("deploy", "manifests")
 
 // rbacKinds are applied for real (not only dry-run) so that the
 // permissions they grant can be checked.
@@ -54,12 +55,17 @@ var readVerbs = sets.New("get", "list", "watch")
 // aggregator can read pods and what delegated authentication needs; no
 // service account can read secrets or write anything).
 func TestDeployManifests(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(manifestsDir, "*.yaml"))
+	root, err := framework.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, manifestsDir)
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no *.yaml in %s: the rendered manifests (make manifests) must be checked in", manifestsDir)
+		t.Fatalf("no *.yaml in %s: the rendered manifests (make manifests) must be checked in", dir)
 	}
 	served := servedGroupVersions(t)
 	for _, file := range files {
