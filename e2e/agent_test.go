@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestAgentAttributesFakedPods checks the harness's half of the contract
@@ -15,35 +18,35 @@ import (
 // the agent's /metrics with their pod, namespace and container labels,
 // and a simulated utilization step shows on the pod's series.
 func TestAgentAttributesFakedPods(t *testing.T) {
-	ns := newNamespace(t, "agent")
-	env := startAgents(t, ns, 3)
+	ns := cluster.NewNamespace(t, "agent")
+	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{3}, AgentsOnly: true})
 	const name, selector = "workers", "app=workers"
-	createDeployment(t, gpuDeployment(ns, name, 2))
-	pods := waitPods(t, ns, selector, 2)
-	env.setAllUtilization(0)
-	env.setPodUtilization(pods[1], 42)
+	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 2))
+	pods := cluster.WaitPods(t, ns, selector, 2)
+	env.SetAllUtilization(0)
+	env.SetPodUtilization(pods[1], 42)
 
-	node := env.nodes[0]
+	node := env.Nodes[0]
 	for i, pod := range pods {
-		gpu := env.gpuOf(pod)
+		gpu := env.GPUOf(pod)
 		want := 0.0
 		if i == 1 {
 			want = 42
 		}
-		waitFor(t, 30*time.Second, fmt.Sprintf("the agent to attribute GPU %d to %s at %v%%", gpu.index, pod, want), func(ctx context.Context) (bool, string, error) {
-			samples, err := scrapeSeries(ctx, node.url+"/metrics", gpuUtilSeries)
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("the agent to attribute GPU %d to %s at %v%%", gpu.Index, pod, want), func(ctx context.Context) (bool, string, error) {
+			samples, err := framework.ScrapeSeries(ctx, node.URL+"/metrics", framework.GPUUtilSeries)
 			if err != nil {
 				return false, err.Error(), nil
 			}
 			for _, s := range samples {
-				if s.labels["UUID"] != gpu.uuid {
+				if s.Labels["UUID"] != gpu.UUID {
 					continue
 				}
-				l := s.labels
-				ok := l["pod"] == pod && l["namespace"] == ns && l["container"] == workloadContainer && s.value == want
-				return ok, fmt.Sprintf("%v = %v", l, s.value), nil
+				l := s.Labels
+				ok := l["pod"] == pod && l["namespace"] == ns && l["container"] == framework.WorkloadContainer && s.Value == want
+				return ok, fmt.Sprintf("%v = %v", l, s.Value), nil
 			}
-			return false, "no series for " + gpu.uuid, nil
+			return false, "no series for " + gpu.UUID, nil
 		})
 	}
 }

@@ -13,6 +13,9 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestControlPlane proves the harness without the project's binary:
@@ -21,7 +24,7 @@ import (
 // evaluates a gpu_utilization HPA, reporting that no custom metrics API
 // answers (none is registered in this test).
 func TestControlPlane(t *testing.T) {
-	out, err := kubectl(t.Context(), nil, "version", "-o", "json")
+	out, err := cluster.Kubectl(t.Context(), nil, "version", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +41,7 @@ func TestControlPlane(t *testing.T) {
 	}
 	t.Logf("API server %s", version.ServerVersion.GitVersion)
 
-	ns := newNamespace(t, "smoke")
+	ns := cluster.NewNamespace(t, "smoke")
 	manifest := fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: smoke, namespace: %[1]s}
@@ -65,15 +68,15 @@ spec:
     pods:
       metric: {name: %[4]s}
       target: {type: Value, averageValue: "60"}
-`, ns, workloadContainer, gpuResource, metricName)
-	if _, err := kubectl(t.Context(), []byte(manifest), "apply", "-f", "-"); err != nil {
+`, ns, framework.WorkloadContainer, framework.GPUResource, framework.MetricName)
+	if _, err := cluster.Kubectl(t.Context(), []byte(manifest), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 
 	// No GPU nodes: the faker only runs the pods.
-	startPodFaker(t, cluster.client, ns, nil, nil)
-	waitFor(t, 60*time.Second, "2 Running pods", func(ctx context.Context) (bool, string, error) {
-		pods, err := cluster.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=smoke"})
+	framework.StartPodFaker(t, cluster.Client, ns, nil, nil)
+	testutil.WaitFor(t, 60*time.Second, "2 Running pods", func(ctx context.Context) (bool, string, error) {
+		pods, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=smoke"})
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -88,24 +91,24 @@ spec:
 		return running == 2 && len(pods.Items) == 2, strings.Join(phases, " "), nil
 	})
 
-	waitFor(t, 60*time.Second, "the HPA controller to report the missing custom metrics API", func(ctx context.Context) (bool, string, error) {
-		h, err := getHPA(ctx, ns, "smoke")
+	testutil.WaitFor(t, 60*time.Second, "the HPA controller to report the missing custom metrics API", func(ctx context.Context) (bool, string, error) {
+		h, err := cluster.GetHPA(ctx, ns, "smoke")
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		c := hpaCondition(h, autoscalingv2.ScalingActive)
-		return c != nil && c.Status == corev1.ConditionFalse && c.Reason == "FailedGetPodsMetric", describeHPA(h), nil
+		c := framework.HPACondition(h, autoscalingv2.ScalingActive)
+		return c != nil && c.Status == corev1.ConditionFalse && c.Reason == "FailedGetPodsMetric", framework.DescribeHPA(h), nil
 	})
 
 	// The HPA acts on nothing it cannot measure.
-	replicas, err := deploymentReplicas(t.Context(), ns, "smoke")
+	replicas, err := cluster.DeploymentReplicas(t.Context(), ns, "smoke")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if replicas != 2 {
 		t.Errorf("Deployment replicas %d, want 2 (unchanged without metrics)", replicas)
 	}
-	out, err = kubectl(t.Context(), nil, "get", "hpa", "-n", ns, "-o", "name")
+	out, err = cluster.Kubectl(t.Context(), nil, "get", "hpa", "-n", ns, "-o", "name")
 	if err != nil {
 		t.Fatal(err)
 	}

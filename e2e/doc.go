@@ -11,6 +11,9 @@
 // workload under test Running through the status subresource and hands it a
 // simulated GPU on one of the agents.
 //
+// The package holds only the scenarios; the harness they run on is
+// e2e/framework, which the side-by-side benchmark (e2e/bench) shares.
+//
 // Run it with hack/e2e.sh, or `go test -tags e2e ./e2e/...` once
 // hack/build-control-plane.sh and the project binary have been built; see
 // docs/e2e.md.

@@ -21,10 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
 )
 
-// manifestsDir holds the chart rendered for `kubectl apply -f` (issue 6).
-var manifestsDir = filepath.Join("..", "deploy", "manifests")
+// manifestsDir, below the checkout's root, holds the chart rendered for
+// `kubectl apply -f` (issue 6).
+var manifestsDir = filepath.Join("deploy", "manifests")
 
 // rbacKinds are applied for real (not only dry-run) so that the
 // permissions they grant can be checked.
@@ -52,12 +55,17 @@ var readVerbs = sets.New("get", "list", "watch")
 // aggregator can read pods and what delegated authentication needs; no
 // service account can read secrets or write anything).
 func TestDeployManifests(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(manifestsDir, "*.yaml"))
+	root, err := framework.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, manifestsDir)
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no *.yaml in %s: the rendered manifests (make manifests) must be checked in", manifestsDir)
+		t.Fatalf("no *.yaml in %s: the rendered manifests (make manifests) must be checked in", dir)
 	}
 	served := servedGroupVersions(t)
 	for _, file := range files {
@@ -105,7 +113,7 @@ func TestDeployManifests(t *testing.T) {
 // apiVersion strings.
 func servedGroupVersions(t *testing.T) sets.Set[string] {
 	t.Helper()
-	groups, err := cluster.client.Discovery().ServerGroups()
+	groups, err := cluster.Client.Discovery().ServerGroups()
 	if err != nil {
 		t.Fatalf("discovery: %v", err)
 	}
@@ -169,7 +177,7 @@ func kubectlApply(t *testing.T, objs []*unstructured.Unstructured, args ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := kubectl(t.Context(), data, args...)
+	out, err := cluster.Kubectl(t.Context(), data, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,12 +222,12 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	// drops the group of a resource it cannot discover), so ask the
 	// authorizer directly.
 	hpaController := serviceAccountUser("kube-system", "horizontal-pod-autoscaler")
-	review, err := cluster.client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
+	review, err := cluster.Client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
 		Spec: authorizationv1.SubjectAccessReviewSpec{
 			User:   hpaController,
 			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: "get", Group: "custom.metrics.k8s.io", Resource: "pods", Subresource: metricName, Name: "*", Namespace: "default",
+				Verb: "get", Group: "custom.metrics.k8s.io", Resource: "pods", Subresource: framework.MetricName, Name: "*", Namespace: "default",
 			},
 		},
 	}, metav1.CreateOptions{})
@@ -227,7 +235,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Fatal(err)
 	}
 	if !review.Status.Allowed {
-		t.Errorf("%s cannot get pods/*/%s in custom.metrics.k8s.io: %s %s", hpaController, metricName, review.Status.Reason, review.Status.EvaluationError)
+		t.Errorf("%s cannot get pods/*/%s in custom.metrics.k8s.io: %s %s", hpaController, framework.MetricName, review.Status.Reason, review.Status.EvaluationError)
 	}
 
 	for _, user := range accounts {
@@ -276,7 +284,7 @@ func (q canI) ask(t *testing.T, user string) bool {
 	case q.namespace != "":
 		args = append(args, "--namespace="+q.namespace)
 	}
-	out, err := kubectl(t.Context(), nil, args...)
+	out, err := cluster.Kubectl(t.Context(), nil, args...)
 	answer := strings.TrimSpace(out)
 	switch {
 	case answer == "yes" && err == nil:
@@ -294,7 +302,7 @@ func (q canI) ask(t *testing.T, user string) bool {
 // except create on the review APIs.
 func checkReadOnly(t *testing.T, user string, objs []*unstructured.Unstructured) {
 	t.Helper()
-	cfg := rest.CopyConfig(cluster.config)
+	cfg := rest.CopyConfig(cluster.RESTConfig)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

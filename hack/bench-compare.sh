@@ -3,7 +3,7 @@
 # agents + prometheus-adapter with the seed's rule) against gpu-metrics-server
 # (agents → aggregator at its defaults), on the end-to-end harness's real
 # control plane (etcd, kube-apiserver, kube-controller-manager with the HPA
-# controller at its default 15 s sync) and one simulated fleet
+# controller at its default 15 s sync; e2e/framework) and one simulated fleet
 # (hack/fleetsim), then the agent's own footprint. Prints the tables; exits 0
 # when everything ran. No figure is asserted.
 #
@@ -73,14 +73,15 @@ if [[ -z "${GMS_FLEETSIM:-}" ]]; then
   export GMS_FLEETSIM
 fi
 test_bin="${BENCH_OUT}/e2e-bench.test"
-nice go test -c -tags 'e2e benchcompare' -o "${test_bin}" ./e2e || die "building the benchmark failed"
+nice go test -c -tags 'e2e benchcompare' -o "${test_bin}" ./e2e/bench || die "building the benchmark failed"
 
-# run_test NAME REPORT: runs one benchmark test from e2e/ (the harness finds
-# hack/ relative to it), its log in BENCH_OUT, and prints its report.
+# run_test NAME REPORT: runs one benchmark test of e2e/bench in its package
+# directory (the harness finds the checkout's root above it), its log in
+# BENCH_OUT, and prints its report.
 run_test() {
   local name="$1" report="$2" log="${BENCH_OUT}/$1.log"
   echo "hack/bench-compare.sh: running ${name} (log: ${log}); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  if ! (cd e2e && "${test_bin}" -test.run "^${name}\$" -test.v -test.count=1 -test.timeout 60m) >"${log}" 2>&1; then
+  if ! (cd e2e/bench && "${test_bin}" -test.run "^${name}\$" -test.v -test.count=1 -test.timeout 60m) >"${log}" 2>&1; then
     tail -n 60 "${log}" >&2
     die "${name} did not run to the end; see ${log}"
   fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite (e2e/, build tag e2e) against a real control
-# plane: builds (or reuses from the cache) kube-apiserver and
-# kube-controller-manager, installs etcd, builds bin/gpu-metrics-server and
-# runs the tests. Any missing piece fails the run with a message; nothing is
+# Runs the end-to-end suite (e2e/, on the shared harness e2e/framework;
+# build tag e2e) against a real control plane: builds (or reuses from the
+# cache) kube-apiserver and kube-controller-manager, installs etcd, builds
+# bin/gpu-metrics-server and runs the tests. The benchmark e2e/bench also
+# needs the benchcompare tag and is not run here (hack/bench-compare.sh). Any missing piece fails the run with a message; nothing is
 # skipped silently. Extra arguments go to `go test` (e.g. -run TestControlPlane).
 #
 # See docs/e2e.md.

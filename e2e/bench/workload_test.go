@@ -1,11 +1,10 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -15,63 +14,46 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/tools/cache"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // benchLabel groups the pods (and Deployments) one query of the benchmark
 // selects: bench=<group>.
 const benchLabel = "bench"
 
-// benchDir is a directory for one test's files and logs, removed at its
-// end unless GMS_E2E_KEEP is set.
-func benchDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "gms-bench-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if os.Getenv(envKeep) == "" {
-			_ = os.RemoveAll(dir)
-		} else {
-			t.Logf("kept %s", dir)
-		}
-	})
-	return dir
-}
-
 // createGroup creates a Deployment of replicas GPU pods labelled
 // bench=group (and app=name) and returns its selector.
 func createGroup(t *testing.T, namespace, name, group string, replicas int32) string {
 	t.Helper()
-	d := gpuDeployment(namespace, name, replicas)
+	d := framework.GPUDeployment(namespace, name, replicas)
 	d.Labels[benchLabel] = group
 	d.Spec.Template.Labels[benchLabel] = group
-	createDeployment(t, d)
+	cluster.CreateDeployment(t, d)
 	return benchLabel + "=" + group
 }
 
 // scaleDeployment sets a Deployment's replicas.
 func scaleDeployment(ctx context.Context, namespace, name string, replicas int32) error {
 	patch := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas)
-	_, err := cluster.client.AppsV1().Deployments(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := cluster.Client.AppsV1().Deployments(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
 
 // waitAssigned waits until n live pods match selector and the faker has
 // given each a GPU, and returns their GPUs by pod name.
-func waitAssigned(t *testing.T, faker *podFaker, namespace, selector string, n int, timeout time.Duration) map[string]gpuSlot {
+func waitAssigned(t *testing.T, faker *framework.PodFaker, namespace, selector string, n int, timeout time.Duration) map[string]framework.GPUSlot {
 	t.Helper()
-	var out map[string]gpuSlot
-	waitFor(t, timeout, fmt.Sprintf("%d pods with %s, each with a GPU", n, selector), func(ctx context.Context) (bool, string, error) {
-		names, err := livePods(ctx, namespace, selector)
+	var out map[string]framework.GPUSlot
+	testutil.WaitFor(t, timeout, fmt.Sprintf("%d pods with %s, each with a GPU", n, selector), func(ctx context.Context) (bool, string, error) {
+		names, err := cluster.LivePods(ctx, namespace, selector)
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		out = make(map[string]gpuSlot, len(names))
+		out = make(map[string]framework.GPUSlot, len(names))
 		for _, name := range names {
-			if s, ok := faker.assignment(name); ok {
+			if s, ok := faker.Assignment(name); ok {
 				out[name] = s
 			}
 		}
@@ -83,7 +65,7 @@ func waitAssigned(t *testing.T, faker *podFaker, namespace, selector string, n i
 // stepHPA is the HPA of the reaction measurement: gpu_utilization
 // AverageValue 50 on one pod, up to 2 replicas.
 func stepHPA(namespace, name string) *autoscalingv2.HorizontalPodAutoscaler {
-	return gpuHPA(namespace, name, 1, 2, autoscalingv2.MetricTarget{
+	return framework.GPUHPA(namespace, name, 1, 2, autoscalingv2.MetricTarget{
 		Type:         autoscalingv2.AverageValueMetricType,
 		AverageValue: new(resource.MustParse("50")),
 	})
@@ -101,12 +83,9 @@ type scaleWatch struct {
 func watchScaleUps(t *testing.T, namespace, group string) *scaleWatch {
 	t.Helper()
 	w := &scaleWatch{first: map[string]time.Time{}}
-	factory := informers.NewSharedInformerFactoryWithOptions(cluster.client, 0,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = benchLabel + "=" + group }))
-	record := func(obj any) {
-		d, ok := obj.(*appsv1.Deployment)
-		if !ok || d.Spec.Replicas == nil || *d.Spec.Replicas <= 1 {
+	inGroup := func(o *metav1.ListOptions) { o.LabelSelector = benchLabel + "=" + group }
+	cluster.WatchDeployments(t, namespace, inGroup, func(d *appsv1.Deployment) {
+		if d.Spec.Replicas == nil || *d.Spec.Replicas <= 1 {
 			return
 		}
 		now := time.Now()
@@ -115,19 +94,6 @@ func watchScaleUps(t *testing.T, namespace, group string) *scaleWatch {
 		if _, seen := w.first[d.Name]; !seen {
 			w.first[d.Name] = now
 		}
-	}
-	if _, err := factory.Apps().V1().Deployments().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    record,
-		UpdateFunc: func(_, obj any) { record(obj) },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	factory.Start(stop)
-	factory.WaitForCacheSync(stop)
-	t.Cleanup(func() {
-		close(stop)
-		factory.Shutdown()
 	})
 	return w
 }

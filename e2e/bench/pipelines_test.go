@@ -1,6 +1,6 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"context"
@@ -23,6 +23,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -42,9 +45,6 @@ const (
 	// benchmark runs it with.
 	defaultScrapeInterval = 2 * time.Second
 	defaultWindow         = 15 * time.Second
-	// maxArgBytes keeps each --agent-urls value under Linux's limit on
-	// one argument (128 KiB); the flag is repeated instead.
-	maxArgBytes = 100 << 10
 )
 
 // pipeline is one way of serving gpu_utilization on
@@ -55,7 +55,7 @@ type pipeline struct {
 	// scrapeInterval and window bound how fast a step can show.
 	scrapeInterval, window time.Duration
 	// procs are the processes whose footprint is the pipeline's.
-	procs []*process
+	procs []*framework.Process
 	// metricsURL is our aggregator's self-metrics (empty for the seed
 	// chain).
 	metricsURL string
@@ -66,37 +66,12 @@ type pipeline struct {
 	reset func(t *testing.T)
 }
 
-// registerAt registers the server on port as custom.metrics.k8s.io until
-// the end of the test.
-func registerAt(t *testing.T, port int) {
-	t.Helper()
-	env := &gmsEnv{t: t, registerPort: port}
-	env.register()
-}
-
 // startOurs starts the aggregator with its default scrape interval, window
 // (unless window is set) and staleness, scraping urls, and registers it.
 // extra flags, if any, are appended (and named in the pipeline's name).
 func startOurs(t *testing.T, dir string, urls []string, window time.Duration, extra ...string) *pipeline {
 	t.Helper()
-	cert := servingCert(t, dir)
-	ports, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ports[0]
-	args := []string{"aggregator",
-		// Static targets only: the fleet's agents are not pods.
-		"--agent-selector=",
-		"--secure-port=" + strconv.Itoa(port),
-		"--bind-address=127.0.0.1",
-		"--tls-cert-file=" + cert.certFile,
-		"--tls-private-key-file=" + cert.keyFile,
-		"--kubeconfig=" + cluster.kubeconfig,
-	}
-	for _, chunk := range chunkURLs(urls, maxArgBytes) {
-		args = append(args, "--agent-urls="+chunk)
-	}
+	var args []string
 	name := "ours"
 	if window > 0 {
 		args = append(args, "--window="+window.String())
@@ -108,37 +83,9 @@ func startOurs(t *testing.T, dir string, urls []string, window time.Duration, ex
 		args = append(args, extra...)
 		name += " " + strings.Join(extra, " ")
 	}
-	p, err := startProcess(dir, "aggregator", gmsBinary(t), args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.stop)
-	base := fmt.Sprintf("https://127.0.0.1:%d", port)
-	if err := waitServing(t.Context(), p, cluster.httpClient(), base+"/readyz"); err != nil {
-		t.Fatal(err)
-	}
-	registerAt(t, port)
-	return &pipeline{name: name, scrapeInterval: defaultScrapeInterval, window: window, procs: []*process{p}, metricsURL: base + "/metrics"}
-}
-
-// chunkURLs joins urls with commas into values of at most limit bytes.
-func chunkURLs(urls []string, limit int) []string {
-	var out []string
-	var b strings.Builder
-	for _, u := range urls {
-		if b.Len() > 0 && b.Len()+1+len(u) > limit {
-			out = append(out, b.String())
-			b.Reset()
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(u)
-	}
-	if b.Len() > 0 {
-		out = append(out, b.String())
-	}
-	return out
+	a := cluster.StartAggregator(t, dir, urls, args...)
+	cluster.RegisterCustomMetrics(t, a.Port)
+	return &pipeline{name: name, scrapeInterval: defaultScrapeInterval, window: window, procs: []*framework.Process{a.Process}, metricsURL: a.URL + "/metrics"}
 }
 
 // startSeedChain starts Prometheus scraping urls every interval, waits
@@ -147,7 +94,7 @@ func chunkURLs(urls []string, limit int) []string {
 func startSeedChain(t *testing.T, dir string, urls []string, interval time.Duration, namespace string) *pipeline {
 	t.Helper()
 	prom := startPrometheus(t, dir, urls, interval)
-	waitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
+	testutil.WaitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
 		up, err := promScalar(ctx, prom.url, `count(up == 1)`)
 		if err != nil {
 			return false, err.Error(), nil
@@ -159,18 +106,18 @@ func startSeedChain(t *testing.T, dir string, urls []string, interval time.Durat
 		return up == float64(len(urls)) && pods > 0, fmt.Sprintf("%v of %d targets up, %v series in %s", up, len(urls), pods, namespace), nil
 	})
 	adapter, port := startAdapter(t, dir, prom.url, 0, 0)
-	registerAt(t, port)
+	cluster.RegisterCustomMetrics(t, port)
 	p := &pipeline{
 		name:           "seed chain " + interval.String(),
 		scrapeInterval: interval,
 		window:         seedWindow,
-		procs:          []*process{prom.proc, adapter},
+		procs:          []*framework.Process{prom.proc, adapter},
 	}
 	restarts := 0
 	p.reset = func(t *testing.T) {
 		t.Helper()
 		restarts++
-		p.procs[1].stop()
+		p.procs[1].Stop()
 		p.procs[1], _ = startAdapter(t, dir, prom.url, port, restarts)
 	}
 	return p
@@ -178,7 +125,7 @@ func startSeedChain(t *testing.T, dir string, urls []string, interval time.Durat
 
 // prometheusServer is a running Prometheus.
 type prometheusServer struct {
-	proc *process
+	proc *framework.Process
 	url  string
 }
 
@@ -233,12 +180,12 @@ func startPrometheus(t *testing.T, dir string, urls []string, interval time.Dura
 	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := freePorts(1)
+	ports, err := framework.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	proc, err := startProcess(dir, "prometheus", bin,
+	proc, err := framework.StartProcess(dir, "prometheus", bin,
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "prometheus-data"),
 		"--storage.tsdb.retention.time=1h",
@@ -248,9 +195,9 @@ func startPrometheus(t *testing.T, dir string, urls []string, interval time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(proc.stop)
+	t.Cleanup(proc.Stop)
 	s := &prometheusServer{proc: proc, url: "http://" + addr}
-	if err := waitServing(t.Context(), proc, plainHTTP, s.url+"/-/ready"); err != nil {
+	if err := framework.WaitServing(t.Context(), proc, framework.PlainHTTP, s.url+"/-/ready"); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -263,7 +210,7 @@ func promScalar(ctx context.Context, base, query string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := plainHTTP.Do(req)
+	resp, err := framework.PlainHTTP.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -308,14 +255,15 @@ func adapterConfig() string {
 // startAdapter starts prometheus-adapter v0.12.0 on Prometheus at promURL
 // with the seed's rule and relist interval, on port (0: a free one), and
 // returns it and its port. restart numbers the log of a restart.
-func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*process, int) {
+func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*framework.Process, int) {
 	t.Helper()
 	bin := os.Getenv(envAdapter)
 	if bin == "" {
-		script, err := filepath.Abs(filepath.Join("..", "hack", "build-prometheus-adapter.sh"))
+		root, err := framework.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
+		script := filepath.Join(root, "hack", "build-prometheus-adapter.sh")
 		out, err := exec.CommandContext(t.Context(), "bash", script).Output()
 		if err != nil {
 			t.Fatalf("%s failed (%v); it builds prometheus-adapter from the Go module proxy once, or set %s", script, err, envAdapter)
@@ -327,9 +275,9 @@ func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*proces
 	if err := os.WriteFile(cfgFile, []byte(adapterConfig()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert := servingCert(t, dir)
+	cert := cluster.ServingCert(t, dir)
 	if port == 0 {
-		ports, err := freePorts(1)
+		ports, err := framework.FreePorts(1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,23 +287,23 @@ func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*proces
 	if restart > 0 {
 		name += "-restart-" + strconv.Itoa(restart)
 	}
-	p, err := startProcess(dir, name, bin,
+	p, err := framework.StartProcess(dir, name, bin,
 		"--prometheus-url="+promURL+"/",
 		"--metrics-relist-interval="+seedRelist.String(),
 		"--config="+cfgFile,
 		"--secure-port="+strconv.Itoa(port),
 		"--bind-address=127.0.0.1",
-		"--tls-cert-file="+cert.certFile,
-		"--tls-private-key-file="+cert.keyFile,
-		"--lister-kubeconfig="+cluster.kubeconfig,
-		"--authentication-kubeconfig="+cluster.kubeconfig,
-		"--authorization-kubeconfig="+cluster.kubeconfig,
+		"--tls-cert-file="+cert.CertFile,
+		"--tls-private-key-file="+cert.KeyFile,
+		"--lister-kubeconfig="+cluster.Kubeconfig,
+		"--authentication-kubeconfig="+cluster.Kubeconfig,
+		"--authorization-kubeconfig="+cluster.Kubeconfig,
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.stop)
-	if err := waitServing(t.Context(), p, cluster.httpClient(), fmt.Sprintf("https://127.0.0.1:%d/readyz", port)); err != nil {
+	t.Cleanup(p.Stop)
+	if err := framework.WaitServing(t.Context(), p, cluster.HTTPClient(), fmt.Sprintf("https://127.0.0.1:%d/readyz", port)); err != nil {
 		t.Fatal(err)
 	}
 	return p, port
@@ -414,7 +362,7 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	if err != nil {
 		return st, err
 	}
-	resp, err := cluster.httpClient().Do(req)
+	resp, err := cluster.HTTPClient().Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -442,7 +390,7 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 		st.storePods = m[0].GetGauge().GetValue()
 	}
 	for _, m := range mfs["gpu_metrics_server_query_duration_seconds"].GetMetric() {
-		if labelOf(m, "kind") == "selector" && labelOf(m, "metric") == metricName {
+		if labelOf(m, "kind") == "selector" && labelOf(m, "metric") == framework.MetricName {
 			st.provider.add(m.GetHistogram())
 		}
 	}

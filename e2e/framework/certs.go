@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package framework
 
 import (
 	"crypto/ecdsa"
@@ -30,10 +30,10 @@ type authority struct {
 	certPEM []byte
 }
 
-// keyPair names the PEM files of a certificate and its private key.
-type keyPair struct {
-	certFile string
-	keyFile  string
+// KeyPair names the PEM files of a certificate and its private key.
+type KeyPair struct {
+	CertFile string
+	KeyFile  string
 }
 
 // certSpec describes a leaf certificate.
@@ -89,14 +89,14 @@ func newAuthority(dir, name string) (*authority, error) {
 
 // issue signs a leaf certificate for spec and writes dir/<name>.crt and
 // dir/<name>.key.
-func (ca *authority) issue(dir, name string, spec certSpec) (keyPair, error) {
+func (ca *authority) issue(dir, name string, spec certSpec) (KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return keyPair{}, fmt.Errorf("generating the %s key: %w", name, err)
+		return KeyPair{}, fmt.Errorf("generating the %s key: %w", name, err)
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return keyPair{}, err
+		return KeyPair{}, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -116,14 +116,14 @@ func (ca *authority) issue(dir, name string, spec certSpec) (keyPair, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return keyPair{}, fmt.Errorf("signing the %s certificate: %w", name, err)
+		return KeyPair{}, fmt.Errorf("signing the %s certificate: %w", name, err)
 	}
-	kp := keyPair{certFile: filepath.Join(dir, name+".crt"), keyFile: filepath.Join(dir, name+".key")}
-	if err := os.WriteFile(kp.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return keyPair{}, err
+	kp := KeyPair{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+	if err := os.WriteFile(kp.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return KeyPair{}, err
 	}
-	if err := writeECKey(kp.keyFile, key); err != nil {
-		return keyPair{}, err
+	if err := writeECKey(kp.KeyFile, key); err != nil {
+		return KeyPair{}, err
 	}
 	return kp, nil
 }
@@ -131,21 +131,21 @@ func (ca *authority) issue(dir, name string, spec certSpec) (keyPair, error) {
 // newServiceAccountKey writes the key pair the API server signs and
 // verifies service-account tokens with: dir/sa.key (private) and
 // dir/sa.pub (public).
-func newServiceAccountKey(dir string) (keyPair, error) {
+func newServiceAccountKey(dir string) (KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return keyPair{}, fmt.Errorf("generating the service-account key: %w", err)
+		return KeyPair{}, fmt.Errorf("generating the service-account key: %w", err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		return keyPair{}, fmt.Errorf("encoding the service-account public key: %w", err)
+		return KeyPair{}, fmt.Errorf("encoding the service-account public key: %w", err)
 	}
-	kp := keyPair{certFile: filepath.Join(dir, "sa.pub"), keyFile: filepath.Join(dir, "sa.key")}
-	if err := os.WriteFile(kp.certFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
-		return keyPair{}, err
+	kp := KeyPair{CertFile: filepath.Join(dir, "sa.pub"), KeyFile: filepath.Join(dir, "sa.key")}
+	if err := os.WriteFile(kp.CertFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
+		return KeyPair{}, err
 	}
-	if err := writeECKey(kp.keyFile, key); err != nil {
-		return keyPair{}, err
+	if err := writeECKey(kp.KeyFile, key); err != nil {
+		return KeyPair{}, err
 	}
 	return kp, nil
 }

@@ -1,6 +1,6 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"bytes"
@@ -19,9 +19,12 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
 )
 
-// envFleetSim is the hack/fleetsim binary; unset, ../bin/fleetsim.
+// envFleetSim is the hack/fleetsim binary; unset, bin/fleetsim of the
+// checkout.
 const envFleetSim = "GMS_FLEETSIM"
 
 // fleetFillNamespace holds the synthetic pods that occupy every GPU the
@@ -32,7 +35,7 @@ const fleetFillNamespace = "fleet-fill"
 // fleetSim is a running hack/fleetsim: many simulated agents in one
 // process, each on its own loopback port.
 type fleetSim struct {
-	proc    *process
+	proc    *framework.Process
 	control string // base URL of the control API
 	gpus    int    // per node
 	nodes   []fleetTarget
@@ -50,7 +53,11 @@ func startFleet(t *testing.T, dir string, nodes, gpus int) *fleetSim {
 	t.Helper()
 	bin := os.Getenv(envFleetSim)
 	if bin == "" {
-		bin = filepath.Join("..", "bin", "fleetsim")
+		root, err := framework.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin = filepath.Join(root, "bin", "fleetsim")
 	}
 	bin, err := filepath.Abs(bin)
 	if err != nil {
@@ -59,12 +66,12 @@ func startFleet(t *testing.T, dir string, nodes, gpus int) *fleetSim {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the fleet simulator %s is missing (%v): build it with `go build -o bin/fleetsim ./hack/fleetsim` (hack/bench-compare.sh does) or set %s", bin, err, envFleetSim)
 	}
-	ports, err := freePorts(1)
+	ports, err := framework.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	control := "127.0.0.1:" + strconv.Itoa(ports[0])
-	proc, err := startProcess(dir, fmt.Sprintf("fleetsim-%d", nodes), bin,
+	proc, err := framework.StartProcess(dir, fmt.Sprintf("fleetsim-%d", nodes), bin,
 		"--nodes="+strconv.Itoa(nodes),
 		"--gpus-per-node="+strconv.Itoa(gpus),
 		"--utilization=10",
@@ -74,9 +81,9 @@ func startFleet(t *testing.T, dir string, nodes, gpus int) *fleetSim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(proc.stop)
+	t.Cleanup(proc.Stop)
 	f := &fleetSim{proc: proc, control: "http://" + control, gpus: gpus}
-	if err := waitServing(t.Context(), proc, plainHTTP, f.control+"/readyz"); err != nil {
+	if err := framework.WaitServing(t.Context(), proc, framework.PlainHTTP, f.control+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
 	var list struct {
@@ -99,7 +106,7 @@ func (f *fleetSim) call(ctx context.Context, method, path string, body []byte, o
 	if err != nil {
 		return err
 	}
-	resp, err := plainHTTP.Do(req)
+	resp, err := framework.PlainHTTP.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -136,11 +143,11 @@ func (f *fleetSim) setUtilization(t *testing.T, node, gpu string, percent int) t
 
 // slots returns the GPUs of the first nodes, at least n of them, in
 // assignment order, their UUIDs read from each node's /metrics.
-func (f *fleetSim) slots(t *testing.T, n int) []gpuSlot {
+func (f *fleetSim) slots(t *testing.T, n int) []framework.GPUSlot {
 	t.Helper()
-	var out []gpuSlot
+	var out []framework.GPUSlot
 	for i := 0; len(out) < n && i < len(f.nodes); i++ {
-		gpus, err := scrapeGPUs(t.Context(), f.nodes[i].URL)
+		gpus, err := framework.ScrapeGPUs(t.Context(), f.nodes[i].URL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +155,7 @@ func (f *fleetSim) slots(t *testing.T, n int) []gpuSlot {
 			t.Fatalf("%s reports GPUs %v, want %d", f.nodes[i].Name, gpus, f.gpus)
 		}
 		for idx := range f.gpus {
-			out = append(out, gpuSlot{node: i, index: idx, uuid: gpus[idx]})
+			out = append(out, framework.GPUSlot{Node: i, Index: idx, UUID: gpus[idx]})
 		}
 	}
 	if len(out) < n {
@@ -158,8 +165,8 @@ func (f *fleetSim) slots(t *testing.T, n int) []gpuSlot {
 }
 
 // kubelets returns, per node, what the pod faker publishes pods through.
-func (f *fleetSim) kubelets(t *testing.T) []podResourcesSetter {
-	out := make([]podResourcesSetter, len(f.nodes))
+func (f *fleetSim) kubelets(t *testing.T) []framework.PodResourcesSetter {
+	out := make([]framework.PodResourcesSetter, len(f.nodes))
 	for i := range out {
 		out[i] = fleetKubelet{t: t, f: f, node: i}
 	}

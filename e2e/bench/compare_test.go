@@ -1,6 +1,6 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-)
+	"k8s.io/apimachinery/pkg/util/wait"
 
-// The benchmark runs the HPA controller at its default sync period, as a
-// cluster does (the functional scenarios use 5 s to run faster).
-func init() { hpaSyncPeriod = 15 * time.Second }
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
+)
 
 const (
 	// gpusPerNode is every simulated node's GPU count.
@@ -178,8 +178,8 @@ func writeResults(t *testing.T, name, report string, results any) {
 
 // benchSize runs every pipeline against one fleet of nodes × 8 GPUs.
 func benchSize(t *testing.T, cfg benchConfig, nodes int) []phaseResult {
-	dir := benchDir(t)
-	ns := newNamespace(t, fmt.Sprintf("bench-%d", nodes))
+	dir := framework.TempDir(t, "gms-bench-")
+	ns := cluster.NewNamespace(t, fmt.Sprintf("bench-%d", nodes))
 	fleet := startFleet(t, dir, nodes, gpusPerNode)
 
 	groups := []int{10}
@@ -192,7 +192,7 @@ func benchSize(t *testing.T, cfg benchConfig, nodes int) []phaseResult {
 	for _, g := range groups {
 		need += g
 	}
-	faker := startPodFaker(t, cluster.client, ns, fleet.kubelets(t), fleet.slots(t, min(need+gpusPerNode, nodes*gpusPerNode)))
+	faker := framework.StartPodFaker(t, cluster.Client, ns, fleet.kubelets(t), fleet.slots(t, min(need+gpusPerNode, nodes*gpusPerNode)))
 	for _, g := range groups {
 		name := fmt.Sprintf("load-%d", g)
 		sel := createGroup(t, ns, name, name, int32(g))
@@ -237,14 +237,14 @@ func benchSize(t *testing.T, cfg benchConfig, nodes int) []phaseResult {
 // runPhase starts one pipeline and measures it: freshness and HPA reaction
 // of freshSteps steps on as many one-pod Deployments, footprint over that
 // time, then the latency of HPA-shaped queries.
-func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, faker *podFaker, groups []int, start func(*testing.T, string) *pipeline) phaseResult {
-	dir := benchDir(t)
+func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, faker *framework.PodFaker, groups []int, start func(*testing.T, string) *pipeline) phaseResult {
+	dir := framework.TempDir(t, "gms-bench-")
 	group := "fresh-" + tag
 	names := make([]string, freshSteps)
 	for k := range names {
 		names[k] = fmt.Sprintf("%s-%d", group, k)
 		createGroup(t, ns, names[k], group, 1)
-		createHPA(t, stepHPA(ns, names[k]))
+		cluster.CreateHPA(t, stepHPA(ns, names[k]))
 	}
 	selector := benchLabel + "=" + group
 	t.Cleanup(func() { endPhase(t, ns, fleet, names) })
@@ -265,7 +265,7 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 		t.Fatal(err)
 	}
 	freshURL := selectorURL(ns, selector)
-	waitFor(t, p.window+2*p.scrapeInterval+2*time.Minute, fmt.Sprintf("%s to serve %d for the %d step pods", p.name, stepLow, freshSteps), func(ctx context.Context) (bool, string, error) {
+	testutil.WaitFor(t, p.window+2*p.scrapeInterval+2*time.Minute, fmt.Sprintf("%s to serve %d for the %d step pods", p.name, stepLow, freshSteps), func(ctx context.Context) (bool, string, error) {
 		items, err := getValues(ctx, client, freshURL)
 		if err != nil {
 			return false, err.Error(), nil
@@ -278,7 +278,7 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 		return ok, fmt.Sprintf("%d items %v", len(items), items), nil
 	})
 	for _, name := range names {
-		waitHPAMetric(t, ns, name, stepLow)
+		cluster.WaitHPAMetric(t, ns, name, stepLow)
 	}
 
 	// Steps, one per pod at evenly spread offsets, with the values polled
@@ -302,23 +302,23 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 	for k := range freshSteps {
 		time.Sleep(time.Until(t0.Add(time.Duration(k) * stepSpan / freshSteps)))
 		s := assigned[podOf[k]]
-		stepAt[k] = fleet.setUtilization(t, strconv.Itoa(s.node), strconv.Itoa(s.index), stepHigh)
+		stepAt[k] = fleet.setUtilization(t, strconv.Itoa(s.Node), strconv.Itoa(s.Index), stepHigh)
 	}
 	near := func(v float64) bool { return math.Abs(v-stepHigh) <= 0.05*stepHigh }
 	changed := func(v float64) bool { return math.Abs(v-stepLow) > 0.01 }
+	// Until every step showed and scaled, or the deadline: what did not
+	// by then is reported as missing, not failed.
 	deadline := stepAt[freshSteps-1].Add(p.window + 2*p.scrapeInterval + 2*hpaSyncPeriod + 10*time.Second)
-	for time.Now().Before(deadline) {
-		done := true
+	_ = wait.PollUntilContextTimeout(t.Context(), time.Second, time.Until(deadline), true, func(context.Context) (bool, error) {
 		for k, pod := range podOf {
 			_, within := poll.firstAfter(pod, stepAt[k], near)
 			_, up := scaled.scaledAt(names[k])
-			done = done && within && up
+			if !within || !up {
+				return false, nil
+			}
 		}
-		if done {
-			break
-		}
-		time.Sleep(time.Second)
-	}
+		return true, nil
+	})
 	stopPoll()
 	if res.Footprint, err = fm.stop(); err != nil {
 		t.Fatal(err)
@@ -371,7 +371,7 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 		if err := waitServed(t.Context(), u, g, p.window+2*p.scrapeInterval+time.Minute); err != nil {
 			t.Logf("measured: %s: no latency figures for %d pods: %v", p.name, g, err)
 			for _, proc := range p.procs {
-				t.Logf("---- last 20 lines of %s ----\n%s", proc.name, proc.tail(20))
+				t.Logf("---- last 20 lines of %s ----\n%s", proc.Name, proc.Tail(20))
 			}
 			for _, rate := range cfg.rates {
 				res.Latency = append(res.Latency, latency{Pods: g, Rate: rate, Unanswered: err.Error()})
@@ -410,7 +410,7 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 func endPhase(t *testing.T, ns string, fleet *fleetSim, names []string) {
 	ctx := context.Background()
 	for _, name := range names {
-		if err := cluster.client.AutoscalingV2().HorizontalPodAutoscalers(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		if err := cluster.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Errorf("deleting HPA %s: %v", name, err)
 		}
 		if err := scaleDeployment(ctx, ns, name, 0); err != nil {

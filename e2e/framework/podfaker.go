@@ -1,6 +1,6 @@
 //go:build e2e
 
-package e2e
+package framework
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -28,41 +29,41 @@ import (
 // waits before the faker reconciles again.
 const fakerResync = time.Second
 
-// podResourcesSetter is what the faker needs of a fake kubelet.
-type podResourcesSetter interface {
+// PodResourcesSetter is what the faker needs of a fake kubelet.
+type PodResourcesSetter interface {
 	SetPods(pods []*podresourcesv1.PodResources)
 }
 
-// gpuSlot is one simulated GPU of one node.
-type gpuSlot struct {
-	node  int // index into the faker's nodes
-	index int // the GPU's index on its agent (the gpu label)
-	uuid  string
-	// replica is the time-slicing replica ("" for a GPU held whole): the
+// GPUSlot is one simulated GPU of one node.
+type GPUSlot struct {
+	Node  int // index into the faker's nodes
+	Index int // the GPU's index on its agent (the gpu label)
+	UUID  string
+	// Replica is the time-slicing replica ("" for a GPU held whole): the
 	// kubelet hands out "<uuid>::<replica>", as the NVIDIA device plugin
 	// does with time-slicing on.
-	replica string
+	Replica string
 }
 
-// deviceID is the ID the kubelet reports for the slot.
-func (s gpuSlot) deviceID() string {
-	if s.replica == "" {
-		return s.uuid
+// DeviceID is the ID the kubelet reports for the slot.
+func (s GPUSlot) DeviceID() string {
+	if s.Replica == "" {
+		return s.UUID
 	}
-	return s.uuid + "::" + s.replica
+	return s.UUID + "::" + s.Replica
 }
 
-// podFaker stands in for the scheduler and the kubelets for one namespace:
+// PodFaker stands in for the scheduler and the kubelets for one namespace:
 // it marks each Pending pod Running through the status subresource, and
 // gives each live pod a free simulated GPU (first free GPU of the first
 // node with one), publishing the assignment on that node's fake kubelet.
 // A pod that finds no free GPU stays unassigned until one frees up.
-type podFaker struct {
-	t         *testing.T
+type PodFaker struct {
+	t         testing.TB
 	client    kubernetes.Interface
 	namespace string
-	kubelets  []podResourcesSetter
-	slots     []gpuSlot // in assignment order
+	kubelets  []PodResourcesSetter
+	slots     []GPUSlot // in assignment order
 
 	pods    listersv1.PodLister
 	factory informers.SharedInformerFactory
@@ -71,17 +72,17 @@ type podFaker struct {
 	done    chan struct{}
 
 	mu       sync.Mutex
-	assigned map[string]gpuSlot // pod name → GPU
+	assigned map[string]GPUSlot // pod name → GPU
 	waiting  map[string]bool    // pods without a GPU, reported once
 }
 
-// startPodFaker starts faking pods of namespace on the given nodes; slots
+// StartPodFaker starts faking pods of namespace on the given nodes; slots
 // lists the GPUs of all nodes in assignment order. It stops at the end of
 // the test.
-func startPodFaker(t *testing.T, client kubernetes.Interface, namespace string, kubelets []podResourcesSetter, slots []gpuSlot) *podFaker {
+func StartPodFaker(t testing.TB, client kubernetes.Interface, namespace string, kubelets []PodResourcesSetter, slots []GPUSlot) *PodFaker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &podFaker{
+	f := &PodFaker{
 		t:         t,
 		client:    client,
 		namespace: namespace,
@@ -90,7 +91,7 @@ func startPodFaker(t *testing.T, client kubernetes.Interface, namespace string, 
 		kick:      make(chan struct{}, 1),
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		assigned:  map[string]gpuSlot{},
+		assigned:  map[string]GPUSlot{},
 		waiting:   map[string]bool{},
 	}
 	f.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
@@ -111,12 +112,17 @@ func startPodFaker(t *testing.T, client kubernetes.Interface, namespace string, 
 		t.Fatalf("pod faker: %v", err)
 	}
 	f.factory.Start(ctx.Done())
-	for typ, ok := range f.factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
+	synced := false
+	t.Cleanup(func() {
+		if !synced {
 			cancel()
-			t.Fatalf("pod faker: the %v informer did not sync", typ)
+			f.factory.Shutdown()
 		}
-	}
+	})
+	testutil.WaitFor(t, testutil.DefaultTimeout, "the pod faker's pod informer to sync", func(context.Context) (bool, string, error) {
+		return podInformer.Informer().HasSynced(), "not synced", nil
+	})
+	synced = true
 	go f.loop(ctx)
 	t.Cleanup(f.stop)
 	return f
@@ -124,13 +130,13 @@ func startPodFaker(t *testing.T, client kubernetes.Interface, namespace string, 
 
 // stop ends the faker and waits for its loop, so that nothing logs after
 // the test.
-func (f *podFaker) stop() {
+func (f *PodFaker) stop() {
 	f.cancel()
 	<-f.done
 	f.factory.Shutdown()
 }
 
-func (f *podFaker) loop(ctx context.Context) {
+func (f *PodFaker) loop(ctx context.Context) {
 	defer close(f.done)
 	tick := time.NewTicker(fakerResync)
 	defer tick.Stop()
@@ -146,7 +152,7 @@ func (f *podFaker) loop(ctx context.Context) {
 }
 
 // reconcile brings pods and GPU assignments in line with the cached pods.
-func (f *podFaker) reconcile(ctx context.Context) {
+func (f *PodFaker) reconcile(ctx context.Context) {
 	pods, err := f.pods.List(labels.Everything())
 	if err != nil {
 		f.t.Logf("pod faker: listing pods: %v", err)
@@ -178,8 +184,8 @@ func (f *podFaker) reconcile(ctx context.Context) {
 	for name, s := range f.assigned {
 		if _, ok := live[name]; !ok {
 			delete(f.assigned, name)
-			changed[s.node] = true
-			f.t.Logf("pod faker: %s released GPU %d (%s) on node %d", name, s.index, s.uuid, s.node)
+			changed[s.Node] = true
+			f.t.Logf("pod faker: %s released GPU %d (%s) on node %d", name, s.Index, s.UUID, s.Node)
 		}
 	}
 	for name := range f.waiting {
@@ -204,8 +210,8 @@ func (f *podFaker) reconcile(ctx context.Context) {
 		}
 		delete(f.waiting, p.Name)
 		f.assigned[p.Name] = s
-		changed[s.node] = true
-		f.t.Logf("pod faker: %s got GPU %d (%s) on node %d", p.Name, s.index, s.uuid, s.node)
+		changed[s.Node] = true
+		f.t.Logf("pod faker: %s got GPU %d (%s) on node %d", p.Name, s.Index, s.UUID, s.Node)
 	}
 	for node := range changed {
 		f.publish(node)
@@ -214,7 +220,7 @@ func (f *podFaker) reconcile(ctx context.Context) {
 
 // markRunning moves a pod to Running, as a kubelet would once its
 // containers started.
-func (f *podFaker) markRunning(ctx context.Context, p *corev1.Pod) error {
+func (f *PodFaker) markRunning(ctx context.Context, p *corev1.Pod) error {
 	now := metav1.Now()
 	patch := map[string]any{
 		"status": map[string]any{
@@ -235,8 +241,8 @@ func (f *podFaker) markRunning(ctx context.Context, p *corev1.Pod) error {
 }
 
 // freeSlot returns the first unassigned GPU. f.mu is held.
-func (f *podFaker) freeSlot() (gpuSlot, bool) {
-	used := map[gpuSlot]bool{}
+func (f *PodFaker) freeSlot() (GPUSlot, bool) {
+	used := map[GPUSlot]bool{}
 	for _, s := range f.assigned {
 		used[s] = true
 	}
@@ -245,28 +251,28 @@ func (f *podFaker) freeSlot() (gpuSlot, bool) {
 			return s, true
 		}
 	}
-	return gpuSlot{}, false
+	return GPUSlot{}, false
 }
 
 // publish hands a node's fake kubelet the pods that hold its GPUs. f.mu is
 // held.
-func (f *podFaker) publish(node int) {
+func (f *PodFaker) publish(node int) {
 	names := make([]string, 0, len(f.assigned))
 	for name, s := range f.assigned {
-		if s.node == node {
+		if s.Node == node {
 			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
 	resources := make([]*podresourcesv1.PodResources, 0, len(names))
 	for _, name := range names {
-		resources = append(resources, fakekubelet.GPUPod(f.namespace, name, workloadContainer, gpuResource, f.assigned[name].deviceID()))
+		resources = append(resources, fakekubelet.GPUPod(f.namespace, name, WorkloadContainer, GPUResource, f.assigned[name].DeviceID()))
 	}
 	f.kubelets[node].SetPods(resources)
 }
 
-// assignment returns the GPU a pod holds.
-func (f *podFaker) assignment(pod string) (gpuSlot, bool) {
+// Assignment returns the GPU a pod holds.
+func (f *PodFaker) Assignment(pod string) (GPUSlot, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.assigned[pod]

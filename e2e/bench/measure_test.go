@@ -1,11 +1,12 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -19,7 +20,10 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
@@ -104,17 +108,17 @@ type footprint struct {
 
 // footprintMeter measures processes between start and stop.
 type footprintMeter struct {
-	procs []*process
+	procs []*framework.Process
 	start []procStat
 }
 
 // meter reads the processes' counters now.
-func meter(procs []*process) (*footprintMeter, error) {
+func meter(procs []*framework.Process) (*footprintMeter, error) {
 	m := &footprintMeter{procs: procs}
 	for _, p := range procs {
-		st, err := readProcStat(p.cmd.Process.Pid)
+		st, err := readProcStat(p.Pid())
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
+			return nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		m.start = append(m.start, st)
 	}
@@ -126,9 +130,9 @@ func (m *footprintMeter) stop() (footprint, error) {
 	var fp footprint
 	var cpu time.Duration
 	for i, p := range m.procs {
-		st, err := readProcStat(p.cmd.Process.Pid)
+		st, err := readProcStat(p.Pid())
 		if err != nil {
-			return fp, fmt.Errorf("%s: %w", p.name, err)
+			return fp, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		cpu += st.cpu - m.start[i].cpu
 		fp.RSSMiB += float64(st.rssKiB) / 1024
@@ -145,7 +149,7 @@ func (m *footprintMeter) stop() (footprint, error) {
 // apiClient is an HTTP/2 client of the kube-apiserver presenting the admin
 // certificate, as client-go would talk to it.
 func apiClient() (*http.Client, error) {
-	tlsConfig, err := rest.TLSConfigFor(cluster.config)
+	tlsConfig, err := rest.TLSConfigFor(cluster.RESTConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +163,7 @@ func apiClient() (*http.Client, error) {
 // through the kube-apiserver's aggregation layer.
 func selectorURL(namespace, selector string) string {
 	return fmt.Sprintf("%s/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s?labelSelector=%s",
-		cluster.config.Host, namespace, metricName, url.QueryEscape(selector))
+		cluster.RESTConfig.Host, namespace, framework.MetricName, url.QueryEscape(selector))
 }
 
 // metricItem is what the benchmark reads of a MetricValue.
@@ -294,46 +298,48 @@ type latency struct {
 const probeTimeout = time.Minute
 
 // waitServed waits until one query of u answers all pods, retrying an
-// incomplete answer until timeout; a query that times out (probeTimeout)
-// ends the wait: the pipeline does not answer in useful time.
+// incomplete answer every 2 s until timeout; a query that times out
+// (probeTimeout) ends the wait: the pipeline does not answer in useful
+// time. It does not fail the test: the caller reports the error instead of
+// the pipeline's figures.
 func waitServed(ctx context.Context, u string, pods int, timeout time.Duration) error {
 	client, err := apiClient()
 	if err != nil {
 		return err
 	}
 	client.Timeout = probeTimeout
-	deadline := time.Now().Add(timeout)
-	for {
+	last := errors.New("no query answered yet")
+	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, timeout, true, func(context.Context) (bool, error) {
+		// Each query runs to its own timeout, even past the deadline,
+		// so that the last state says what the pipeline answers.
 		start := time.Now()
 		items, err := getValues(ctx, client, u)
-		took := time.Since(start)
 		switch {
 		case err == nil && len(items) == pods:
-			return nil
-		case err != nil && took >= probeTimeout:
-			return fmt.Errorf("a single query got no answer within %v: %w", probeTimeout, err)
-		case time.Now().After(deadline):
-			if err != nil {
-				return fmt.Errorf("no complete answer within %v: %w", timeout, err)
-			}
-			return fmt.Errorf("no complete answer within %v: the last had %d of %d pods", timeout, len(items), pods)
+			return true, nil
+		case err != nil && time.Since(start) >= probeTimeout:
+			return false, fmt.Errorf("a single query got no answer within %v: %w", probeTimeout, err)
+		case err != nil:
+			last = err
+		default:
+			last = fmt.Errorf("the last had %d of %d pods", len(items), pods)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+		return false, nil
+	})
+	if err != nil && wait.Interrupted(err) && ctx.Err() == nil {
+		return fmt.Errorf("no complete answer within %v: %w", timeout, last)
 	}
+	return err
 }
 
 // measuredLoad runs loadQueries and records the CPU of procs (the
 // pipeline) and of the kube-apiserver meanwhile.
-func measuredLoad(ctx context.Context, client *http.Client, u string, pods int, rate float64, d time.Duration, procs []*process) (latency, error) {
+func measuredLoad(ctx context.Context, client *http.Client, u string, pods int, rate float64, d time.Duration, procs []*framework.Process) (latency, error) {
 	server, err := meter(procs)
 	if err != nil {
 		return latency{}, err
 	}
-	apiserver, err := meter([]*process{cluster.apiserver})
+	apiserver, err := meter([]*framework.Process{cluster.APIServer})
 	if err != nil {
 		return latency{}, err
 	}

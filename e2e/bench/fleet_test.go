@@ -1,6 +1,6 @@
 //go:build e2e && benchcompare
 
-package e2e
+package bench
 
 import (
 	"context"
@@ -15,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -89,7 +92,7 @@ func TestFleetScale(t *testing.T) {
 	}
 	extraArgs := strings.Fields(os.Getenv(envFleetAggregatorArgs))
 	start := time.Now()
-	ns := newNamespace(t, "fleet")
+	ns := cluster.NewNamespace(t, "fleet")
 	// The pods of the HPA-shaped query: one Deployment, placed on each
 	// size's fleet by that size's pod faker.
 	pods := min(bigGroup, sizes[0]*gpusPerNode/2)
@@ -102,9 +105,9 @@ func TestFleetScale(t *testing.T) {
 	var results []fleetResult
 	for _, nodes := range sizes {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
-			dir := benchDir(t)
+			dir := framework.TempDir(t, "gms-bench-")
 			fleet := startFleet(t, dir, nodes, gpusPerNode)
-			faker := startPodFaker(t, cluster.client, ns, fleet.kubelets(t), fleet.slots(t, pods))
+			faker := framework.StartPodFaker(t, cluster.Client, ns, fleet.kubelets(t), fleet.slots(t, pods))
 			waitAssigned(t, faker, ns, sel, pods, 3*time.Minute)
 			p := startOurs(t, dir, fleet.urls(), 0, extraArgs...)
 			client, err := apiClient()
@@ -112,7 +115,7 @@ func TestFleetScale(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := selectorURL(ns, sel)
-			waitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
+			testutil.WaitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
 				items, err := getValues(ctx, client, u)
 				if err != nil {
 					return false, err.Error(), nil
@@ -132,7 +135,7 @@ func TestFleetScale(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fleetMeter, err := meter([]*process{fleet.proc})
+			fleetMeter, err := meter([]*framework.Process{fleet.proc})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,7 +261,7 @@ func fetchDebug(ctx context.Context, metricsURL, path string, timeout time.Durat
 	if err != nil {
 		return err
 	}
-	client := cluster.httpClient()
+	client := cluster.HTTPClient()
 	client.Timeout = timeout
 	resp, err := client.Do(req)
 	if err != nil {

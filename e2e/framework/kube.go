@@ -1,0 +1,375 @@
+//go:build e2e
+
+package framework
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
+)
+
+const (
+	// GPUResource is the extended resource the workload requests.
+	GPUResource = "nvidia.com/gpu"
+	// WorkloadContainer is the name of the workload's only container.
+	WorkloadContainer = "cuda"
+	// MetricName is the custom metric the aggregator serves per pod.
+	MetricName = "gpu_utilization"
+	// ScaleTimeout bounds each scaling step: several HPA sync periods plus
+	// the default scale-up/down rate limits (one step per 15 s).
+	ScaleTimeout = 90 * time.Second
+	// envKubectl is the kubectl binary; unset, kubectl is looked up on PATH.
+	envKubectl = "GMS_KUBECTL"
+)
+
+// Kubectl runs kubectl as the admin and returns its stdout.
+func (cp *ControlPlane) Kubectl(ctx context.Context, stdin []byte, args ...string) (string, error) {
+	bin := os.Getenv(envKubectl)
+	if bin == "" {
+		bin = "kubectl"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + cp.Kubeconfig}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// NewNamespace creates a namespace for one test and waits until its default
+// service account exists (pods are refused before that).
+func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
+	t.Helper()
+	ns, err := cp.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating a namespace: %v", err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the default service account of "+ns.Name, func(ctx context.Context) (bool, string, error) {
+		_, err := cp.Client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, "not created yet", nil
+		}
+		return err == nil, fmt.Sprint(err), nil
+	})
+	return ns.Name
+}
+
+// GPUDeployment is a workload whose pods each request one GPU. Its pods are
+// labelled app=<name>.
+func GPUDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{
+						Name: WorkloadContainer,
+						// Never pulled: no kubelet runs in the e2e cluster.
+						Image: "registry.invalid/gpu-workload:e2e",
+						Resources: corev1.ResourceRequirements{
+							Limits: corev1.ResourceList{GPUResource: resource.MustParse("1")},
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+// CreateDeployment creates d.
+func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
+	t.Helper()
+	if _, err := cp.Client.AppsV1().Deployments(d.Namespace).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating Deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
+}
+
+// GPUHPA scales the Deployment named target on the per-pod gpu_utilization
+// metric with the given target.
+func GPUHPA(namespace, target string, minReplicas, maxReplicas int32, metricTarget autoscalingv2.MetricTarget) *autoscalingv2.HorizontalPodAutoscaler {
+	return &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: target, Namespace: namespace},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: target},
+			MinReplicas:    &minReplicas,
+			MaxReplicas:    maxReplicas,
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.PodsMetricSourceType,
+				Pods: &autoscalingv2.PodsMetricSource{
+					Metric: autoscalingv2.MetricIdentifier{Name: MetricName},
+					Target: metricTarget,
+				},
+			}},
+		},
+	}
+}
+
+// CreateHPA creates h.
+func (cp *ControlPlane) CreateHPA(t testing.TB, h *autoscalingv2.HorizontalPodAutoscaler) {
+	t.Helper()
+	if _, err := cp.Client.AutoscalingV2().HorizontalPodAutoscalers(h.Namespace).Create(t.Context(), h, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating HPA %s/%s: %v", h.Namespace, h.Name, err)
+	}
+}
+
+// HPACondition returns the HPA condition of the given type, or nil.
+func HPACondition(h *autoscalingv2.HorizontalPodAutoscaler, typ autoscalingv2.HorizontalPodAutoscalerConditionType) *autoscalingv2.HorizontalPodAutoscalerCondition {
+	for i := range h.Status.Conditions {
+		if h.Status.Conditions[i].Type == typ {
+			return &h.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// DescribeHPA summarises an HPA's status for failure messages.
+func DescribeHPA(h *autoscalingv2.HorizontalPodAutoscaler) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "current=%d desired=%d", h.Status.CurrentReplicas, h.Status.DesiredReplicas)
+	for _, m := range h.Status.CurrentMetrics {
+		if m.Pods != nil && m.Pods.Current.AverageValue != nil {
+			fmt.Fprintf(&b, " %s=%s", m.Pods.Metric.Name, m.Pods.Current.AverageValue.String())
+		}
+	}
+	for _, c := range h.Status.Conditions {
+		fmt.Fprintf(&b, " [%s=%s %s: %s]", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+// GetHPA fetches an HPA.
+func (cp *ControlPlane) GetHPA(ctx context.Context, namespace, name string) (*autoscalingv2.HorizontalPodAutoscaler, error) {
+	return cp.Client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// DeploymentReplicas returns the Deployment's desired replica count (what
+// the HPA sets).
+func (cp *ControlPlane) DeploymentReplicas(ctx context.Context, namespace, name string) (int32, error) {
+	d, err := cp.Client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return 0, err
+	}
+	if d.Spec.Replicas == nil {
+		return 1, nil
+	}
+	return *d.Spec.Replicas, nil
+}
+
+// PodMetrics asks the API server (kubectl get --raw, through the
+// aggregation layer) for metric on every pod matching selector, in the given
+// custom.metrics.k8s.io version, and returns the values by pod name. A
+// NotFound answer means no pod has a value and gives an empty map.
+func (cp *ControlPlane) PodMetrics(ctx context.Context, version, namespace, selector, metric string) (map[string]float64, error) {
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/%s/namespaces/%s/pods/*/%s?labelSelector=%s",
+		version, namespace, metric, url.QueryEscape(selector))
+	out, err := cp.Kubectl(ctx, nil, "get", "--raw", path)
+	if err != nil {
+		if strings.Contains(err.Error(), "NotFound") {
+			return map[string]float64{}, nil
+		}
+		return nil, err
+	}
+	return parseMetricValueList(version, metric, []byte(out))
+}
+
+// metricValueList is the union of the v1beta1 and v1beta2 MetricValueList
+// fields the tests read.
+type metricValueList struct {
+	Kind       string `json:"kind"`
+	APIVersion string `json:"apiVersion"`
+	Items      []struct {
+		DescribedObject struct {
+			Kind      string `json:"kind"`
+			Namespace string `json:"namespace"`
+			Name      string `json:"name"`
+		} `json:"describedObject"`
+		// v1beta1
+		MetricName string `json:"metricName"`
+		// v1beta2
+		Metric struct {
+			Name string `json:"name"`
+		} `json:"metric"`
+		Value resource.Quantity `json:"value"`
+	} `json:"items"`
+}
+
+// parseMetricValueList decodes a MetricValueList of the given version and
+// checks that it is one, of metric on pods.
+func parseMetricValueList(version, metric string, data []byte) (map[string]float64, error) {
+	var list metricValueList
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, fmt.Errorf("decoding a %s MetricValueList: %w: %s", version, err, data)
+	}
+	if list.Kind != "MetricValueList" || list.APIVersion != "custom.metrics.k8s.io/"+version {
+		return nil, fmt.Errorf("got kind %q apiVersion %q, want MetricValueList custom.metrics.k8s.io/%s", list.Kind, list.APIVersion, version)
+	}
+	values := make(map[string]float64, len(list.Items))
+	for _, it := range list.Items {
+		name := it.MetricName
+		if version != "v1beta1" {
+			name = it.Metric.Name
+		}
+		if it.DescribedObject.Kind != "Pod" || name != metric {
+			return nil, fmt.Errorf("unexpected item: %s %s/%s metric %q", it.DescribedObject.Kind, it.DescribedObject.Namespace, it.DescribedObject.Name, name)
+		}
+		values[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
+	}
+	return values, nil
+}
+
+// ReplicaRecorder records every distinct spec.replicas value a Deployment
+// takes, from a watch, so that no step of a scale is missed between polls.
+type ReplicaRecorder struct {
+	mu      sync.Mutex
+	history []int32
+}
+
+// RecordReplicas starts recording the replicas of a Deployment; it stops
+// at the end of the test.
+func (cp *ControlPlane) RecordReplicas(t testing.TB, namespace, name string) *ReplicaRecorder {
+	t.Helper()
+	r := &ReplicaRecorder{}
+	byName := func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+	}
+	cp.WatchDeployments(t, namespace, byName, func(d *appsv1.Deployment) {
+		if d.Spec.Replicas == nil {
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if n := len(r.history); n == 0 || r.history[n-1] != *d.Spec.Replicas {
+			r.history = append(r.history, *d.Spec.Replicas)
+		}
+	})
+	return r
+}
+
+// WatchDeployments calls seen with each Deployment of namespace that the
+// list options (set by selector) select, from a watch, every time one is
+// added or updated, until the end of the test. It returns once the
+// initial list has been seen.
+func (cp *ControlPlane) WatchDeployments(t testing.TB, namespace string, selector func(*metav1.ListOptions), seen func(*appsv1.Deployment)) {
+	t.Helper()
+	factory := informers.NewSharedInformerFactoryWithOptions(cp.Client, 0,
+		informers.WithNamespace(namespace), informers.WithTweakListOptions(selector))
+	informer := factory.Apps().V1().Deployments().Informer()
+	on := func(obj any) {
+		if d, ok := obj.(*appsv1.Deployment); ok {
+			seen(d)
+		}
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    on,
+		UpdateFunc: func(_, obj any) { on(obj) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	factory.Start(stop)
+	t.Cleanup(func() {
+		close(stop)
+		factory.Shutdown()
+	})
+	testutil.WaitFor(t, testutil.DefaultTimeout, "the Deployment watch of "+namespace+" to sync", func(context.Context) (bool, string, error) {
+		return informer.HasSynced(), "not synced", nil
+	})
+}
+
+// Values returns the recorded replica counts, oldest first.
+func (r *ReplicaRecorder) Values() []int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.history)
+}
+
+// LivePods returns the names of the pods matching selector that are not
+// being deleted, sorted.
+func (cp *ControlPlane) LivePods(ctx context.Context, namespace, selector string) ([]string, error) {
+	pods, err := cp.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			names = append(names, p.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// WaitPods waits until exactly n live pods match selector and returns them.
+func (cp *ControlPlane) WaitPods(t testing.TB, namespace, selector string, n int) []string {
+	t.Helper()
+	var names []string
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("%d pods with %s", n, selector), func(ctx context.Context) (bool, string, error) {
+		var err error
+		names, err = cp.LivePods(ctx, namespace, selector)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return len(names) == n, fmt.Sprintf("pods %v", names), nil
+	})
+	return names
+}
+
+// WaitHPAMetric waits until the HPA is active and its own status shows the
+// per-pod average it acted on equal to want.
+func (cp *ControlPlane) WaitHPAMetric(t testing.TB, namespace, name string, want float64) {
+	t.Helper()
+	testutil.WaitFor(t, ScaleTimeout, fmt.Sprintf("HPA %s to measure an average of %v", name, want), func(ctx context.Context) (bool, string, error) {
+		h, err := cp.GetHPA(ctx, namespace, name)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		avg, ok := HPAAverage(h)
+		c := HPACondition(h, autoscalingv2.ScalingActive)
+		return ok && avg == want && c != nil && c.Status == corev1.ConditionTrue, DescribeHPA(h), nil
+	})
+}
+
+// HPAAverage returns the gpu_utilization average in the HPA's status.
+func HPAAverage(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
+	for _, m := range h.Status.CurrentMetrics {
+		if m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == MetricName && m.Pods.Current.AverageValue != nil {
+			return m.Pods.Current.AverageValue.AsApproximateFloat64(), true
+		}
+	}
+	return 0, false
+}
