@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestAgentAttributesFakedPods checks the harness's half of the contract
@@ -33,7 +32,7 @@ func TestAgentAttributesFakedPods(t *testing.T) {
 		if i == 1 {
 			want = 42
 		}
-		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("the agent to attribute GPU %d to %s at %v%%", gpu.Index, pod, want), func(ctx context.Context) (bool, string, error) {
+		framework.WaitFor(t, 30*time.Second, fmt.Sprintf("the agent to attribute GPU %d to %s at %v%%", gpu.Index, pod, want), func(ctx context.Context) (bool, string, error) {
 			samples, err := framework.ScrapeSeries(ctx, node.URL+"/metrics", framework.GPUUtilSeries)
 			if err != nil {
 				return false, err.Error(), nil

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestControlPlane proves the harness without the project's binary:
@@ -75,7 +74,7 @@ spec:
 
 	// No GPU nodes: the faker only runs the pods.
 	framework.StartPodFaker(t, cluster.Client, ns, nil, nil)
-	testutil.WaitFor(t, 60*time.Second, "2 Running pods", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, 60*time.Second, "2 Running pods", func(ctx context.Context) (bool, string, error) {
 		pods, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=smoke"})
 		if err != nil {
 			return false, err.Error(), nil
@@ -91,7 +90,7 @@ spec:
 		return running == 2 && len(pods.Items) == 2, strings.Join(phases, " "), nil
 	})
 
-	testutil.WaitFor(t, 60*time.Second, "the HPA controller to report the missing custom metrics API", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, 60*time.Second, "the HPA controller to report the missing custom metrics API", func(ctx context.Context) (bool, string, error) {
 		h, err := cluster.GetHPA(ctx, ns, "smoke")
 		if err != nil {
 			return false, err.Error(), nil

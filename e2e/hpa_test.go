@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestSeedHPAScalesUpAndDown is the seed user's HPA, verbatim in intent: a
@@ -91,7 +90,7 @@ func TestAverageValueTarget(t *testing.T) {
 		seen.Sub(step).Round(100*time.Millisecond), firstScale.Sub(step).Round(100*time.Millisecond))
 
 	// Settled: the HPA itself measured 4 pods averaging 25 and wants 4.
-	testutil.WaitFor(t, framework.ScaleTimeout, "the HPA to settle at 4 replicas averaging 25", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, framework.ScaleTimeout, "the HPA to settle at 4 replicas averaging 25", func(ctx context.Context) (bool, string, error) {
 		h, err := cluster.GetHPA(ctx, ns, name)
 		if err != nil {
 			return false, err.Error(), nil
@@ -117,7 +116,7 @@ func TestCustomMetricsAPIVersions(t *testing.T) {
 		env.SetPodUtilization(pod, int(v))
 	}
 	for _, version := range framework.CustomMetricsVersions {
-		testutil.WaitFor(t, 30*time.Second, version+" values "+fmt.Sprint(want), func(ctx context.Context) (bool, string, error) {
+		framework.WaitFor(t, 30*time.Second, version+" values "+fmt.Sprint(want), func(ctx context.Context) (bool, string, error) {
 			got, err := cluster.PodMetrics(ctx, version, ns, selector, framework.MetricName)
 			if err != nil {
 				return false, err.Error(), nil
@@ -177,7 +176,7 @@ func TestStoppedAgentMetricsGoStale(t *testing.T) {
 		t.Errorf("the other node's pod: values %v (%v), want %s=50", v, err, bystander)
 	}
 
-	testutil.WaitFor(t, framework.ScaleTimeout, "the HPA to report the missing metric", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, framework.ScaleTimeout, "the HPA to report the missing metric", func(ctx context.Context) (bool, string, error) {
 		h, err := cluster.GetHPA(ctx, ns, "victim")
 		if err != nil {
 			return false, err.Error(), nil
@@ -194,7 +193,7 @@ func TestStoppedAgentMetricsGoStale(t *testing.T) {
 // returns when they first did.
 func waitReplicas(t *testing.T, namespace, name string, ok func(int32) bool) time.Time {
 	t.Helper()
-	return testutil.WaitFor(t, framework.ScaleTimeout, "Deployment "+name+"'s replicas", func(ctx context.Context) (bool, string, error) {
+	return framework.WaitFor(t, framework.ScaleTimeout, "Deployment "+name+"'s replicas", func(ctx context.Context) (bool, string, error) {
 		n, err := cluster.DeploymentReplicas(ctx, namespace, name)
 		if err != nil {
 			return false, err.Error(), nil
@@ -211,7 +210,7 @@ func waitReplicas(t *testing.T, namespace, name string, ok func(int32) bool) tim
 // matching selector satisfy ok, and returns when they first did.
 func waitPodValues(t *testing.T, namespace, selector string, ok func(map[string]float64) bool) time.Time {
 	t.Helper()
-	return testutil.WaitFor(t, 30*time.Second, "gpu_utilization of "+selector+" on the API", func(ctx context.Context) (bool, string, error) {
+	return framework.WaitFor(t, 30*time.Second, "gpu_utilization of "+selector+" on the API", func(ctx context.Context) (bool, string, error) {
 		v, err := cluster.PodMetrics(ctx, "v1beta2", namespace, selector, framework.MetricName)
 		if err != nil {
 			return false, err.Error(), nil

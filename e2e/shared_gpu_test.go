@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // TestSharedGPUPerPodShares: two pods time-slice one GPU, one running at 70 %
@@ -30,7 +29,7 @@ func TestSharedGPUPerPodShares(t *testing.T) {
 	env.SetPodShare(b, 10)
 
 	for _, version := range framework.CustomMetricsVersions {
-		testutil.WaitFor(t, 60*time.Second, version+": per-pod shares 70 / 10", func(ctx context.Context) (bool, string, error) {
+		framework.WaitFor(t, 60*time.Second, version+": per-pod shares 70 / 10", func(ctx context.Context) (bool, string, error) {
 			v, err := cluster.PodMetrics(ctx, version, ns, selector, "gpu_utilization")
 			if err != nil {
 				return false, err.Error(), nil
@@ -40,7 +39,7 @@ func TestSharedGPUPerPodShares(t *testing.T) {
 	}
 	// The device series still says what the GPU did as a whole, for both
 	// pods, as dcgm-exporter's would.
-	testutil.WaitFor(t, 30*time.Second, "device series at 80 for both pods", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, 30*time.Second, "device series at 80 for both pods", func(ctx context.Context) (bool, string, error) {
 		ss, err := framework.ScrapeSeries(ctx, env.Nodes[0].URL+"/metrics", framework.GPUUtilSeries)
 		if err != nil {
 			return false, err.Error(), nil

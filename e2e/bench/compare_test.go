@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -265,7 +264,7 @@ func runPhase(t *testing.T, cfg benchConfig, ns, tag string, fleet *fleetSim, fa
 		t.Fatal(err)
 	}
 	freshURL := selectorURL(ns, selector)
-	testutil.WaitFor(t, p.window+2*p.scrapeInterval+2*time.Minute, fmt.Sprintf("%s to serve %d for the %d step pods", p.name, stepLow, freshSteps), func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, p.window+2*p.scrapeInterval+2*time.Minute, fmt.Sprintf("%s to serve %d for the %d step pods", p.name, stepLow, freshSteps), func(ctx context.Context) (bool, string, error) {
 		items, err := getValues(ctx, client, freshURL)
 		if err != nil {
 			return false, err.Error(), nil

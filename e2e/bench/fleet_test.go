@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -115,7 +114,7 @@ func TestFleetScale(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := selectorURL(ns, sel)
-			testutil.WaitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
+			framework.WaitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
 				items, err := getValues(ctx, client, u)
 				if err != nil {
 					return false, err.Error(), nil

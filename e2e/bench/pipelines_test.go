@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -94,7 +93,7 @@ func startOurs(t *testing.T, dir string, urls []string, window time.Duration, ex
 func startSeedChain(t *testing.T, dir string, urls []string, interval time.Duration, namespace string) *pipeline {
 	t.Helper()
 	prom := startPrometheus(t, dir, urls, interval)
-	testutil.WaitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
 		up, err := promScalar(ctx, prom.url, `count(up == 1)`)
 		if err != nil {
 			return false, err.Error(), nil

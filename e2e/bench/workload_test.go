@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // benchLabel groups the pods (and Deployments) one query of the benchmark
@@ -46,7 +45,7 @@ func scaleDeployment(ctx context.Context, namespace, name string, replicas int32
 func waitAssigned(t *testing.T, faker *framework.PodFaker, namespace, selector string, n int, timeout time.Duration) map[string]framework.GPUSlot {
 	t.Helper()
 	var out map[string]framework.GPUSlot
-	testutil.WaitFor(t, timeout, fmt.Sprintf("%d pods with %s, each with a GPU", n, selector), func(ctx context.Context) (bool, string, error) {
+	framework.WaitFor(t, timeout, fmt.Sprintf("%d pods with %s, each with a GPU", n, selector), func(ctx context.Context) (bool, string, error) {
 		names, err := cluster.LivePods(ctx, namespace, selector)
 		if err != nil {
 			return false, err.Error(), nil

@@ -16,8 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
-
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -120,7 +118,7 @@ func (cp *ControlPlane) RegisterCustomMetrics(t testing.TB, port int) {
 
 	for _, version := range CustomMetricsVersions {
 		name := version + ".custom.metrics.k8s.io"
-		testutil.WaitFor(t, 60*time.Second, "APIService "+name+" to be Available", func(ctx context.Context) (bool, string, error) {
+		WaitFor(t, 60*time.Second, "APIService "+name+" to be Available", func(ctx context.Context) (bool, string, error) {
 			obj, err := apiServices.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error(), nil
@@ -134,7 +132,7 @@ func (cp *ControlPlane) RegisterCustomMetrics(t testing.TB, port int) {
 			}
 			return false, "no Available condition yet", nil
 		})
-		testutil.WaitFor(t, 30*time.Second, "the API server to serve "+name, func(ctx context.Context) (bool, string, error) {
+		WaitFor(t, 30*time.Second, "the API server to serve "+name, func(ctx context.Context) (bool, string, error) {
 			_, err := cp.Kubectl(ctx, nil, "get", "--raw", "/apis/custom.metrics.k8s.io/"+version)
 			if err != nil {
 				return false, err.Error(), nil

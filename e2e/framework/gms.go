@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -185,7 +184,7 @@ func (g *GMS) startNode(bin string, i, gpus int) *GPUNode {
 	if err := WaitServing(t.Context(), agent, PlainHTTP, node.URL+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%s's agent to report %d GPUs", name, gpus), func(ctx context.Context) (bool, string, error) {
+	WaitFor(t, 30*time.Second, fmt.Sprintf("%s's agent to report %d GPUs", name, gpus), func(ctx context.Context) (bool, string, error) {
 		found, err := ScrapeGPUs(ctx, node.URL+"/metrics")
 		if err != nil {
 			return false, err.Error(), nil
@@ -336,7 +335,7 @@ func (g *GMS) GPUOf(pod string) GPUSlot {
 	t := g.t
 	t.Helper()
 	var slot GPUSlot
-	testutil.WaitFor(t, 30*time.Second, "a GPU for pod "+pod, func(context.Context) (bool, string, error) {
+	WaitFor(t, 30*time.Second, "a GPU for pod "+pod, func(context.Context) (bool, string, error) {
 		s, ok := g.Faker.Assignment(pod)
 		slot = s
 		return ok, "unassigned", nil

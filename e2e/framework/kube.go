@@ -74,7 +74,7 @@ func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
 	if err != nil {
 		t.Fatalf("creating a namespace: %v", err)
 	}
-	testutil.WaitFor(t, 60*time.Second, "the default service account of "+ns.Name, func(ctx context.Context) (bool, string, error) {
+	WaitFor(t, 60*time.Second, "the default service account of "+ns.Name, func(ctx context.Context) (bool, string, error) {
 		_, err := cp.Client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, "not created yet", nil
@@ -305,7 +305,7 @@ func (cp *ControlPlane) WatchDeployments(t testing.TB, namespace string, selecto
 		close(stop)
 		factory.Shutdown()
 	})
-	testutil.WaitFor(t, testutil.DefaultTimeout, "the Deployment watch of "+namespace+" to sync", func(context.Context) (bool, string, error) {
+	WaitFor(t, testutil.DefaultTimeout, "the Deployment watch of "+namespace+" to sync", func(context.Context) (bool, string, error) {
 		return informer.HasSynced(), "not synced", nil
 	})
 }
@@ -338,7 +338,7 @@ func (cp *ControlPlane) LivePods(ctx context.Context, namespace, selector string
 func (cp *ControlPlane) WaitPods(t testing.TB, namespace, selector string, n int) []string {
 	t.Helper()
 	var names []string
-	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("%d pods with %s", n, selector), func(ctx context.Context) (bool, string, error) {
+	WaitFor(t, 60*time.Second, fmt.Sprintf("%d pods with %s", n, selector), func(ctx context.Context) (bool, string, error) {
 		var err error
 		names, err = cp.LivePods(ctx, namespace, selector)
 		if err != nil {
@@ -353,7 +353,7 @@ func (cp *ControlPlane) WaitPods(t testing.TB, namespace, selector string, n int
 // per-pod average it acted on equal to want.
 func (cp *ControlPlane) WaitHPAMetric(t testing.TB, namespace, name string, want float64) {
 	t.Helper()
-	testutil.WaitFor(t, ScaleTimeout, fmt.Sprintf("HPA %s to measure an average of %v", name, want), func(ctx context.Context) (bool, string, error) {
+	WaitFor(t, ScaleTimeout, fmt.Sprintf("HPA %s to measure an average of %v", name, want), func(ctx context.Context) (bool, string, error) {
 		h, err := cp.GetHPA(ctx, namespace, name)
 		if err != nil {
 			return false, err.Error(), nil
@@ -372,4 +372,14 @@ func HPAAverage(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// PollInterval is how often the suite re-checks a condition: each check is
+// one or more requests to kube-apiserver, which shares the machine's CPUs.
+const PollInterval = 250 * time.Millisecond
+
+// WaitFor is testutil.WaitForEvery at the suite's PollInterval.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
+	t.Helper()
+	return testutil.WaitForEvery(t, PollInterval, timeout, what, cond)
 }

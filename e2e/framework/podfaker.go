@@ -119,7 +119,7 @@ func StartPodFaker(t testing.TB, client kubernetes.Interface, namespace string, 
 			f.factory.Shutdown()
 		}
 	})
-	testutil.WaitFor(t, testutil.DefaultTimeout, "the pod faker's pod informer to sync", func(context.Context) (bool, string, error) {
+	WaitFor(t, testutil.DefaultTimeout, "the pod faker's pod informer to sync", func(context.Context) (bool, string, error) {
 		return podInformer.Informer().HasSynced(), "not synced", nil
 	})
 	synced = true

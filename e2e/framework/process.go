@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -166,7 +164,7 @@ var errExitedEarly = errors.New("exited early")
 // error carries the last probe's error and the tail of the process's log.
 func WaitServing(ctx context.Context, p *Process, client *http.Client, url string) error {
 	lastErr := errors.New("not probed yet")
-	err := wait.PollUntilContextTimeout(ctx, testutil.PollInterval, startTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, PollInterval, startTimeout, true, func(ctx context.Context) (bool, error) {
 		if done, err := p.Exited(); done {
 			return false, fmt.Errorf("%s %w (%v) while waiting for %s; last log lines:\n%s", p.Name, errExitedEarly, err, url, p.Tail(LogTailLines))
 		}

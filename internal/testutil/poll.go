@@ -29,9 +29,17 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // message. It returns the time at which cond first held.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
 	t.Helper()
+	return WaitForEvery(t, PollInterval, timeout, what, cond)
+}
+
+// WaitForEvery is WaitFor polling every interval: for conditions that cost
+// a request to a server (the e2e suite's API calls), so that polling does
+// not load the machine it waits on.
+func WaitForEvery(t testing.TB, interval, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
+	t.Helper()
 	state := "(not evaluated)"
 	var at time.Time
-	err := wait.PollUntilContextTimeout(t.Context(), PollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), interval, timeout, true, func(ctx context.Context) (bool, error) {
 		done, s, err := cond(ctx)
 		if s != "" {
 			state = s
