@@ -157,7 +157,7 @@ func TestAgentSimulated(t *testing.T) {
 	})
 	for i, m := range util {
 		l := labels(m)
-		if l["UUID"] != sim.UUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
+		if l["UUID"] != sim.UUID("node-a", i) || l["Hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
 			t.Errorf("series %d labels %v", i, l)
 		}
 		if _, ok := l["pod"]; ok {

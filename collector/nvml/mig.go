@@ -106,7 +106,7 @@ func (b *backend) identifyMIG(parent *device, h nvml.Device, total uint64, activ
 			klog.ErrorS(err, "MIG instance reports memory only", "uuid", uuid)
 		} else {
 			d.gpm = g
-			d.info.MIG.Activity = true
+			d.info.Profiling = true
 		}
 	}
 	return d, nil

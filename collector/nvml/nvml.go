@@ -83,6 +83,7 @@ func newBackend(lib nvml.Interface, o Options) (*backend, error) {
 		}
 		b.devices = append(b.devices, d)
 		migs := b.migInstances(d)
+		d.info.MIGInstances = len(migs) > 0
 		b.devices = append(b.devices, migs...)
 		instances += len(migs)
 	}

@@ -103,10 +103,12 @@ func New(node string, n int, mig []int) (*Sim, error) {
 		for _, l := range migLayout {
 			inst := &device{memTotal: l.memMiB * mib, slices: l.slices, info: g.info}
 			inst.info.UUID = MIGUUID(node, i, l.gi)
-			inst.info.MIG = &collector.MIGInstance{ParentUUID: g.info.UUID, GPUInstance: l.gi, Profile: l.profile, Activity: true}
+			inst.info.MIG = &collector.MIGInstance{ParentUUID: g.info.UUID, GPUInstance: l.gi, Profile: l.profile}
+			inst.info.Profiling = true
 			g.instances = append(g.instances, inst)
 			s.devices = append(s.devices, inst)
 		}
+		g.info.MIGInstances = true
 	}
 	return s, nil
 }

@@ -219,7 +219,7 @@ func TestSimMIG(t *testing.T) {
 	for i, w := range wantInst {
 		d := r[2+i]
 		mig := d.Device.MIG
-		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !mig.Activity || mig.ParentUUID != UUID("n", 1) {
+		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !d.Device.Profiling || mig.ParentUUID != UUID("n", 1) {
 			t.Fatalf("instance %d: %+v", i, mig)
 		}
 		if d.Device.UUID != MIGUUID("n", 1, w.gi) || d.Device.Index != 1 {
