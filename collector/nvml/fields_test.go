@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
-	itestutil "github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
+	itestutil "github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // sampleDevice runs rounds on a fresh DGX H100 whose device 1 break_ has
