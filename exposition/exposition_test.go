@@ -2,7 +2,9 @@ package exposition
 
 import (
 	"math"
+	"os"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -221,5 +223,50 @@ func TestFieldColumns(t *testing.T) {
 	}
 	if !DefaultFields().Contains(RoleFields()) {
 		t.Error("the default list lacks fields the aggregator reads")
+	}
+}
+
+// TestDocsListEveryField: docs/metrics.md has a row for every device field
+// and label field, with its NVML source.
+func TestDocsListEveryField(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if name, _, ok := strings.Cut(strings.TrimPrefix(line, "| `"), "`"); ok && strings.HasPrefix(line, "| `") && rows[name] == "" {
+			rows[name] = line // the fields table comes first
+		}
+	}
+	check := func(name, source string) {
+		if row, ok := rows[name]; !ok || !strings.Contains(row, source) {
+			t.Errorf("docs/metrics.md has no row for %s with its source %q", name, source)
+		}
+	}
+	for f := range NumFields {
+		check(f.Name(), f.Source())
+	}
+	for l := range NumLabelFields {
+		check(l.Name(), l.Source())
+	}
+}
+
+// TestSmokeListsEveryField: hack/gpu-smoke.sh reads every field and label
+// field on a real GPU: its counters file lists each with its type.
+func TestSmokeListsEveryField(t *testing.T) {
+	script, err := os.ReadFile("../hack/gpu-smoke.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range NumFields {
+		if line := f.Name() + ", " + f.Family().Type.String() + ","; !strings.Contains(string(script), "\n"+line) {
+			t.Errorf("hack/gpu-smoke.sh does not list %q", line)
+		}
+	}
+	for l := range NumLabelFields {
+		if line := l.Name() + ", label,"; !strings.Contains(string(script), "\n"+line) {
+			t.Errorf("hack/gpu-smoke.sh does not list %q", line)
+		}
 	}
 }
