@@ -44,13 +44,7 @@ func TestAgentContract(t *testing.T) {
 		}},
 	}
 	body := snap.Exposition()
-	for name, parse := range map[string]func() ([]store.Sample, error){
-		"fast": func() ([]store.Sample, error) {
-			s, _, err := NewParser().Parse(body, receipt)
-			return s, err
-		},
-		"reference": func() ([]store.Sample, error) { return parseWithReference(body, receipt) },
-	} {
+	for name, parse := range bothParsers(body) {
 		got, err := parse()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", name, err, body)
@@ -119,13 +113,7 @@ func TestAgentContractNewFamilies(t *testing.T) {
 		if label != "" && !bytes.Contains(body, []byte(","+label+`="n1"`)) {
 			t.Fatalf("no %s label in\n%s", label, body)
 		}
-		for name, parse := range map[string]func() ([]store.Sample, error){
-			"fast": func() ([]store.Sample, error) {
-				s, _, err := NewParser().Parse(body, receipt)
-				return s, err
-			},
-			"reference": func() ([]store.Sample, error) { return parseWithReference(body, receipt) },
-		} {
+		for name, parse := range bothParsers(body) {
 			got, err := parse()
 			if err != nil {
 				t.Fatalf("%s, label %q: %v", name, label, err)
@@ -171,5 +159,17 @@ func TestParseEitherHostname(t *testing.T) {
 				t.Errorf("%s with %s: %v", name, swap[1], err)
 			}
 		}
+	}
+}
+
+// bothParsers parse body received at receipt with the fast parser and with
+// the reference one.
+func bothParsers(body []byte) map[string]func() ([]store.Sample, error) {
+	return map[string]func() ([]store.Sample, error){
+		"fast": func() ([]store.Sample, error) {
+			s, _, err := NewParser().Parse(body, receipt)
+			return s, err
+		},
+		"reference": func() ([]store.Sample, error) { return parseWithReference(body, receipt) },
 	}
 }
