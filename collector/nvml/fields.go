@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
@@ -62,6 +63,22 @@ var fieldValues = []fieldValue{
 	{field: exposition.PCIeRXBytes, id: nvml.FI_DEV_PCIE_COUNT_RX_BYTES, rate: true, scale: 1},
 }
 
+// nvlinkFields are the fields only a GPU with NVLink has: on one without,
+// they are absent (not 0), whatever the driver answers for them.
+var nvlinkFields = exposition.FieldsOf(exposition.NVLinkCRCFlitErrors, exposition.NVLinkCRCDataErrors,
+	exposition.NVLinkReplayErrors, exposition.NVLinkRecoveryErrors, exposition.NVLinkBandwidthTotal)
+
+// linkState is what a GPU's batch knows of its NVLinks.
+type linkState uint8
+
+const (
+	// linksUnknown: not asked yet, or the answer failed: the link count
+	// rides along with the next request that asks an NVLink field.
+	linksUnknown linkState = iota
+	linksPresent
+	linksAbsent
+)
+
 // fieldValueFields are the fields fieldValues supply.
 var fieldValueFields = func() (s exposition.FieldSet) {
 	for _, v := range fieldValues {
@@ -92,9 +109,11 @@ type rateAcc struct {
 type fieldBatch struct {
 	// fields are the fields asked; req and from are parallel: the NVML
 	// field value and the fieldValues entry it came from.
+	// from[i] is -1 for the NVLink link count.
 	fields exposition.FieldSet
 	req    []nvml.FieldValue
 	from   []int
+	links  linkState
 	prev   [exposition.NumFields]counterState
 	acc    [exposition.NumFields]rateAcc
 }
@@ -107,7 +126,13 @@ func (fb *fieldBatch) build(want exposition.FieldSet) {
 		return
 	}
 	fb.fields = want
-	fb.req, fb.from = make([]nvml.FieldValue, 0, len(fieldValues)), fb.from[:0]
+	fb.req, fb.from = make([]nvml.FieldValue, 0, len(fieldValues)+1), fb.from[:0]
+	if fb.links == linksUnknown && want.Intersects(nvlinkFields) {
+		// First, so that the NVLink fields after it are dropped in the
+		// round that finds the GPU has no NVLink.
+		fb.req = append(fb.req, nvml.FieldValue{FieldId: nvml.FI_DEV_NVLINK_LINK_COUNT})
+		fb.from = append(fb.from, -1)
+	}
 	for i, v := range fieldValues {
 		if want.Has(v.field) {
 			fb.req = append(fb.req, nvml.FieldValue{FieldId: v.id, ScopeId: v.scope})
@@ -139,7 +164,16 @@ func (x *fieldReader) readFieldValues(want exposition.FieldSet, now time.Time) {
 	}
 	clear(fb.acc[:])
 	for i := range fb.req {
+		if fb.from[i] < 0 {
+			if !x.linkCount(&fb.req[i]) {
+				return
+			}
+			continue
+		}
 		fv, spec := &fb.req[i], &fieldValues[fb.from[i]]
+		if d.unsupported.Has(spec.field) {
+			continue // an NVLink field of a GPU found without NVLink
+		}
 		acc := &fb.acc[spec.field]
 		switch ret := nvml.Return(fv.NvmlReturn); ret {
 		case nvml.SUCCESS:
@@ -174,6 +208,9 @@ func (x *fieldReader) readFieldValues(want exposition.FieldSet, now time.Time) {
 			acc.n++
 		}
 	}
+	if fb.links != linksUnknown && fb.from[0] < 0 {
+		fb.req = nil // known: rebuilt without the count
+	}
 	for f := range exposition.NumFields {
 		acc := &fb.acc[f]
 		if acc.n == 0 && !acc.failed {
@@ -187,6 +224,35 @@ func (x *fieldReader) readFieldValues(want exposition.FieldSet, now time.Time) {
 			x.r.Set(f, v)
 		}
 	}
+}
+
+// linkCount reads the GPU's NVLink count from its answer in the batch: a
+// GPU without NVLink (0 links, or the count not supported) has no NVLink
+// fields from now on, logged once. False when the GPU is lost.
+func (x *fieldReader) linkCount(fv *nvml.FieldValue) bool {
+	fb := &x.d.batch
+	switch ret := nvml.Return(fv.NvmlReturn); ret {
+	case nvml.SUCCESS:
+		if n, ok := fieldFloat(fv); !ok {
+			return true // unreadable: asked again next round
+		} else if n > 0 {
+			fb.links = linksPresent
+		} else {
+			fb.links = linksAbsent
+		}
+	case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_INVALID_ARGUMENT:
+		fb.links = linksAbsent
+	case nvml.ERROR_GPU_IS_LOST:
+		x.check("NVLink count", ret)
+		return false
+	default:
+		return true // asked again next round
+	}
+	if fb.links == linksAbsent {
+		x.d.unsupported.AddAll(nvlinkFields)
+		klog.InfoS("GPU has no NVLink: its NVLink fields are absent", "uuid", x.d.info.UUID)
+	}
+	return true
 }
 
 // rate turns a rate field's counters into its rate since the previous

@@ -174,6 +174,79 @@ func TestNVMLRates(t *testing.T) {
 	}
 }
 
+// TestNVMLWithoutNVLink: a GPU without NVLink (a PCIe card) has no NVLink
+// fields, not zeros, even where the driver answers 0 for them; the link
+// count is asked with the first request only, once it is known.
+func TestNVMLWithoutNVLink(t *testing.T) {
+	zeroLinks := func(f *fakeFields) {
+		for _, id := range []uint32{nvml.FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, nvml.FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+			nvml.FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+			nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX, nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX} {
+			f.values[id] = scriptedValue{v: 0}
+		}
+	}
+	tests := []struct {
+		name  string
+		count []scriptedValue // the link count's answer per round
+		// has: per round, whether device 1 has its NVLink error counters
+		// (nil: device 1 failed that round).
+		has []any
+		// askedAfter: the round from which the count is no longer asked.
+		askedAfter int
+		lost       bool
+	}{
+		{"NVLink present", []scriptedValue{{v: 18}}, []any{true, true, true}, 1, false},
+		{"no links, the driver answers 0 for the counters", []scriptedValue{{v: 0}}, []any{false, false, false}, 1, false},
+		{"the link count not supported", []scriptedValue{{ret: nvml.ERROR_NOT_SUPPORTED}}, []any{false, false, false}, 1, false},
+		{"the link count failing once: asked again", []scriptedValue{{ret: nvml.ERROR_UNKNOWN}, {v: 0}}, []any{true, false, false}, 2, false},
+		{"the GPU lost", []scriptedValue{{ret: nvml.ERROR_GPU_IS_LOST}}, []any{nil, nil, nil}, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var f *fakeFields
+			var asked [][]uint32
+			_, readings, errs := sampleDevice(t, Options{}, len(tt.has), func(n node, d *server.Device) {
+				f = n.fields[1]
+				zeroLinks(f)
+				inner := d.GetFieldValuesFunc
+				d.GetFieldValuesFunc = func(req []nvml.FieldValue) nvml.Return {
+					f.values[nvml.FI_DEV_NVLINK_LINK_COUNT] = tt.count[min(f.calls, len(tt.count)-1)]
+					ret := inner(req)
+					asked = append(asked, slices.Clone(f.asked))
+					return ret
+				}
+			})
+			for round, want := range tt.has {
+				r := readings[round]
+				if want == nil {
+					if r.Device != nil || (round == 0 && (len(errs[0]) != 1 || errs[0][0].Lost != tt.lost)) {
+						t.Errorf("round %d: reading %+v errors %v, want device 1 lost", round, r.Device, errs[round])
+					}
+					continue
+				}
+				if r.Device == nil {
+					t.Fatalf("round %d: device 1 missing (%v)", round, errs[round])
+				}
+				got := r.Reading.Fields()
+				if got.Has(exposition.NVLinkCRCFlitErrors) != want.(bool) || got.Has(exposition.NVLinkRecoveryErrors) != want.(bool) {
+					t.Errorf("round %d: NVLink fields present %v, want %v", round, got.Has(exposition.NVLinkCRCFlitErrors), want)
+				}
+				if !want.(bool) && got.Has(exposition.NVLinkBandwidthTotal) {
+					t.Errorf("round %d: NVLink bandwidth without NVLink", round)
+				}
+				if !got.Has(exposition.MemoryTemp) || !got.Has(exposition.CorrectableRemappedRows) {
+					t.Errorf("round %d: other field values lost: %v", round, got)
+				}
+			}
+			for round, ids := range asked {
+				if has := slices.Contains(ids, nvml.FI_DEV_NVLINK_LINK_COUNT); has != (round < tt.askedAfter) {
+					t.Errorf("call %d: link count asked %v, want %v", round, has, round < tt.askedAfter)
+				}
+			}
+		})
+	}
+}
+
 func TestNVMLMemoryV1Fallback(t *testing.T) {
 	calls := 0
 	_, readings, _ := sampleDevice(t, Options{}, 2, func(n node, d *server.Device) {

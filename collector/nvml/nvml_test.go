@@ -161,6 +161,7 @@ func healthyFields(i int) map[uint32]scriptedValue {
 		nvml.FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL: {v: 4},
 		nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_RX:         {v: 1000},
 		nvml.FI_DEV_NVLINK_THROUGHPUT_DATA_TX:         {v: 3000},
+		nvml.FI_DEV_NVLINK_LINK_COUNT:                 {v: 18},
 		nvml.FI_DEV_REMAPPED_COR:                      {v: 2},
 		nvml.FI_DEV_REMAPPED_UNC:                      {v: 1},
 		nvml.FI_DEV_REMAPPED_FAILURE:                  {v: 0},
