@@ -1,10 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
 	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
@@ -23,14 +25,20 @@ import (
 // dashboardPath is the project's Grafana dashboard.
 const dashboardPath = "../../deploy/grafana/gpu-metrics-server-dashboard.json"
 
+// panel is the part of a Grafana panel the test reads; a row holds the
+// panels it collapses.
+type panel struct {
+	Type    string `json:"type"`
+	Title   string `json:"title"`
+	Targets []struct {
+		Expr string `json:"expr"`
+	} `json:"targets"`
+	Panels []panel `json:"panels"`
+}
+
 // dashboard is the part of Grafana's dashboard model the test reads.
 type dashboard struct {
-	Panels []struct {
-		Title   string `json:"title"`
-		Targets []struct {
-			Expr string `json:"expr"`
-		} `json:"targets"`
-	} `json:"panels"`
+	Panels     []panel `json:"panels"`
 	Templating struct {
 		List []struct {
 			Name  string `json:"name"`
@@ -61,11 +69,25 @@ func dashboardQueries(t *testing.T) []query {
 	}
 	all := strings.NewReplacer("$hostname", ".*", "$gpu", ".*", "$namespace", ".*")
 	var out []query
-	for _, p := range d.Panels {
-		for i, tg := range p.Targets {
-			out = append(out, query{where: fmt.Sprintf("panel %q target %d", p.Title, i), expr: all.Replace(tg.Expr)})
+	var walk func([]panel)
+	walk = func(panels []panel) {
+		for _, p := range panels {
+			walk(p.Panels)
+			if p.Type == "row" || p.Type == "text" {
+				continue
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query: it can show no data", p.Title)
+			}
+			for i, tg := range p.Targets {
+				if tg.Expr == "" {
+					t.Errorf("panel %q target %d has no PromQL expression", p.Title, i)
+				}
+				out = append(out, query{where: fmt.Sprintf("panel %q target %d", p.Title, i), expr: all.Replace(tg.Expr)})
+			}
 		}
 	}
+	walk(d.Panels)
 	labelValues := regexp.MustCompile(`^label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)$`)
 	for _, v := range d.Templating.List {
 		q, ok := v.Query.(map[string]any)
@@ -115,8 +137,12 @@ func TestDashboardWithPrometheus(t *testing.T) {
 	t.Logf("%d dashboard queries return data", len(queries))
 }
 
-// startPrometheus runs Prometheus scraping target every second, on a free
-// loopback port, and returns its address once it is ready.
+// prometheusListeningRE matches the line Prometheus logs once its web
+// server listens, with the address it bound (port 0 picks a free one).
+var prometheusListeningRE = regexp.MustCompile(`msg="Listening on" address=(\S+)`)
+
+// startPrometheus runs Prometheus scraping target every second, on a port
+// the kernel picks, and returns its address once it is ready.
 func startPrometheus(t *testing.T, binary, target string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -132,51 +158,66 @@ scrape_configs:
 `, target)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	cmd := exec.Command(binary, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address=127.0.0.1:0", "--log.level=info")
+	cmd.Stdout = io.Discard
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(binary, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	var mu sync.Mutex
-	var logs strings.Builder
-	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
-	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	var mu sync.Mutex
+	var logs strings.Builder
+	addr, done := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if m := prometheusListeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	log := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-done
+		testutil.Receive(t, "Prometheus to exit", done)
 		if t.Failed() {
-			mu.Lock()
-			t.Logf("prometheus log:\n%s", logs.String())
-			mu.Unlock()
+			t.Logf("prometheus log:\n%s", log())
 		}
 	})
+	var a string
+	select {
+	case a = <-addr:
+	case <-done:
+		t.Fatalf("prometheus exited before listening:\n%s", log())
+	case <-time.After(testutil.DefaultTimeout):
+		t.Fatalf("prometheus logged no listen address:\n%s", log())
+	}
 	testutil.Eventually(t, "Prometheus ready", func() bool {
 		select {
 		case <-done:
-			t.Fatalf("prometheus exited")
+			t.Fatalf("prometheus exited:\n%s", log())
 		default:
 		}
-		resp, err := http.Get("http://" + addr + "/-/ready")
+		resp, err := http.Get("http://" + a + "/-/ready")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return addr
+	return a
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // evaluate runs q as an instant query and says why it shows no data ("" when
 // it does).
