@@ -24,34 +24,45 @@ func (s *Snapshot) Exposition() []byte {
 }
 
 func (s *Snapshot) render(b []byte) []byte {
-	// The label set of each series, computed once per render.
+	format := s.format
+	if format == nil {
+		format = defaultFormat
+	}
+	// The label set of each series, computed once per render: the
+	// device's labels, then the owner's (dcgm-exporter's attributes, in
+	// the order of their names: container, err_code on the XID family,
+	// namespace, pod, vgpu), split where err_code goes.
 	type series struct {
-		labels []byte
-		r      *Reading
+		device, container, rest []byte
+		r                       *Reading
 	}
 	var all []series
 	bases := make([][]byte, len(s.Devices))
 	for i := range s.Devices {
 		d := &s.Devices[i]
-		base := deviceLabels(nil, d.Device, s.Node)
+		base := deviceLabels(nil, d.Device, s.Node, format)
 		bases[i] = base
+		if d.Device.MIGInstances {
+			// A GPU in MIG mode is reported through its instances.
+			continue
+		}
 		if len(d.Owners) == 0 {
-			all = append(all, series{labels: base, r: &d.Reading})
+			all = append(all, series{device: base, r: &d.Reading})
 			continue
 		}
 		for _, o := range d.Owners {
-			l := append([]byte(nil), base...)
-			l = appendLabel(l, exposition.LabelContainer, o.Container)
-			l = appendLabel(l, exposition.LabelNamespace, o.Namespace)
-			l = appendLabel(l, exposition.LabelPod, o.Pod)
-			l = appendLabel(l, exposition.LabelVGPU, o.Replica)
-			all = append(all, series{labels: l, r: &d.Reading})
+			ctr := appendLabel(nil, exposition.LabelContainer, o.Container)
+			rest := appendLabel(nil, exposition.LabelNamespace, o.Namespace)
+			rest = appendLabel(rest, exposition.LabelPod, o.Pod)
+			rest = appendLabel(rest, exposition.LabelVGPU, o.Replica)
+			all = append(all, series{device: base, container: ctr, rest: rest, r: &d.Reading})
 		}
 	}
 	// The device fields, in the table's order; a family no device has is
 	// left out.
+	var extra []byte
 	for f := range exposition.NumFields {
-		fam := f.Family()
+		fam := &format.families[f]
 		header := false
 		for _, se := range all {
 			v, ok := se.r.Get(f)
@@ -59,10 +70,15 @@ func (s *Snapshot) render(b []byte) []byte {
 				continue
 			}
 			if !header {
-				b = appendHeader(b, &fam)
+				b = appendHeader(b, fam)
 				header = true
 			}
-			b = appendSample(b, fam.Name, se.labels, nil)
+			extra = append(extra[:0], se.container...)
+			if f == exposition.XIDErrors {
+				extra = appendLabel(extra, exposition.LabelErrCode, strconv.FormatFloat(v, 'f', -1, 64))
+			}
+			extra = append(extra, se.rest...)
+			b = appendSample(b, fam.Name, se.device, extra)
 			b = appendFloat(b, fam.Unit.FromBase(v))
 			b = append(b, '\n')
 		}
@@ -89,8 +105,8 @@ func (s *Snapshot) render(b []byte) []byte {
 	fam := exposition.MIGActivitySupported.Family()
 	header := false
 	for i := range s.Devices {
-		mig := s.Devices[i].Device.MIG
-		if mig == nil {
+		dev := s.Devices[i].Device
+		if dev.MIG == nil {
 			continue
 		}
 		if !header {
@@ -98,7 +114,15 @@ func (s *Snapshot) render(b []byte) []byte {
 			header = true
 		}
 		b = appendSample(b, fam.Name, bases[i], nil)
-		b = appendBool(b, mig.Activity)
+		b = appendBool(b, dev.Profiling)
+	}
+	if len(s.Devices) > 0 {
+		fam := exposition.ProfilingSupported.Family()
+		b = appendHeader(b, &fam)
+		for i := range s.Devices {
+			b = appendSample(b, fam.Name, bases[i], nil)
+			b = appendBool(b, s.Devices[i].Device.Profiling)
+		}
 	}
 	fam = exposition.SampleTimestamp.Family()
 	b = appendHeader(b, &fam)
@@ -168,8 +192,9 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 // deviceLabels renders a device's labels in dcgm-exporter's order, without
-// the trailing comma.
-func deviceLabels(b []byte, d *Device, host string) []byte {
+// the trailing comma: its identity, the node label, then the label fields
+// the format writes, in the order of their names.
+func deviceLabels(b []byte, d *Device, host string, format *Format) []byte {
 	b = append(b, exposition.LabelGPU+`="`...)
 	b = strconv.AppendInt(b, int64(d.Index), 10)
 	b = append(b, '"')
@@ -190,7 +215,14 @@ func deviceLabels(b []byte, d *Device, host string) []byte {
 		b = appendLabel(b, exposition.LabelGPUInstanceProfile, d.MIG.Profile)
 		b = appendLabel(b, exposition.LabelGPUInstanceID, strconv.Itoa(d.MIG.GPUInstance))
 	}
-	b = appendLabel(b, exposition.LabelHostname, host)
+	if format.hostname != "" {
+		b = appendLabel(b, format.hostname, host)
+	}
+	for l := range exposition.NumLabelFields {
+		if format.labels.Has(l) {
+			b = appendLabel(b, l.Name(), d.Labels[l])
+		}
+	}
 	return b
 }
 

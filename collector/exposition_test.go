@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/counters"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
@@ -38,7 +39,10 @@ func testSnapshot() *Snapshot {
 		exposition.GPUUtil: 87, exposition.MemCopyUtil: 12.5, exposition.EncUtil: 0, exposition.DecUtil: 3,
 		exposition.FBUsed: 1024 * mib, exposition.FBFree: 80 * 1024 * mib,
 		exposition.PowerUsage: 301.25, exposition.GPUTemp: 55, exposition.SMClock: 1980, exposition.MemClock: 2619,
-		exposition.TotalEnergy: 123456789012,
+		exposition.TotalEnergy: 123456789012, exposition.MemoryTemp: 48, exposition.XIDErrors: 79, exposition.PCIeReplayCounter: 3,
+		exposition.FBReserved: 512 * mib, exposition.CorrectableRemappedRows: 2, exposition.UncorrectableRemappedRows: 0,
+		exposition.RowRemapFailure: 0, exposition.NVLinkBandwidthTotal: 1234, exposition.GREngineActive: 0.875,
+		exposition.PipeTensorActive: 0.5, exposition.DRAMActive: 0.25, exposition.PCIeTXBytes: 1.5e9, exposition.PCIeRXBytes: 2.5e9,
 	})
 	noEnc := reading(map[exposition.Field]float64{
 		exposition.GPUUtil: 0, exposition.MemCopyUtil: 12.5, exposition.DecUtil: 3,
@@ -46,13 +50,23 @@ func testSnapshot() *Snapshot {
 		exposition.PowerUsage: 301.25, exposition.GPUTemp: 55, exposition.SMClock: 1980, exposition.MemClock: 2619,
 		exposition.TotalEnergy: 123456789012,
 	})
+	// The MIG instance as the sampler hands it over: its own memory and
+	// activity, its GPU's power and temperature (layoutMIG).
 	mig := reading(map[exposition.Field]float64{exposition.FBUsed: 2 * 1024 * mib, exposition.FBFree: 18 * 1024 * mib,
-		exposition.GREngineActive: 0.375, exposition.SMActive: 0.25})
+		exposition.GREngineActive: 0.375, exposition.SMActive: 0.25, exposition.PowerUsage: 150, exposition.GPUTemp: 40})
+	migGPU := reading(map[exposition.Field]float64{exposition.FBUsed: 3 * 1024 * mib, exposition.FBFree: 77 * 1024 * mib,
+		exposition.PowerUsage: 150, exposition.GPUTemp: 40})
 	dev := func(i int, uuid string) *Device {
-		return &Device{Index: i, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:1" + string(rune('0'+i)) + ":00.0", Minor: i}
+		d := &Device{Index: i, UUID: uuid, Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:1" + string(rune('0'+i)) + ":00.0", Minor: i, Profiling: i < 2}
+		d.Labels[exposition.DriverVersionLabel] = "580.95.05"
+		d.Labels[exposition.SerialLabel] = "1650923000000" // not in the built-in list: not rendered
+		return d
 	}
+	parent := dev(3, "GPU-3")
+	parent.MIGInstances, parent.Profiling = true, false
 	migDev := dev(3, "MIG-11111111-2222-3333-4444-555555555555")
-	migDev.MIG = &MIGInstance{ParentUUID: "GPU-3", GPUInstance: 2, ComputeInstance: 0, Profile: "1g.20gb", Activity: true}
+	migDev.MIG = &MIGInstance{ParentUUID: "GPU-3", GPUInstance: 2, ComputeInstance: 0, Profile: "1g.20gb"}
+	migDev.Profiling = true
 	return &Snapshot{
 		Time: time.UnixMilli(1700000000123),
 		Node: "gpu-node-1",
@@ -69,6 +83,7 @@ func testSnapshot() *Snapshot {
 					{Namespace: "inf", Pod: "b", Container: "srv", UID: "uid-b", SMUtil: 10},
 				}},
 			{DeviceReading: DeviceReading{Device: dev(2, "GPU-2"), Reading: noEnc}},
+			{DeviceReading: DeviceReading{Device: parent, Reading: migGPU}},
 			{DeviceReading: DeviceReading{Device: migDev, Reading: mig}, Owners: []podmap.Owner{{Namespace: "ml", Pod: "small", Container: "c", Resource: "nvidia.com/mig-1g.20gb"}}},
 		},
 	}
@@ -87,13 +102,14 @@ func TestExposition(t *testing.T) {
 	for _, m := range util.GetMetric() {
 		l := collectortest.Labels(m)
 		rows = append(rows, row{l["UUID"], l["pod"], l["vgpu"]})
-		if l["hostname"] != "gpu-node-1" || l["modelName"] != "NVIDIA H100 80GB HBM3" || l["device"] != "nvidia"+l["gpu"] {
+		if l["Hostname"] != "gpu-node-1" || l["modelName"] != "NVIDIA H100 80GB HBM3" || l["device"] != "nvidia"+l["gpu"] ||
+			l["DCGM_FI_DRIVER_VERSION"] != "580.95.05" || l["DCGM_FI_DEV_SERIAL"] != "" {
 			t.Errorf("device labels %v", l)
 		}
 		if l["UUID"] == "GPU-0" && (l["namespace"] != "ml" || l["container"] != "main" || m.GetGauge().GetValue() != 87) {
 			t.Errorf("GPU-0 series %v = %v", l, m.GetGauge().GetValue())
 		}
-		if l["UUID"] == "GPU-2" && (len(l) != 6 || m.GetGauge().GetValue() != 0) {
+		if l["UUID"] == "GPU-2" && (len(l) != 7 || m.GetGauge().GetValue() != 0) {
 			t.Errorf("idle GPU-2 should have device labels only and 0: %v = %v", l, m.GetGauge().GetValue())
 		}
 	}
@@ -132,14 +148,43 @@ func TestExposition(t *testing.T) {
 	if v := mfs["DCGM_FI_DEV_POWER_USAGE"].GetMetric()[0].GetGauge().GetValue(); v != 301.25 {
 		t.Errorf("power %v", v)
 	}
-	for _, name := range []string{"DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"} {
-		ms := mfs[name].GetMetric()
-		if len(ms) != 1 || collectortest.Labels(ms[0])["GPU_I_ID"] != "2" || collectortest.Labels(ms[0])["pod"] != "small" {
-			t.Fatalf("%s: %v, want the MIG instance only", name, ms)
+	// The GPU in MIG mode is reported through its instance only, as
+	// dcgm-exporter does: a sum over gpu="3" counts its memory once.
+	for name, mf := range mfs {
+		if !strings.HasPrefix(name, "DCGM_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if l := collectortest.Labels(m); l["gpu"] == "3" && l["GPU_I_ID"] != "2" {
+				t.Errorf("%s: series of the GPU in MIG mode %v", name, l)
+			}
 		}
 	}
-	if v := mfs["DCGM_FI_PROF_GR_ENGINE_ACTIVE"].GetMetric()[0].GetGauge().GetValue(); v != 0.375 {
-		t.Errorf("GR engine active %v", v)
+	if ms := mfs["DCGM_FI_DEV_POWER_USAGE"].GetMetric(); len(ms) != 5 || ms[4].GetGauge().GetValue() != 150 {
+		t.Errorf("power %v, want 3 GPUs' (one per pod) and the MIG instance's (its GPU's)", ms)
+	}
+	if ms := mfs["DCGM_FI_PROF_SM_ACTIVE"].GetMetric(); len(ms) != 1 || collectortest.Labels(ms[0])["GPU_I_ID"] != "2" || collectortest.Labels(ms[0])["pod"] != "small" {
+		t.Fatalf("SM active: %v, want the MIG instance only", ms)
+	}
+	engine := map[string]float64{}
+	for _, m := range mfs["DCGM_FI_PROF_GR_ENGINE_ACTIVE"].GetMetric() {
+		l := collectortest.Labels(m)
+		engine[l["UUID"]+"/"+l["GPU_I_ID"]+"/"+l["pod"]] = m.GetGauge().GetValue()
+	}
+	if want := map[string]float64{"GPU-0//train-0": 0.875, "GPU-1//a": 0.875, "GPU-1//b": 0.875, "GPU-3/2/small": 0.375}; fmt.Sprint(engine) != fmt.Sprint(want) {
+		t.Errorf("GR engine active %v, want %v", engine, want)
+	}
+	// The XID carries dcgm-exporter's err_code label.
+	for _, m := range mfs["DCGM_FI_DEV_XID_ERRORS"].GetMetric() {
+		if l := collectortest.Labels(m); l["err_code"] != "79" || m.GetGauge().GetValue() != 79 {
+			t.Errorf("XID %v = %v", l, m.GetGauge().GetValue())
+		}
+	}
+	if bw := mfs["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"]; bw.GetType() != dto.MetricType_COUNTER || bw.GetMetric()[0].GetCounter().GetValue() != 1234 {
+		t.Errorf("NVLink bandwidth %v", bw)
+	}
+	if v := mfs["DCGM_FI_DEV_FB_RESERVED"].GetMetric()[0].GetGauge().GetValue(); v != 512 {
+		t.Errorf("reserved %v MiB", v)
 	}
 
 	// Per-pod shares: only on GPU-1, which two pods share; pod b's memory
@@ -148,7 +193,7 @@ func TestExposition(t *testing.T) {
 	shares := map[share]float64{}
 	for _, m := range mfs[exposition.PodGPUUtilization.Name()].GetMetric() {
 		l := collectortest.Labels(m)
-		if l["hostname"] != "gpu-node-1" || l["gpu"] != "1" || l["vgpu"] != "" {
+		if l["Hostname"] != "gpu-node-1" || l["gpu"] != "1" || l["vgpu"] != "" {
 			t.Errorf("pod share labels %v", l)
 		}
 		shares[share{l["UUID"], l["namespace"], l["pod"], l["container"], l["pod_uid"]}] = m.GetGauge().GetValue()
@@ -171,12 +216,21 @@ func TestExposition(t *testing.T) {
 	wantModes := map[string]float64{
 		"GPU-0/process": 1, "GPU-0/device": 0, "GPU-1/process": 1, "GPU-1/device": 0, "GPU-2/process": 0, "GPU-2/device": 1,
 		"GPU-32/process": 0, "GPU-32/device": 1, // the MIG instance: parent UUID + GPU_I_ID
+		"GPU-3/process": 0, "GPU-3/device": 1, // its GPU
 	}
 	if fmt.Sprint(modes) != fmt.Sprint(wantModes) {
 		t.Errorf("attribution modes %v, want %v", modes, wantModes)
 	}
 	if act := mfs[exposition.MIGActivitySupported.Name()].GetMetric(); len(act) != 1 || act[0].GetGauge().GetValue() != 1 {
 		t.Errorf("MIG activity %v", act)
+	}
+	prof := map[string]float64{}
+	for _, m := range mfs[exposition.ProfilingSupported.Name()].GetMetric() {
+		l := collectortest.Labels(m)
+		prof[l["UUID"]+l["GPU_I_ID"]] = m.GetGauge().GetValue()
+	}
+	if want := map[string]float64{"GPU-0": 1, "GPU-1": 1, "GPU-2": 0, "GPU-3": 0, "GPU-32": 1}; fmt.Sprint(prof) != fmt.Sprint(want) {
+		t.Errorf("profiling supported %v, want %v", prof, want)
 	}
 
 	ts := mfs[exposition.SampleTimestamp.Name()].GetMetric()[0].GetGauge().GetValue()
@@ -221,7 +275,7 @@ func TestExpositionPromtool(t *testing.T) {
 		t.Fatal("promtool not found: run hack/install-deps.sh (make test does)")
 	}
 	path := filepath.Join(t.TempDir(), "metrics.prom")
-	if err := os.WriteFile(path, testSnapshot().Exposition(), 0o600); err != nil {
+	if err := os.WriteFile(path, allFieldsSnapshot().Exposition(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(promtool, "check", "metrics")
@@ -244,17 +298,44 @@ func TestExpositionPromtool(t *testing.T) {
 	}
 }
 
+// allFieldsSnapshot is testSnapshot with every device field set on GPU 0
+// and every label field written.
+func allFieldsSnapshot() *Snapshot {
+	snap := testSnapshot()
+	c := counters.Default()
+	for f := range exposition.NumFields {
+		c.Fields.Add(f)
+		snap.Devices[0].Reading.Set(f, float64(f))
+	}
+	for l := range exposition.NumLabelFields {
+		c.Labels.Add(l)
+		snap.Devices[0].Device.Labels[l] = "v" + l.Name()
+	}
+	snap.format = NewFormat(c, exposition.LabelHostname)
+	return snap
+}
+
 // knownPromtoolFinding: dcgm-exporter's names and labels are kept verbatim,
-// so its energy counter lacks the _total suffix and its modelName label is
-// camelCase, both of which promtool flags. The agent's own per-device and
-// per-pod series carry the same device labels, modelName included.
+// so its counters lack the _total suffix (DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+// …_REMAPPED_ROWS, DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL, whose suffix is
+// upper case, …), DCGM_FI_DEV_PCIE_REPLAY_COUNTER names its type, and its
+// modelName label is camelCase: promtool flags all three. The agent's own
+// per-device and per-pod series carry the same device labels, modelName
+// included. docs/metrics.md lists them.
 func knownPromtoolFinding(line string) bool {
 	camel := strings.Contains(line, "label names should be written in 'snake_case' not 'camelCase'")
-	switch {
-	case strings.HasPrefix(line, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION ") && strings.Contains(line, `counter metrics should have "_total" suffix`):
-		return true
-	case strings.HasPrefix(line, "DCGM_FI_"):
-		return camel
+	if name, _, ok := strings.Cut(line, " "); ok && strings.HasPrefix(name, "DCGM_FI_") {
+		f, known := exposition.FieldNamed(name)
+		counter := known && f.Family().Type == exposition.Counter
+		switch {
+		case camel:
+			return true
+		case counter && strings.Contains(line, `counter metrics should have "_total" suffix`):
+			return true
+		case f == exposition.PCIeReplayCounter && strings.Contains(line, "metric name should not include type 'counter'"):
+			return true
+		}
+		return false
 	}
 	for a := range exposition.NumAgentFamilies {
 		if strings.HasPrefix(line, a.Name()+" ") {

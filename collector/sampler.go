@@ -14,8 +14,12 @@ import (
 
 // SamplerOptions configures a Sampler.
 type SamplerOptions struct {
-	// Node is the node name, exported as the hostname label.
+	// Node is the node name, exported as the node label.
 	Node string
+	// Format is how the snapshots render: the fields served (the sampler
+	// drops the others from every reading) and the label names. Nil:
+	// NewFormat(nil, exposition.LabelHostname).
+	Format *Format
 	// Interval between sampling rounds.
 	Interval time.Duration
 	// Owners returns the current device-to-container lookup (it must not
@@ -44,6 +48,9 @@ type Sampler struct {
 
 // NewSampler returns a sampler over b; call Run to start it.
 func NewSampler(b Backend, o SamplerOptions) *Sampler {
+	if o.Format == nil {
+		o.Format = defaultFormat
+	}
 	s := &Sampler{
 		backend: b,
 		opts:    o,
@@ -75,8 +82,11 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		Devices: make([]DeviceSample, len(readings)),
 		Errors:  errs,
 		Node:    s.opts.Node,
+		format:  s.opts.Format,
 	}
+	layoutMIG(readings)
 	for i, r := range readings {
+		r.Reading.Restrict(s.opts.Format.fields)
 		snap.Devices[i].DeviceReading = r
 		if owners != nil {
 			snap.Devices[i].Owners = owners.Owners(r.Device.Key())
@@ -97,6 +107,31 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		s.opts.OnSample(snap)
 	}
 	return snap
+}
+
+// layoutMIG gives each MIG instance its GPU's whole-GPU fields from the
+// same round, as dcgm-exporter reports a GPU in MIG mode: one entity per
+// instance, carrying the GPU's clocks, power, temperatures and error
+// counters beside its own memory and activity.
+func layoutMIG(readings []DeviceReading) {
+	var gpus map[string]*Reading
+	for i := range readings {
+		mig := readings[i].Device.MIG
+		if mig == nil {
+			continue
+		}
+		if gpus == nil {
+			gpus = make(map[string]*Reading)
+			for j := range readings {
+				if readings[j].Device.MIGInstances {
+					gpus[readings[j].Device.UUID] = &readings[j].Reading
+				}
+			}
+		}
+		if gpu := gpus[mig.ParentUUID]; gpu != nil {
+			readings[i].Reading.inherit(gpu)
+		}
+	}
 }
 
 // Latest returns the newest snapshot, or nil before the first round.

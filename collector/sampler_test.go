@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/counters"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
@@ -138,7 +139,7 @@ func TestMetricsHandler(t *testing.T) {
 	for _, gz := range []bool{false, true} {
 		out := get(gz)
 		for _, want := range []string{
-			`DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",pci_bus_id="00000000:01:00.0",device="nvidia0",modelName="H",hostname="n"} 42`,
+			`DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",pci_bus_id="00000000:01:00.0",device="nvidia0",modelName="H",Hostname="n"} 42`,
 			"gpu_metrics_server_devices 1",
 			"gpu_metrics_server_sample_duration_seconds_count 1",
 			exposition.SampleTimestamp.Name() + " ",
@@ -218,5 +219,84 @@ func TestSamplerErrorMetrics(t *testing.T) {
 	}
 	if got["gpu_metrics_server_sample_errors_total"] != 2 || got["gpu_metrics_server_devices_lost_total"] != 2 {
 		t.Errorf("counters = %v", got)
+	}
+}
+
+// TestSamplerFormat checks what the sampler does with the format: fields
+// outside it are dropped from every reading, a MIG instance gets its GPU's
+// whole-GPU fields of the same round (not its utilization or memory), and
+// the snapshot renders with the format's names, types and help texts.
+func TestSamplerFormat(t *testing.T) {
+	gpu := &Device{Index: 0, UUID: "GPU-m", Minor: 0, MIGInstances: true}
+	inst := &Device{Index: 0, UUID: "MIG-1", Minor: 0, MIG: &MIGInstance{ParentUUID: "GPU-m", GPUInstance: 3, Profile: "3g.40gb"}}
+	other := &Device{Index: 1, UUID: "GPU-o", Minor: 1}
+	gpuFields := map[exposition.Field]float64{
+		exposition.PowerUsage: 200, exposition.GPUTemp: 50, exposition.XIDErrors: 13, exposition.SMClock: 1980,
+		exposition.GPUUtil: 99, exposition.FBUsed: 7 * mib, exposition.FBFree: 1 * mib, exposition.ECCDBEVolatileTotal: 1,
+	}
+	b := &scriptedBackend{readings: []DeviceReading{
+		{Device: gpu, Reading: reading(gpuFields)},
+		{Device: inst, Reading: reading(map[exposition.Field]float64{exposition.FBUsed: 2 * mib, exposition.FBFree: 3 * mib, exposition.GREngineActive: 0.5})},
+		{Device: other, Reading: reading(map[exposition.Field]float64{exposition.GPUUtil: 10, exposition.ECCDBEVolatileTotal: 2, exposition.SMClock: 345})},
+	}}
+	c, problems := counters.Parse("c.csv", strings.NewReader("DCGM_FI_DEV_POWER_USAGE, counter, My power.\nDCGM_FI_DEV_XID_ERRORS, gauge, x\nDCGM_FI_DEV_GPU_TEMP, gauge, t\n"), counters.Options{})
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	s := NewSampler(b, SamplerOptions{Node: "n", Interval: time.Second, Format: NewFormat(c, exposition.LabelHostnameLower)})
+	snap := s.SampleOnce(time.Unix(1, 0))
+
+	got := map[string]exposition.FieldSet{}
+	for _, d := range snap.Devices {
+		got[d.Device.UUID] = d.Reading.Fields()
+	}
+	served := exposition.RoleFields()
+	served.AddAll(exposition.FieldsOf(exposition.PowerUsage, exposition.XIDErrors, exposition.GPUTemp))
+	want := map[string]exposition.FieldSet{
+		"GPU-m": served.Intersect(exposition.FieldsOf(exposition.PowerUsage, exposition.GPUTemp, exposition.XIDErrors, exposition.GPUUtil, exposition.FBUsed, exposition.FBFree)),
+		"MIG-1": exposition.FieldsOf(exposition.FBUsed, exposition.FBFree, exposition.GREngineActive, exposition.PowerUsage, exposition.GPUTemp, exposition.XIDErrors),
+		"GPU-o": exposition.FieldsOf(exposition.GPUUtil),
+	}
+	for uuid, w := range want {
+		if got[uuid] != w {
+			t.Errorf("%s fields %v, want %v", uuid, got[uuid], w)
+		}
+	}
+	if v, _ := snap.Devices[1].Reading.Get(exposition.FBUsed); v != 2*mib {
+		t.Errorf("instance memory %v, want its own", v)
+	}
+	if v, _ := snap.Devices[1].Reading.Get(exposition.PowerUsage); v != 200 {
+		t.Errorf("instance power %v, want its GPU's", v)
+	}
+	body := string(snap.Exposition())
+	for _, want := range []string{
+		"# HELP DCGM_FI_DEV_POWER_USAGE My power.\n# TYPE DCGM_FI_DEV_POWER_USAGE counter\n",
+		`DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-m",device="nvidia0",GPU_I_PROFILE="3g.40gb",GPU_I_ID="3",hostname="n"} 200`,
+		`DCGM_FI_DEV_XID_ERRORS{gpu="0",UUID="GPU-m",device="nvidia0",GPU_I_PROFILE="3g.40gb",GPU_I_ID="3",hostname="n",err_code="13"} 13`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `DCGM_FI_DEV_GPU_UTIL{gpu="0"`) || strings.Contains(body, "ECC") || strings.Contains(body, "SM_CLOCK") {
+		t.Errorf("the GPU in MIG mode or an unselected field is served:\n%s", body)
+	}
+}
+
+func TestFormatHostname(t *testing.T) {
+	d := &Device{Index: 0, UUID: "GPU-a", Minor: -1}
+	d.Labels[exposition.DriverVersionLabel] = "580.1"
+	for _, tt := range []struct{ label, want string }{
+		{exposition.LabelHostname, `{gpu="0",UUID="GPU-a",Hostname="n",DCGM_FI_DRIVER_VERSION="580.1"} 1`},
+		{exposition.LabelHostnameLower, `{gpu="0",UUID="GPU-a",hostname="n",DCGM_FI_DRIVER_VERSION="580.1"} 1`},
+		{"", `{gpu="0",UUID="GPU-a",DCGM_FI_DRIVER_VERSION="580.1"} 1`},
+	} {
+		snap := &Snapshot{Node: "n", format: NewFormat(nil, tt.label), Devices: []DeviceSample{{DeviceReading: utilReading(d, 1)}}}
+		if body := string(snap.Exposition()); !strings.Contains(body, "DCGM_FI_DEV_GPU_UTIL"+tt.want) {
+			t.Errorf("label %q: want %s in\n%s", tt.label, tt.want, body)
+		}
+	}
+	if got := escapeHelp("a\\b\nc"); got != `a\\b\nc` {
+		t.Errorf("escapeHelp = %q", got)
 	}
 }

@@ -22,6 +22,16 @@ type Device struct {
 	Minor int
 	// MIG is set for a MIG instance.
 	MIG *MIGInstance
+	// MIGInstances marks a GPU in MIG mode with instances: as
+	// dcgm-exporter, the agent reports its instances and not the GPU
+	// (each instance carries the GPU's whole-GPU fields).
+	MIGInstances bool
+	// Profiling is true when the backend reads the device's profiling
+	// fields (exposition.ProfilingFields: NVML GPM, Hopper and newer).
+	Profiling bool
+	// Labels holds the device's label fields (driver version, serial…),
+	// "" where the backend has none.
+	Labels [exposition.NumLabelFields]string
 }
 
 // MIGInstance describes a MIG device within its parent GPU.
@@ -31,10 +41,6 @@ type MIGInstance struct {
 	ComputeInstance int
 	// Profile is the GPU instance profile, e.g. "3g.40gb".
 	Profile string
-	// Activity is true when the backend can read the instance's engine
-	// activity (NVML GPM, Hopper and newer): exposition.GREngineActive and
-	// exposition.SMActive. Without it the instance reports memory only.
-	Activity bool
 }
 
 // Key returns the identity podmap matches allocations against.
@@ -69,6 +75,19 @@ func (r *Reading) Get(f exposition.Field) (float64, bool) {
 
 // Fields returns the fields read.
 func (r *Reading) Fields() exposition.FieldSet { return r.valid }
+
+// Restrict drops every field not in s.
+func (r *Reading) Restrict(s exposition.FieldSet) { r.valid = r.valid.Intersect(s) }
+
+// inherit sets, from the reading of a MIG instance's GPU, the GPU's
+// whole-GPU fields (exposition.PerGPU) the instance has not set itself.
+func (r *Reading) inherit(gpu *Reading) {
+	for f := range exposition.NumFields {
+		if f.Scope() == exposition.PerGPU && !r.valid.Has(f) && gpu.valid.Has(f) {
+			r.Set(f, gpu.values[f])
+		}
+	}
+}
 
 // DeviceReading is what a backend returns for one device.
 type DeviceReading struct {
@@ -170,8 +189,9 @@ type Snapshot struct {
 	Devices []DeviceSample
 	// Errors holds the devices that failed this round.
 	Errors []DeviceError
-	// Node is the node name, exported as the hostname label.
+	// Node is the node name, exported as the Hostname label.
 	Node string
 
+	format     *Format
 	exposition lazyBytes
 }

@@ -34,6 +34,7 @@ const (
 	keyDeployment   = "apps/v1/Deployment"
 	keyService      = "v1/Service"
 	keySecret       = "v1/Secret"
+	keyConfigMap    = "v1/ConfigMap"
 	keySA           = "v1/ServiceAccount"
 	keyPDB          = "policy/v1/PodDisruptionBudget"
 	keyClusterRole  = "rbac.authorization.k8s.io/v1/ClusterRole"
@@ -265,6 +266,39 @@ func chartCases(t *testing.T) []chartCase {
 			},
 		},
 		{
+			name: "counters file inline, lower-case hostname label", tlsMode: "helm", apiSvc: true,
+			set: []string{"agent.counters.csv=DCGM_FI_DEV_GPU_TEMP\\, gauge\\, GPU temperature (in C).", "agent.counters.skipUnsupported=true",
+				"agent.hostnameLabel=hostname"},
+			check: func(t *testing.T, r release) {
+				cm := decode[corev1.ConfigMap](t, r.objs, keyConfigMap, r.agent()+"-counters")
+				if cm.Data["counters.csv"] != "DCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C)." {
+					t.Errorf("counters ConfigMap data %q", cm.Data)
+				}
+				ds := decode[appsv1.DaemonSet](t, r.objs, keyDaemonSet, r.agent())
+				checkCounters(t, ds, r.agent()+"-counters", "counters.csv", true)
+				if a := ds.Spec.Template.Annotations["checksum/counters"]; a == "" {
+					t.Error("no checksum of the counters file on the agent pods: a new file would not roll them")
+				}
+				if args := ds.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--hostname-label=hostname") {
+					t.Errorf("agent args %v lack --hostname-label=hostname", args)
+				}
+			},
+		},
+		{
+			name: "counters file from gpu-operator's ConfigMap", tlsMode: "helm", apiSvc: true,
+			set: []string{"agent.counters.configMap.name=metrics-config", "agent.counters.csv=ignored"},
+			check: func(t *testing.T, r release) {
+				if n := len(r.objs.find(keyConfigMap)); n != 0 {
+					t.Errorf("%d ConfigMaps rendered: the existing one is used", n)
+				}
+				ds := decode[appsv1.DaemonSet](t, r.objs, keyDaemonSet, r.agent())
+				checkCounters(t, ds, "metrics-config", "dcgm-metrics.csv", false)
+				if _, ok := ds.Spec.Template.Annotations["checksum/counters"]; ok {
+					t.Error("checksum of an inline file that is not used")
+				}
+			},
+		},
+		{
 			name: "agent only", tlsMode: "", apiSvc: false,
 			set: []string{"aggregator.enabled=false"},
 			check: func(t *testing.T, r release) {
@@ -276,6 +310,42 @@ func chartCases(t *testing.T) []chartCase {
 			},
 		},
 	}
+}
+
+// checkCounters checks that the agent reads its counters file from key of
+// ConfigMap name, mounted read-only.
+func checkCounters(t *testing.T, ds *appsv1.DaemonSet, name, key string, skip bool) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	agent := spec.Containers[0]
+	args := flagValues(agent.Args)
+	path, ok := args["--collectors"]
+	if !ok {
+		t.Fatalf("agent args %v lack --collectors", agent.Args)
+	}
+	if got := slices.Contains(agent.Args, "--collectors-skip-unsupported"); got != skip {
+		t.Errorf("agent args %v: --collectors-skip-unsupported %v, want %v", agent.Args, got, skip)
+	}
+	var vol string
+	for _, m := range agent.VolumeMounts {
+		if strings.HasPrefix(path, m.MountPath+"/") {
+			vol = m.Name
+			if !m.ReadOnly {
+				t.Errorf("counters mount %s is writable", m.MountPath)
+			}
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Name != vol {
+			continue
+		}
+		if v.ConfigMap == nil || v.ConfigMap.Name != name || len(v.ConfigMap.Items) != 1 ||
+			v.ConfigMap.Items[0].Key != key || !strings.HasSuffix(path, "/"+v.ConfigMap.Items[0].Path) {
+			t.Errorf("counters volume %+v for %s, want key %s of ConfigMap %s", v.VolumeSource, path, key, name)
+		}
+		return
+	}
+	t.Errorf("no volume mounted where --collectors=%s points", path)
 }
 
 func TestHelmLint(t *testing.T) {
@@ -415,6 +485,11 @@ func checkWorkloads(t *testing.T, r release, c chartCase) {
 	}
 	if !slices.Contains(agent.Args, "--pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock") {
 		t.Errorf("agent args %v do not name the pod-resources socket", agent.Args)
+	}
+	if c.name == "defaults" && (!slices.Contains(agent.Args, "--hostname-label=Hostname") || slices.ContainsFunc(agent.Args, func(a string) bool {
+		return strings.HasPrefix(a, "--collectors")
+	})) {
+		t.Errorf("agent args %v: want the Hostname label and the built-in field list by default", agent.Args)
 	}
 	env := map[string]corev1.EnvVar{}
 	for _, e := range agent.Env {
@@ -843,6 +918,8 @@ func TestHelmTemplateRejects(t *testing.T) {
 		{"secret mode without a CA", []string{"aggregator.tls.mode=secret", "aggregator.tls.secretName=x"}, "aggregator.tls.caBundle is required"},
 		{"ServiceMonitor without Service", []string{"agent.serviceMonitor.enabled=true", "agent.service.enabled=false"}, "agent.serviceMonitor.enabled needs agent.service.enabled"},
 		{"dcgm-exporter selector without namespace", []string{"aggregator.dcgmExporter.selector=app=x"}, "aggregator.dcgmExporter.namespace is required"},
+		{"unknown hostname label", []string{"agent.hostnameLabel=HOSTNAME"}, "/agent/hostnameLabel"},
+		{"counters ConfigMap key", []string{"agent.counters.configMap.name=m", "agent.counters.configMap.key=a/b"}, "/agent/counters/configMap/key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -18,20 +18,32 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // servedMetrics are the custom metrics the aggregator serves (docs: issue 4).
 var servedMetrics = []string{"gpu_utilization", "gpu_memory_used_bytes", "gpu_memory_utilization", "gpu_power_usage_watts"}
 
-// agentSeries and agentLabels are the agent's exposition as
-// docs/architecture.md fixes it.
+// agentSeries and agentLabels are the agent's exposition: the device fields
+// of the table in package exposition, and its labels (the node label as
+// the chart names it by default).
 var (
-	agentSeries = []string{
-		"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
-		"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
-		"DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
-	}
-	agentLabels = []string{"gpu", "UUID", "pci_bus_id", "device", "modelName", "hostname", "pod", "namespace", "container", "vgpu", "GPU_I_PROFILE", "GPU_I_ID"}
+	agentSeries = func() (out []string) {
+		for f := range exposition.NumFields {
+			out = append(out, f.Name())
+		}
+		return out
+	}()
+	agentLabels = func() []string {
+		out := []string{exposition.LabelGPU, exposition.LabelUUID, exposition.LabelPCIBusID, exposition.LabelDevice, exposition.LabelModelName,
+			exposition.LabelHostname, exposition.LabelPod, exposition.LabelNamespace, exposition.LabelContainer, exposition.LabelVGPU,
+			exposition.LabelGPUInstanceProfile, exposition.LabelGPUInstanceID, exposition.LabelErrCode}
+		for l := range exposition.NumLabelFields {
+			out = append(out, l.Name())
+		}
+		return out
+	}()
 )
 
 func readObjects(t *testing.T, path string) objects {

@@ -54,6 +54,13 @@ const (
 	Millijoules
 	// Seconds is a duration or, for the snapshot timestamp, Unix time.
 	Seconds
+	// Nanoseconds is a duration (DCGM's violation times).
+	Nanoseconds
+	// BytesPerSecond is a data rate.
+	BytesPerSecond
+	// MiBPerSecond is DCGM's NVLink bandwidth unit: KiB per second divided
+	// by 1000, as DCGM computes it.
+	MiBPerSecond
 )
 
 const bytesPerMiB = 1 << 20
@@ -79,6 +86,12 @@ func (u Unit) String() string {
 		return "mJ"
 	case Seconds:
 		return "s"
+	case Nanoseconds:
+		return "ns"
+	case BytesPerSecond:
+		return "B/s"
+	case MiBPerSecond:
+		return "MiB/s"
 	}
 	return "count"
 }

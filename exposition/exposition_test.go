@@ -2,7 +2,9 @@ package exposition
 
 import (
 	"math"
+	"os"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -171,6 +173,100 @@ func BenchmarkRoleOf(b *testing.B) {
 	for b.Loop() {
 		for _, n := range names {
 			RoleOf(n)
+		}
+	}
+}
+
+// TestFieldColumns checks the columns beyond the family: every field and
+// label field has an NVML source and is found by its name; label fields are
+// in the order of their names (dcgm-exporter writes them so); the fields
+// the aggregator reads are in the built-in list; fields of a whole GPU are
+// neither the aggregator's utilization nor memory (a MIG instance must not
+// report its GPU's).
+func TestFieldColumns(t *testing.T) {
+	for f := range NumFields {
+		if f.Source() == "" {
+			t.Errorf("%s: no NVML source", f.Name())
+		}
+		if g, ok := FieldNamed(f.Name()); !ok || g != f {
+			t.Errorf("FieldNamed(%q) = %v, %v", f.Name(), g, ok)
+		}
+		if f.Family().Role != RoleNone && (!f.InDefault() || f.Scope() != PerDevice) && f.Family().Role != RolePower {
+			t.Errorf("%s: read by the aggregator but not in the default list or not per device", f.Name())
+		}
+		if ProfilingFields().Has(f) && f.Scope() != PerDevice {
+			t.Errorf("%s: profiling field of the whole GPU", f.Name())
+		}
+	}
+	for l := range NumLabelFields {
+		if l.Source() == "" || l.Help() == "" {
+			t.Errorf("%s: no source or help", l.Name())
+		}
+		if g, ok := LabelFieldNamed(l.Name()); !ok || g != l {
+			t.Errorf("LabelFieldNamed(%q) = %v, %v", l.Name(), g, ok)
+		}
+		if l > 0 && (l-1).Name() >= l.Name() {
+			t.Errorf("label fields out of name order: %s before %s", (l - 1).Name(), l.Name())
+		}
+		if _, ok := FieldNamed(l.Name()); ok {
+			t.Errorf("%s is both a field and a label", l.Name())
+		}
+	}
+	if _, ok := FieldNamed("DCGM_FI_DEV_NOPE"); ok {
+		t.Error("FieldNamed found an unknown name")
+	}
+	if _, ok := LabelFieldNamed("DCGM_FI_DEV_NOPE"); ok {
+		t.Error("LabelFieldNamed found an unknown name")
+	}
+	if d := DefaultLabels(); !d.Has(DriverVersionLabel) || d.Has(SerialLabel) {
+		t.Errorf("default labels %b", d)
+	}
+	if !DefaultFields().Contains(RoleFields()) {
+		t.Error("the default list lacks fields the aggregator reads")
+	}
+}
+
+// TestDocsListEveryField: docs/metrics.md has a row for every device field
+// and label field, with its NVML source.
+func TestDocsListEveryField(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if name, _, ok := strings.Cut(strings.TrimPrefix(line, "| `"), "`"); ok && strings.HasPrefix(line, "| `") && rows[name] == "" {
+			rows[name] = line // the fields table comes first
+		}
+	}
+	check := func(name, source string) {
+		if row, ok := rows[name]; !ok || !strings.Contains(row, source) {
+			t.Errorf("docs/metrics.md has no row for %s with its source %q", name, source)
+		}
+	}
+	for f := range NumFields {
+		check(f.Name(), f.Source())
+	}
+	for l := range NumLabelFields {
+		check(l.Name(), l.Source())
+	}
+}
+
+// TestSmokeListsEveryField: hack/gpu-smoke.sh reads every field and label
+// field on a real GPU: its counters file lists each with its type.
+func TestSmokeListsEveryField(t *testing.T) {
+	script, err := os.ReadFile("../hack/gpu-smoke.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range NumFields {
+		if line := f.Name() + ", " + f.Family().Type.String() + ","; !strings.Contains(string(script), "\n"+line) {
+			t.Errorf("hack/gpu-smoke.sh does not list %q", line)
+		}
+	}
+	for l := range NumLabelFields {
+		if line := l.Name() + ", label,"; !strings.Contains(string(script), "\n"+line) {
+			t.Errorf("hack/gpu-smoke.sh does not list %q", line)
 		}
 	}
 }

@@ -26,6 +26,21 @@ func (s *FieldSet) AddAll(o FieldSet) {
 	}
 }
 
+// Intersect returns the fields in both s and o.
+func (s FieldSet) Intersect(o FieldSet) FieldSet {
+	for i := range s.bits {
+		s.bits[i] &= o.bits[i]
+	}
+	return s
+}
+
+// Remove removes every field of o from s.
+func (s *FieldSet) Remove(o FieldSet) {
+	for i := range s.bits {
+		s.bits[i] &^= o.bits[i]
+	}
+}
+
 // Has reports whether f is in s.
 func (s FieldSet) Has(f Field) bool { return s.bits[f/64]&(1<<(f%64)) != 0 }
 

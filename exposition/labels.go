@@ -12,7 +12,14 @@ const (
 	// instances of a GPU apart.
 	LabelGPUInstanceProfile = "GPU_I_PROFILE"
 	LabelGPUInstanceID      = "GPU_I_ID"
-	LabelHostname           = "hostname"
+	// LabelHostname is the node label every released dcgm-exporter (4.x
+	// tags) writes; LabelHostnameLower is the one its unreleased main
+	// writes. The agent writes either (--hostname-label); the aggregator
+	// reads neither.
+	LabelHostname      = "Hostname"
+	LabelHostnameLower = "hostname"
+	// LabelErrCode is on DCGM_FI_DEV_XID_ERRORS: the XID as a label.
+	LabelErrCode = "err_code"
 
 	LabelContainer = "container"
 	LabelNamespace = "namespace"

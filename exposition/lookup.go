@@ -32,12 +32,14 @@ func (t *roleTable) slot(tail uint64, n int) *roleEntry {
 func buildRoleIndex() (*roleTable, [NumRoles]Family) {
 	var read []Family
 	var byRole [NumRoles]Family
-	for _, fams := range [][]Family{fields[:], agentFamilies[:]} {
-		for _, fam := range fams {
-			if fam.Role != RoleNone {
-				read = append(read, fam)
-				byRole[fam.Role] = fam
-			}
+	all := append([]Family(nil), agentFamilies[:]...)
+	for f := range NumFields {
+		all = append(all, f.Family())
+	}
+	for _, fam := range all {
+		if fam.Role != RoleNone {
+			read = append(read, fam)
+			byRole[fam.Role] = fam
 		}
 	}
 	// The first odd multiplier (from the golden ratio's) that sends every

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -157,7 +158,7 @@ func TestAgentSimulated(t *testing.T) {
 	})
 	for i, m := range util {
 		l := labels(m)
-		if l["UUID"] != sim.UUID("node-a", i) || l["hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) {
+		if l["UUID"] != sim.UUID("node-a", i) || l["Hostname"] != "node-a" || l["gpu"] != fmt.Sprint(i) || l["DCGM_FI_DRIVER_VERSION"] == "" {
 			t.Errorf("series %d labels %v", i, l)
 		}
 		if _, ok := l["pod"]; ok {
@@ -319,6 +320,47 @@ func checkUsageErrors(t *testing.T, flags []string, args ...string) {
 		if !strings.Contains(lines[i], flag) {
 			t.Errorf("line %d does not name %s: %s", i+1, flag, lines[i])
 		}
+	}
+}
+
+// TestAgentCountersFile: with dcgm-exporter's -f the agent serves the
+// file's fields with its types and help texts, plus the aggregator's; a
+// file naming fields it cannot read stops it with exit status 2 and one
+// line per field (file:line:field), or, with
+// --collectors-skip-unsupported, starts without them.
+func TestAgentCountersFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.csv")
+	if err := os.WriteFile(good, []byte("# my fields\nDCGM_FI_DEV_GPU_TEMP, gauge, My temperature.\nDCGM_FI_DEV_XID_ERRORS, counter, Last XID.\nDCGM_FI_DEV_NOPE, gauge, n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkUsageErrors(t, []string{good + ":4: DCGM_FI_DEV_NOPE"}, "agent", "--backend=sim", "-f", good)
+
+	_, addr := start(t, "agent", "--backend=sim", "--sim-gpus=1", "--node-name=node-c", "--web.listen-address=127.0.0.1:0",
+		"--pod-resources-socket=", "--collectors="+good, "--collectors-skip-unsupported", "--hostname-label=hostname")
+	var got []string
+	testutil.Eventually(t, "the file's fields", func() bool {
+		got = got[:0]
+		for name := range scrape(t, addr) {
+			if strings.HasPrefix(name, "DCGM_") {
+				got = append(got, name)
+			}
+		}
+		return len(got) > 0
+	})
+	sort.Strings(got)
+	want := []string{"DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_RESERVED", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_GPU_UTIL",
+		"DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"}
+	if !slices.Equal(got, want) {
+		t.Errorf("families %v, want %v (the file's and the aggregator's)", got, want)
+	}
+	mfs := scrape(t, addr)
+	temp, xid := mfs["DCGM_FI_DEV_GPU_TEMP"], mfs["DCGM_FI_DEV_XID_ERRORS"]
+	if temp.GetHelp() != "My temperature." || xid.GetType() != dto.MetricType_COUNTER {
+		t.Errorf("help %q type %v: want the file's", temp.GetHelp(), xid.GetType())
+	}
+	if l := labels(temp.GetMetric()[0]); l["hostname"] != "node-c" || l["Hostname"] != "" || l["DCGM_FI_DRIVER_VERSION"] != "" {
+		t.Errorf("labels %v: want hostname and no driver version (the file does not list it)", l)
 	}
 }
 

@@ -119,6 +119,7 @@ func TestAgentSimMIG(t *testing.T) {
 		parent + "/2g.20gb/3/:0",
 		parent + "/1g.10gb/9/:0",
 		parent + "/1g.10gb/10/:0",
+		sim.UUID("node-m", 0) + "///:0", // the whole GPU 0, idle
 	}
 	sort.Strings(want)
 	testutil.Eventually(t, "MIG activity of pod ml/small", func() bool {
@@ -130,6 +131,20 @@ func TestAgentSimMIG(t *testing.T) {
 	}
 	if a := rows(mfs, exposition.MIGActivitySupported.Name(), "GPU_I_ID"); a != "10:1 2:1 3:1 9:1" {
 		t.Errorf("MIG activity gauges %s", a)
+	}
+	// dcgm-exporter's layout: the GPU in MIG mode is reported through its
+	// instances, each with the GPU's power; its memory is counted once.
+	if p := rows(mfs, "DCGM_FI_DEV_POWER_USAGE", "gpu", "GPU_I_ID"); !strings.HasPrefix(p, "0/:70 1/10:") || strings.Count(p, " ") != 4 {
+		t.Errorf("power series %s, want GPU 0's and one per instance of GPU 1", p)
+	}
+	var used float64
+	for _, m := range mfs["DCGM_FI_DEV_FB_USED"].GetMetric() {
+		if labels(m)["gpu"] == "1" {
+			used += m.GetGauge().GetValue()
+		}
+	}
+	if used != 0 {
+		t.Errorf("GPU 1's memory used sums to %v MiB, want its instances' 0", used)
 	}
 }
 

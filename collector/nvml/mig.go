@@ -11,7 +11,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
-	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // migInstances enumerates the MIG devices of GPU parent when it is in MIG
@@ -61,24 +60,6 @@ func (b *backend) migInstances(parent *device) []*device {
 	return out
 }
 
-// gpmSupported reports whether NVML GPM works on the GPU (Hopper and
-// newer), which is the only per-MIG-instance activity NVML has. Without it
-// the GPU's instances report memory only, and that is logged once.
-func (b *backend) gpmSupported(parent *device) bool {
-	s, ret := b.lib.GpmQueryDeviceSupport(parent.handle)
-	if ret == nvml.SUCCESS && s.IsSupportedDevice != 0 {
-		return true
-	}
-	reason := "GPM not supported"
-	if ret != nvml.SUCCESS {
-		reason = nvmlError(ret)
-	}
-	klog.InfoS("GPU has no per-MIG-instance activity in NVML (GPM needs Hopper or newer): its MIG instances report memory only; "+
-		"for their utilization add dcgm-exporter as an aggregator source (it serves DCGM_FI_PROF_GR_ENGINE_ACTIVE per instance)",
-		"uuid", parent.info.UUID, "model", parent.info.Name, "reason", reason)
-	return false
-}
-
 func (b *backend) identifyMIG(parent *device, h nvml.Device, total uint64, activity bool) (*device, error) {
 	uuid, ret := h.GetUUID()
 	if ret != nvml.SUCCESS {
@@ -100,13 +81,14 @@ func (b *backend) identifyMIG(parent *device, h nvml.Device, total uint64, activ
 		ComputeInstance: ci,
 		Profile:         migProfile(parent.handle, h, gi, total),
 	}
+	d.info.Profiling = false
 	if activity {
-		g, err := newGPMInstance(b.lib, parent.handle, gi)
+		g, err := newGPMSampler(b.lib, parent.handle, gi)
 		if err != nil {
 			klog.ErrorS(err, "MIG instance reports memory only", "uuid", uuid)
 		} else {
 			d.gpm = g
-			d.info.MIG.Activity = true
+			d.info.Profiling = true
 		}
 	}
 	return d, nil
@@ -167,31 +149,18 @@ func profileSuffix(profile int) string {
 	return ""
 }
 
-// readMIG reads a MIG instance: its memory, and its activity through GPM.
-// Utilization, power, clocks and temperature belong to the parent GPU.
+// readMIG reads a MIG instance: its memory, and its profiling fields
+// through GPM. Its GPU's whole-GPU fields (power, clocks, temperatures,
+// errors) are the GPU's: the sampler gives them to the instance.
 func (b *backend) readMIG(d *device) (collector.Reading, error) {
-	x := fieldReader{d: d}
+	x := fieldReader{d: d, fields: b.fields}
 	x.readMemory()
+	if x.err == nil {
+		b.readGPM(&x)
+	}
 	if x.err != nil {
 		return collector.Reading{}, x.err
 	}
-	activity := exposition.FieldsOf(exposition.GREngineActive, exposition.SMActive)
-	if d.gpm == nil || d.unsupported.Contains(activity) {
-		return x.r, nil
-	}
-	if b.gpmMetrics == nil {
-		b.gpmMetrics = new(nvml.GpmMetricsGetType)
-	}
-	switch ret := d.gpm.read(b.lib, b.gpmMetrics, &x.r); ret {
-	case nvml.SUCCESS:
-	case nvml.ERROR_NOT_SUPPORTED:
-		d.unsupported.AddAll(activity)
-		klog.InfoS("GPM not supported on this MIG instance; it reports memory only", "uuid", d.info.UUID)
-	case nvml.ERROR_GPU_IS_LOST:
-		return collector.Reading{}, fmt.Errorf("GPM sample: %w", errGPULost)
-	default:
-		// The activity is absent this round; the memory stands.
-		d.gpm.logFailure(d.info.UUID, ret)
-	}
+	x.r.Restrict(b.fields)
 	return x.r, nil
 }

@@ -16,7 +16,19 @@ import (
 )
 
 // memoryOnly are the fields of a MIG instance without activity.
-var memoryOnly = exposition.FieldsOf(exposition.FBUsed, exposition.FBFree)
+var memoryOnly = exposition.FieldsOf(exposition.FBUsed, exposition.FBFree, exposition.FBReserved)
+
+// perDevice are the fields a MIG instance has of its own (the others are
+// its GPU's).
+func perDevice() exposition.FieldSet {
+	var s exposition.FieldSet
+	for f := range exposition.NumFields {
+		if f.Scope() == exposition.PerDevice {
+			s.Add(f)
+		}
+	}
+	return s
+}
 
 // migLayout creates GPU instances of the given profiles on a mock GPU put
 // in MIG mode, one compute instance each, and the MIG device handles NVML
@@ -51,6 +63,9 @@ func migLayout(t testing.TB, d *server.Device, profiles ...int) map[int]*mock.De
 			GetGpuInstanceIdFunc:     func() (int, nvml.Return) { return id, nvml.SUCCESS },
 			GetComputeInstanceIdFunc: func() (int, nvml.Return) { return 0, nvml.SUCCESS },
 			GetMemoryInfoFunc:        func() (nvml.Memory, nvml.Return) { return mem, nvml.SUCCESS },
+			GetMemoryInfo_v2Func: func() (nvml.Memory_v2, nvml.Return) {
+				return nvml.Memory_v2{Total: mem.Total, Used: mem.Used, Free: mem.Free}, nvml.SUCCESS
+			},
 			GetAttributesFunc: func() (nvml.DeviceAttributes, nvml.Return) {
 				return nvml.DeviceAttributes{GpuInstanceSliceCount: info.SliceCount, MemorySizeMB: info.MemorySizeMB}, nvml.SUCCESS
 			},
@@ -79,9 +94,12 @@ func migLayout(t testing.TB, d *server.Device, profiles ...int) map[int]*mock.De
 // round, and MetricsGet checks it is given two consecutive samples of one
 // instance.
 type fakeGPM struct {
-	t        testing.TB
+	t testing.TB
+	// graphics and sm are by GPU instance id, or by gpuKey for a whole
+	// GPU; other metrics read other (the same for every device).
 	graphics map[int]float64
 	sm       map[int]float64
+	other    map[nvml.GpmMetricId]float64
 	samples  map[nvml.GpmSample][2]int // gi, round
 	round    map[int]int
 	freed    int
@@ -90,7 +108,8 @@ type fakeGPM struct {
 }
 
 func newFakeGPM(t testing.TB, lib *server.Server, supported bool) *fakeGPM {
-	g := &fakeGPM{t: t, graphics: map[int]float64{}, sm: map[int]float64{}, samples: map[nvml.GpmSample][2]int{}, round: map[int]int{}, smFails: -1}
+	g := &fakeGPM{t: t, graphics: map[int]float64{}, sm: map[int]float64{}, other: map[nvml.GpmMetricId]float64{},
+		samples: map[nvml.GpmSample][2]int{}, round: map[int]int{}, smFails: -1}
 	lib.GpmQueryDeviceSupportFunc = func(nvml.Device) (nvml.GpmSupport, nvml.Return) {
 		if !supported {
 			return nvml.GpmSupport{IsSupportedDevice: 0}, nvml.SUCCESS
@@ -104,6 +123,13 @@ func newFakeGPM(t testing.TB, lib *server.Server, supported bool) *fakeGPM {
 	lib.GpmMigSampleGetFunc = func(_ nvml.Device, gi int, s nvml.GpmSample) nvml.Return {
 		g.round[gi]++
 		g.samples[s] = [2]int{gi, g.round[gi]}
+		return nvml.SUCCESS
+	}
+	lib.GpmSampleGetFunc = func(d nvml.Device, s nvml.GpmSample) nvml.Return {
+		i, _ := d.GetIndex()
+		key := gpuKey(i)
+		g.round[key]++
+		g.samples[s] = [2]int{key, g.round[key]}
 		return nvml.SUCCESS
 	}
 	lib.GpmMetricsGetFunc = func(m *nvml.GpmMetricsGetType) nvml.Return {
@@ -122,12 +148,17 @@ func newFakeGPM(t testing.TB, lib *server.Server, supported bool) *fakeGPM {
 				if gi == g.smFails {
 					mt.NvmlReturn = uint32(nvml.ERROR_NOT_SUPPORTED)
 				}
+			default:
+				mt.Value = g.other[nvml.GpmMetricId(mt.MetricId)]
 			}
 		}
 		return nvml.SUCCESS
 	}
 	return g
 }
+
+// gpuKey is fakeGPM's key of whole GPU i.
+func gpuKey(i int) int { return -1 - i }
 
 func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 	lib := h100(t)
@@ -175,7 +206,7 @@ func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 			r := readings[2+gi]
 			w := wants[gi]
 			dev := r.Device
-			if dev.MIG == nil || dev.MIG.GPUInstance != gi || dev.MIG.ParentUUID != parent.UUID || dev.MIG.Profile != w.profile || !dev.MIG.Activity {
+			if dev.MIG == nil || dev.MIG.GPUInstance != gi || dev.MIG.ParentUUID != parent.UUID || dev.MIG.Profile != w.profile || !dev.Profiling {
 				t.Fatalf("instance %d identity %+v / %+v", gi, dev, dev.MIG)
 			}
 			if uuid, _ := migs[gi].GetUUID(); dev.UUID != uuid || dev.Index != 1 || dev.Minor != 1 || dev.Name != parent.Config.Name {
@@ -207,8 +238,8 @@ func TestMIGH100MixedProfilesWithGPM(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if gpm.freed != 8 {
-		t.Errorf("%d GPM samples freed, want 8 (two per instance)", gpm.freed)
+	if gpm.freed != 22 {
+		t.Errorf("%d GPM samples freed, want 22 (two per instance, two per GPU not in MIG mode)", gpm.freed)
 	}
 }
 
@@ -219,6 +250,7 @@ func TestMIGA100NoGPM(t *testing.T) {
 	for i, d := range lib.Devices {
 		healthyDevice(d.(*server.Device), i)
 	}
+	fakeNode(t, lib)
 	parent := lib.Devices[0].(*server.Device)
 	parent.MemoryInfo = nvml.Memory{Total: 40960 << 20, Free: 40960 << 20}
 	migLayout(t, parent, nvml.GPU_INSTANCE_PROFILE_3_SLICE, nvml.GPU_INSTANCE_PROFILE_2_SLICE, nvml.GPU_INSTANCE_PROFILE_1_SLICE)
@@ -237,11 +269,11 @@ func TestMIGA100NoGPM(t *testing.T) {
 	wantProfiles := []string{"3g.20gb", "2g.10gb", "1g.5gb"}
 	for gi, want := range wantProfiles {
 		ds := snap.Devices[1+gi]
-		if ds.Device.MIG == nil || ds.Device.MIG.Profile != want || ds.Device.MIG.Activity {
+		if ds.Device.MIG == nil || ds.Device.MIG.Profile != want || ds.Device.Profiling {
 			t.Errorf("instance %d: %+v, want profile %s without activity", gi, ds.Device.MIG, want)
 		}
-		if ds.Reading.Fields() != memoryOnly {
-			t.Errorf("instance %d fields %v, want memory only", gi, ds.Reading.Fields())
+		if own := ds.Reading.Fields().Intersect(perDevice()); own != memoryOnly {
+			t.Errorf("instance %d fields of its own %v, want memory only", gi, own)
 		}
 	}
 	mfs := collectortest.ParseExposition(t, snap.Exposition())
@@ -272,6 +304,7 @@ func TestMIGProfileFallbackAndFaults(t *testing.T) {
 	// Instance 1's memory is not supported: absent, not zero; its
 	// activity still reads.
 	migs[1].GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, nvml.ERROR_NOT_SUPPORTED }
+	migs[1].GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) { return nvml.Memory_v2{}, nvml.ERROR_NOT_SUPPORTED }
 
 	b, err := newBackend(lib, Options{})
 	if err != nil {
@@ -307,7 +340,7 @@ func TestMIGLostParent(t *testing.T) {
 	if r, _ := b.Sample(time.Now()); len(r) != 9 || r[1].Device.MIG.Profile != "7g.80gb" {
 		t.Fatalf("readings %d", len(r))
 	}
-	parent.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, nvml.ERROR_GPU_IS_LOST }
+	parent.GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) { return nvml.Memory_v2{}, nvml.ERROR_GPU_IS_LOST }
 	r, errs := b.Sample(time.Now())
 	if len(r) != 7 || len(errs) != 1 || !errs[0].Lost {
 		t.Fatalf("readings %d errors %+v: want the GPU lost and its instance gone with it", len(r), errs)

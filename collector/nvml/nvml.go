@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
@@ -25,6 +26,14 @@ type Options struct {
 	// Processes turns on reading each GPU's processes (memory and SM
 	// utilization per PID) for per-pod attribution.
 	Processes bool
+	// Fields are the device fields to read; the zero set reads every
+	// field NVML supplies.
+	Fields exposition.FieldSet
+	// Labels are the label fields to read.
+	Labels exposition.LabelSet
+	// Registerer receives the backend's self-metrics (XID events); nil
+	// for none.
+	Registerer prometheus.Registerer
 }
 
 // backend reads devices through NVML. Nothing touches NVML before a
@@ -32,10 +41,12 @@ type Options struct {
 type backend struct {
 	lib     nvml.Interface
 	opts    Options
+	fields  exposition.FieldSet
 	devices []*device
-	// gpmMetrics is the GPM request reused by every MIG instance every
-	// round (it holds room for every GPM metric: ~20 KiB).
-	gpmMetrics *nvml.GpmMetricsGetType
+	// gpmRequest is the GPM request reused by every device every round
+	// (it holds room for every GPM metric: ~20 KiB).
+	gpmRequest *nvml.GpmMetricsGetType
+	xid        *xidWatcher
 }
 
 type device struct {
@@ -50,8 +61,13 @@ type device struct {
 	// migEnabled marks a GPU in MIG mode: utilization and processes are
 	// read per instance, not on the GPU.
 	migEnabled bool
-	// gpm samples a MIG instance's activity; nil without GPM.
-	gpm   *gpmInstance
+	// memoryV1: the driver has no nvmlDeviceGetMemoryInfo_v2; memory is
+	// read with v1, without the reserved memory.
+	memoryV1 bool
+	// gpm samples the device's profiling fields; nil without GPM.
+	gpm   *gpmSampler
+	batch fieldBatch
+	xid   xidState
 	procs processState
 }
 
@@ -68,12 +84,20 @@ func newBackend(lib nvml.Interface, o Options) (*backend, error) {
 		}
 		return nil, fmt.Errorf("NVML init: %s", nvmlError(ret))
 	}
-	b := &backend{lib: lib, opts: o}
+	b := &backend{lib: lib, opts: o, fields: o.Fields}
+	if b.fields == (exposition.FieldSet{}) {
+		for f := range exposition.NumFields {
+			b.fields.Add(f)
+		}
+	}
 	count, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		lib.Shutdown()
 		return nil, fmt.Errorf("NVML device count: %s", nvmlError(ret))
 	}
+	system := systemLabels(lib, o.Labels)
+	profiling := b.fields.Intersects(gpmFields)
+	var gpus []*device
 	instances := 0
 	for i := 0; i < count; i++ {
 		d, err := b.identify(i)
@@ -81,12 +105,26 @@ func newBackend(lib nvml.Interface, o Options) (*backend, error) {
 			klog.ErrorS(err, "Skipping GPU whose identity cannot be read", "index", i)
 			continue
 		}
+		d.info.Labels = system
+		deviceLabels(d.handle, o.Labels, &d.info.Labels)
 		b.devices = append(b.devices, d)
+		gpus = append(gpus, d)
 		migs := b.migInstances(d)
+		d.info.MIGInstances = len(migs) > 0
 		b.devices = append(b.devices, migs...)
 		instances += len(migs)
+		if !d.migEnabled && profiling && b.gpmSupported(d) {
+			if g, err := newGPMSampler(lib, d.handle, -1); err != nil {
+				klog.ErrorS(err, "The GPU's profiling fields are absent", "uuid", d.info.UUID)
+			} else {
+				d.gpm, d.info.Profiling = g, true
+			}
+		}
 	}
-	klog.InfoS("NVML initialised", "devices", len(b.devices)-instances, "migInstances", instances, "processes", o.Processes)
+	if b.fields.Has(exposition.XIDErrors) && len(gpus) > 0 {
+		b.xid = watchXIDs(lib, gpus, newXIDMetrics(o.Registerer))
+	}
+	klog.InfoS("NVML initialised", "devices", len(b.devices)-instances, "migInstances", instances, "processes", o.Processes, "xidEvents", b.xid != nil)
 	return b, nil
 }
 
@@ -114,7 +152,12 @@ func (b *backend) identify(i int) (*device, error) {
 
 func (b *backend) Name() string { return "nvml" }
 
+// Close stops the XID watcher and frees its event set and the GPM
+// samples before NVML shuts down.
 func (b *backend) Close() error {
+	if b.xid != nil {
+		b.xid.close()
+	}
 	for _, d := range b.devices {
 		if d.gpm != nil {
 			d.gpm.free(b.lib)
@@ -126,7 +169,7 @@ func (b *backend) Close() error {
 	return nil
 }
 
-func (b *backend) Sample(time.Time) ([]collector.DeviceReading, []collector.DeviceError) {
+func (b *backend) Sample(now time.Time) ([]collector.DeviceReading, []collector.DeviceError) {
 	readings := make([]collector.DeviceReading, 0, len(b.devices))
 	var errs []collector.DeviceError
 	for _, d := range b.devices {
@@ -141,7 +184,7 @@ func (b *backend) Sample(time.Time) ([]collector.DeviceReading, []collector.Devi
 		if d.parent != nil {
 			dr.Reading, err = b.readMIG(d)
 		} else {
-			dr.Reading, dr.Processes, err = b.read(d)
+			dr.Reading, dr.Processes, err = b.read(d, now)
 		}
 		if err != nil {
 			lost := errors.Is(err, errGPULost)
@@ -164,24 +207,33 @@ var errGPULost = errors.New("GPU is lost")
 // of a call out (and they are not asked again); GPU_IS_LOST fails the
 // device for good; any other error fails this device's sample.
 type fieldReader struct {
-	d   *device
-	r   collector.Reading
-	err error
+	d *device
+	// fields are the fields to read.
+	fields exposition.FieldSet
+	r      collector.Reading
+	err    error
 }
 
-// want reports whether the call reading fields fs should be made.
+// want reports whether the call reading fields fs should be made: one of
+// them is to be read, and none answered NOT_SUPPORTED before.
 func (x *fieldReader) want(fs ...exposition.Field) bool {
-	return !x.d.unsupported.Intersects(exposition.FieldsOf(fs...)) && x.err == nil
+	set := exposition.FieldsOf(fs...)
+	return x.fields.Intersects(set) && !x.d.unsupported.Intersects(set) && x.err == nil
 }
 
 // check records the outcome of the NVML call reading fields fs and says
 // whether its values may be used.
 func (x *fieldReader) check(what string, ret nvml.Return, fs ...exposition.Field) bool {
+	return x.checkSet(what, ret, exposition.FieldsOf(fs...))
+}
+
+// checkSet is check for a set of fields.
+func (x *fieldReader) checkSet(what string, ret nvml.Return, fs exposition.FieldSet) bool {
 	switch ret {
 	case nvml.SUCCESS:
 		return true
 	case nvml.ERROR_NOT_SUPPORTED:
-		x.d.unsupported.AddAll(exposition.FieldsOf(fs...))
+		x.d.unsupported.AddAll(fs)
 	case nvml.ERROR_GPU_IS_LOST:
 		if x.err == nil || !errors.Is(x.err, errGPULost) {
 			x.err = fmt.Errorf("%s: %w", what, errGPULost)
@@ -194,10 +246,10 @@ func (x *fieldReader) check(what string, ret nvml.Return, fs ...exposition.Field
 	return false
 }
 
-// read reads every supported field of a GPU, and its processes when
-// attribution is on and the GPU is not in MIG mode.
-func (b *backend) read(d *device) (collector.Reading, collector.Processes, error) {
-	x := fieldReader{d: d}
+// read reads every selected, supported field of a GPU, and its processes
+// when attribution is on and the GPU is not in MIG mode.
+func (b *backend) read(d *device, now time.Time) (collector.Reading, collector.Processes, error) {
+	x := fieldReader{d: d, fields: b.fields}
 	h := d.handle
 	if x.want(exposition.GPUUtil, exposition.MemCopyUtil) {
 		u, ret := h.GetUtilizationRates()
@@ -243,16 +295,21 @@ func (b *backend) read(d *device) (collector.Reading, collector.Processes, error
 			x.r.Set(exposition.MemClock, float64(c))
 		}
 	}
-	if x.want(exposition.TotalEnergy) {
-		// Exact as a float64 up to 2^53 mJ, centuries at a kilowatt.
-		e, ret := h.GetTotalEnergyConsumption()
-		if x.check("total energy", ret, exposition.TotalEnergy) {
-			x.r.Set(exposition.TotalEnergy, float64(e))
-		}
+	if x.err == nil {
+		x.readFieldValues(b.fields, now)
+	}
+	x.readLicense()
+	if d.xid.watched && b.fields.Has(exposition.XIDErrors) {
+		x.r.Set(exposition.XIDErrors, float64(d.xid.last.Load()))
+	}
+	if x.err == nil {
+		b.readGPM(&x)
 	}
 	if x.err != nil {
 		return collector.Reading{}, collector.Processes{}, x.err
 	}
+	// A call may have read fields beside those asked.
+	x.r.Restrict(b.fields)
 	var procs collector.Processes
 	if b.opts.Processes && !d.migEnabled {
 		var err error
@@ -263,10 +320,29 @@ func (b *backend) read(d *device) (collector.Reading, collector.Processes, error
 	return x.r, procs, nil
 }
 
-// readMemory reads the frame-buffer memory (of a GPU or a MIG instance).
+// readMemory reads the frame-buffer memory (of a GPU or a MIG instance)
+// as DCGM does: with nvmlDeviceGetMemoryInfo_v2, whose used memory leaves
+// out what the driver reserves; with v1 (used includes the reserved, none
+// reported) on a driver without v2.
 func (x *fieldReader) readMemory() {
-	if x.want(exposition.FBUsed, exposition.FBFree) {
-		m, ret := x.d.handle.GetMemoryInfo()
+	d := x.d
+	if !d.memoryV1 && x.want(exposition.FBUsed, exposition.FBFree, exposition.FBReserved) {
+		m, ret := d.handle.GetMemoryInfo_v2()
+		switch ret {
+		case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_FUNCTION_NOT_FOUND, nvml.ERROR_ARGUMENT_VERSION_MISMATCH:
+			d.memoryV1 = true
+			d.unsupported.Add(exposition.FBReserved)
+		default:
+			if x.check("memory info", ret, exposition.FBUsed, exposition.FBFree, exposition.FBReserved) {
+				x.r.Set(exposition.FBUsed, float64(m.Used))
+				x.r.Set(exposition.FBFree, float64(m.Free))
+				x.r.Set(exposition.FBReserved, float64(m.Reserved))
+			}
+			return
+		}
+	}
+	if d.memoryV1 && x.want(exposition.FBUsed, exposition.FBFree) {
+		m, ret := d.handle.GetMemoryInfo()
 		if x.check("memory info", ret, exposition.FBUsed, exposition.FBFree) {
 			x.r.Set(exposition.FBUsed, float64(m.Used))
 			x.r.Set(exposition.FBFree, float64(m.Free))

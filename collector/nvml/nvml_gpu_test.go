@@ -186,47 +186,60 @@ func TestRealNVMLProcessAttribution(t *testing.T) {
 	}
 }
 
-// TestRealGPMMetrics exercises the GPM request the MIG path uses, on the
-// whole GPU (GpmSampleGet instead of GpmMigSampleGet: MIG mode is not
-// changed here), under a PyTorch load.
+// TestRealGPMMetrics reads the whole GPU's profiling fields through the
+// backend's GPM sampler under a PyTorch bf16 matmul load: the graphics
+// engine, SMs, tensor pipes and memory interface are busy.
 func TestRealGPMMetrics(t *testing.T) {
 	b := realBackend(t)
-	h := b.devices[0].handle
-	if s, ret := b.lib.GpmQueryDeviceSupport(h); ret != nvml.SUCCESS || s.IsSupportedDevice == 0 {
-		t.Skipf("no GPM on GPU 0 (Hopper or newer): %+v %v", s, ret)
+	if !b.devices[0].info.Profiling {
+		t.Skip("no GPM on GPU 0 (Hopper or newer, not in MIG mode)")
 	}
 	needTorch(t)
-	g, err := newGPMInstance(b.lib, h, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.free(b.lib)
 	startPython(t, torchLoad, "30")
-	m := new(nvml.GpmMetricsGetType)
-	if ret := b.lib.GpmSampleGet(h, g.prev); ret != nvml.SUCCESS {
-		t.Fatalf("GPM sample: %v", ret)
+	var r collector.Reading
+	for round := 0; round < 3; round++ {
+		// One interval of GPM: the load runs through it.
+		time.Sleep(time.Second)
+		readings, errs := b.Sample(time.Now())
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		r = readings[0].Reading
 	}
-	// One interval of GPM: the load runs through it.
+	for f := range exposition.NumFields {
+		if exposition.ProfilingFields().Has(f) {
+			v, ok := r.Get(f)
+			t.Logf("%s = %v (%v)", f.Name(), v, ok)
+		}
+	}
+	gr, _ := r.Get(exposition.GREngineActive)
+	sm, _ := r.Get(exposition.SMActive)
+	tensor, _ := r.Get(exposition.PipeTensorActive)
+	if gr < 0.5 || sm <= 0 || tensor <= 0 {
+		t.Errorf("graphics engine active %v, SM active %v, tensor active %v under a matmul loop, want > 0.5, > 0 and > 0", gr, sm, tensor)
+	}
+}
+
+// TestRealAllFields logs, for GPU 0, every field the driver answers and
+// every one it leaves absent, over two rounds (the rates need two).
+func TestRealAllFields(t *testing.T) {
+	b := realBackend(t)
+	b.Sample(time.Now())
 	time.Sleep(time.Second)
-	if ret := b.lib.GpmSampleGet(h, g.cur); ret != nvml.SUCCESS {
-		t.Fatalf("GPM sample: %v", ret)
+	readings, errs := b.Sample(time.Now())
+	if len(errs) > 0 {
+		t.Fatal(errs)
 	}
-	m.NumMetrics = 2
-	m.Sample1, m.Sample2 = g.prev, g.cur
-	m.Metrics[0] = nvml.GpmMetric{MetricId: uint32(nvml.GPM_METRIC_GRAPHICS_UTIL)}
-	m.Metrics[1] = nvml.GpmMetric{MetricId: uint32(nvml.GPM_METRIC_SM_UTIL)}
-	if ret := b.lib.GpmMetricsGet(m); ret != nvml.SUCCESS {
-		t.Fatalf("GPM metrics: %v", ret)
+	r := readings[0].Reading
+	for f := range exposition.NumFields {
+		if v, ok := r.Get(f); ok {
+			t.Logf("%-45s %v", f.Name(), v)
+		} else {
+			t.Logf("%-45s absent", f.Name())
+		}
 	}
-	gr, grOK := gpmRatio(&m.Metrics[0])
-	sm, smOK := gpmRatio(&m.Metrics[1])
-	t.Logf("graphics %v (raw %v ret %d) SM %v (raw %v ret %d)", gr, m.Metrics[0].Value, m.Metrics[0].NvmlReturn,
-		sm, m.Metrics[1].Value, m.Metrics[1].NvmlReturn)
-	if !grOK || !smOK {
-		t.Fatalf("metrics not valid: graphics %v SM %v", grOK, smOK)
-	}
-	if gr < 0.5 || sm <= 0 {
-		t.Errorf("graphics engine active %v, SM active %v under a matmul loop, want > 0.5 and > 0", gr, sm)
+	if !r.Fields().Contains(exposition.FieldsOf(exposition.GPUUtil, exposition.FBUsed, exposition.PowerUsage)) {
+		t.Errorf("basic fields missing: %v", r.Fields())
 	}
 }
 

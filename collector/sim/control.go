@@ -35,18 +35,30 @@ func Handler(s *Sim) http.Handler {
 // uint64 with room to spare).
 const maxMemoryMiB = 1 << 40
 
+// maxXID and maxRows bound xid and the remapped-row counts: far above any
+// XID NVIDIA defines and any row count a GPU has.
+const (
+	maxXID  = 1 << 16
+	maxRows = 1 << 32
+)
+
 // ParseRequest parses the query of POST /sim/set for a simulation of gpus
 // GPUs (hack/fleetsim's control API takes the same parameters):
 //
-//	gpu=<index|all>            required: the GPU (all: every GPU)
-//	utilization=<0-100>        percent (a MIG instance's activity × 100)
-//	memory_used_mib=<n>        MiB
-//	gpu_i_id=<id>              a MIG instance of GPU <index> instead of the GPU
-//	pod=<namespace>/<name>     a process of that pod on GPU <index> instead of
-//	pod_uid=<uid>              the GPU itself (either or both)
+//	gpu=<index|all>                   required: the GPU (all: every GPU)
+//	utilization=<0-100>               percent (a MIG instance's activity × 100)
+//	memory_used_mib=<n>               MiB
+//	xid=<n>                           the GPU's last XID error (DCGM_FI_DEV_XID_ERRORS)
+//	correctable_remapped_rows=<n>     the GPU's remapped-row counters (they
+//	uncorrectable_remapped_rows=<n>   do not go back)
+//	row_remap_failure=<true|false>    whether a row failed to be remapped
+//	gpu_i_id=<id>                     a MIG instance of GPU <index> instead of the GPU
+//	pod=<namespace>/<name>            a process of that pod on GPU <index> instead of
+//	pod_uid=<uid>                     the GPU itself (either or both)
 //
-// At least one of utilization and memory_used_mib is required. Other
-// parameters are ignored.
+// At least one value to set is required; xid and the remapped rows belong
+// to the whole GPU (not with gpu_i_id or pod). Other parameters are
+// ignored.
 func ParseRequest(q url.Values, gpus int) (Request, error) {
 	r := Request{GPU: AllGPUs}
 	switch g := q.Get("gpu"); g {
@@ -75,8 +87,32 @@ func ParseRequest(q url.Values, gpus int) (Request, error) {
 		b := n * mib
 		r.Update.MemoryUsedBytes = &b
 	}
-	if r.Update.Utilization == nil && r.Update.MemoryUsedBytes == nil {
-		return Request{}, errors.New("missing utilization=<0-100> and/or memory_used_mib=<MiB>: nothing to set")
+	for _, c := range []struct {
+		name string
+		max  uint64
+		dst  **uint64
+	}{
+		{"xid", maxXID, &r.Update.XID},
+		{"correctable_remapped_rows", maxRows, &r.Update.CorrectableRemappedRows},
+		{"uncorrectable_remapped_rows", maxRows, &r.Update.UncorrectableRemappedRows},
+	} {
+		if v := q.Get(c.name); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n > c.max {
+				return Request{}, fmt.Errorf("%s=%q: want a whole number up to %d", c.name, v, c.max)
+			}
+			*c.dst = &n
+		}
+	}
+	if v := q.Get("row_remap_failure"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Request{}, fmt.Errorf("row_remap_failure=%q: want true or false", v)
+		}
+		r.Update.RowRemapFailure = &b
+	}
+	if r.Update.Utilization == nil && r.Update.MemoryUsedBytes == nil && !r.Update.gpuLevel() {
+		return Request{}, errors.New("missing utilization=<0-100>, memory_used_mib=<MiB>, xid=<n> or remapped rows: nothing to set")
 	}
 	r.Pod.UID = q.Get("pod_uid")
 	if v := q.Get("pod"); v != "" {
@@ -95,10 +131,16 @@ func ParseRequest(q url.Values, gpus int) (Request, error) {
 		if pod {
 			return Request{}, errors.New("gpu_i_id and pod do not go together: MIG instances are attributed whole")
 		}
+		if r.Update.gpuLevel() {
+			return Request{}, errors.New("gpu_i_id with xid or remapped rows: those belong to the whole GPU")
+		}
 		r.GPUInstance = &id
 	}
 	if pod && r.GPU == AllGPUs {
 		return Request{}, errors.New("pod needs one GPU index, not gpu=all")
+	}
+	if pod && r.Update.gpuLevel() {
+		return Request{}, errors.New("pod with xid or remapped rows: those belong to the whole GPU")
 	}
 	return r, nil
 }

@@ -13,6 +13,7 @@ import (
 func TestParseRequest(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	m := func(v uint64) *uint64 { return &v }
+	b := func(v bool) *bool { return &v }
 	tests := []struct {
 		query   string
 		want    Request
@@ -42,6 +43,18 @@ func TestParseRequest(t *testing.T) {
 		{query: "gpu=1&gpu_i_id=x&utilization=1", wantErr: "gpu_i_id="},
 		{query: "gpu=1&gpu_i_id=-2&utilization=1", wantErr: "gpu_i_id="},
 		{query: "gpu=1&gpu_i_id=3&pod=a/b&utilization=1", wantErr: "do not go together"},
+		{query: "gpu=1&xid=79", want: Request{GPU: 1, Update: Update{XID: m(79)}}},
+		{query: "gpu=all&correctable_remapped_rows=3&uncorrectable_remapped_rows=1&row_remap_failure=true",
+			want: Request{GPU: AllGPUs, Update: Update{CorrectableRemappedRows: m(3), UncorrectableRemappedRows: m(1), RowRemapFailure: b(true)}}},
+		{query: "gpu=0&row_remap_failure=0&utilization=5", want: Request{GPU: 0, Update: Update{Utilization: f(5), RowRemapFailure: b(false)}}},
+		{query: "gpu=0&xid=-1", wantErr: "xid="},
+		{query: "gpu=0&xid=65537", wantErr: "xid="},
+		{query: "gpu=0&xid=7.5", wantErr: "xid="},
+		{query: "gpu=0&correctable_remapped_rows=x", wantErr: "correctable_remapped_rows="},
+		{query: "gpu=0&uncorrectable_remapped_rows=4294967297", wantErr: "uncorrectable_remapped_rows="},
+		{query: "gpu=0&row_remap_failure=maybe", wantErr: "row_remap_failure="},
+		{query: "gpu=1&gpu_i_id=3&xid=13", wantErr: "whole GPU"},
+		{query: "gpu=0&pod=a/b&correctable_remapped_rows=1", wantErr: "whole GPU"},
 	}
 	for _, tt := range tests {
 		q, err := url.ParseQuery(tt.query)
@@ -78,11 +91,16 @@ func fmtRequest(r Request) string {
 			if v != nil {
 				return fmt.Sprint(*v)
 			}
+		case *bool:
+			if v != nil {
+				return fmt.Sprint(*v)
+			}
 		}
 		return "-"
 	}
-	return fmt.Sprintf("gpu %d instance %s pod %+v utilization %s memory %s", r.GPU, deref(r.GPUInstance), r.Pod,
-		deref(r.Update.Utilization), deref(r.Update.MemoryUsedBytes))
+	u := r.Update
+	return fmt.Sprintf("gpu %d instance %s pod %+v utilization %s memory %s xid %s rows %s/%s failure %s", r.GPU, deref(r.GPUInstance), r.Pod,
+		deref(u.Utilization), deref(u.MemoryUsedBytes), deref(u.XID), deref(u.CorrectableRemappedRows), deref(u.UncorrectableRemappedRows), deref(u.RowRemapFailure))
 }
 
 // TestCheck: Check answers as Apply would, and changes nothing.

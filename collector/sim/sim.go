@@ -5,6 +5,7 @@ package sim
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -21,9 +22,20 @@ const (
 	model       = "NVIDIA H100 80GB HBM3"
 	mib         = 1 << 20
 	memoryTotal = 81559 * mib // bytes, as nvidia-smi reports an H100 80GB
-	idleWatts   = 70.0
-	maxWatts    = 700.0
-	firstPID    = 4000
+	// memoryReserved is what the driver keeps for itself (NVML's memory
+	// info v2): the used memory leaves it out.
+	memoryReserved = 581 * mib
+	idleWatts      = 70.0
+	maxWatts       = 700.0
+	firstPID       = 4000
+	// nvlinkMiBps is DCGM's NVLink bandwidth of a GPU at full load (its
+	// KiB/s / 1000), pcieTXBps and pcieRXBps the PCIe bytes per second.
+	nvlinkMiBps = 300000.0
+	pcieTXBps   = 6e9
+	pcieRXBps   = 12e9
+	// The driver version and NVML version the simulation reports.
+	driverVersion = "580.95.05"
+	nvmlVersion   = "13.580.95.05"
 )
 
 // migLayout is the layout of a simulated GPU in MIG mode: a valid mixed
@@ -58,12 +70,19 @@ type device struct {
 	info collector.Device
 	// util and memUsed are the values set on the device itself; a GPU's
 	// processes add theirs.
-	util     float64
-	memUsed  uint64
-	memTotal uint64
-	energyMJ float64
-	last     time.Time
-	procs    []*process
+	util        float64
+	memUsed     uint64
+	memTotal    uint64
+	memReserved uint64
+	energyMJ    float64
+	last        time.Time
+	// The whole GPU's error state, set through Apply.
+	xid                            uint64
+	correctableRows, uncorrectable uint64
+	remapFailure                   bool
+	// Violation times accumulate with the activity, in ns.
+	powerViolationNs, lowUtilViolationNs float64
+	procs                                []*process
 	// instances are the MIG instances of a GPU in MIG mode.
 	instances []*device
 	slices    int // of a MIG instance
@@ -88,12 +107,14 @@ func New(node string, n int, mig []int) (*Sim, error) {
 	}
 	s := &Sim{nextPID: firstPID}
 	for i := 0; i < n; i++ {
-		g := &device{memTotal: memoryTotal, info: collector.Device{
-			Index:    i,
-			UUID:     UUID(node, i),
-			Name:     model,
-			PCIBusID: fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
-			Minor:    i,
+		g := &device{memTotal: memoryTotal, memReserved: memoryReserved, info: collector.Device{
+			Index:     i,
+			UUID:      UUID(node, i),
+			Name:      model,
+			PCIBusID:  fmt.Sprintf("00000000:%02X:00.0", 0x18+i),
+			Minor:     i,
+			Profiling: !slices.Contains(mig, i),
+			Labels:    labels(node, i),
 		}}
 		s.gpus = append(s.gpus, g)
 		s.devices = append(s.devices, g)
@@ -103,12 +124,29 @@ func New(node string, n int, mig []int) (*Sim, error) {
 		for _, l := range migLayout {
 			inst := &device{memTotal: l.memMiB * mib, slices: l.slices, info: g.info}
 			inst.info.UUID = MIGUUID(node, i, l.gi)
-			inst.info.MIG = &collector.MIGInstance{ParentUUID: g.info.UUID, GPUInstance: l.gi, Profile: l.profile, Activity: true}
+			inst.info.MIG = &collector.MIGInstance{ParentUUID: g.info.UUID, GPUInstance: l.gi, Profile: l.profile}
+			inst.info.Profiling = true
 			g.instances = append(g.instances, inst)
 			s.devices = append(s.devices, inst)
 		}
+		g.info.MIGInstances = true
 	}
 	return s, nil
+}
+
+// labels are the label fields of simulated GPU index on node.
+func labels(node string, index int) (l [exposition.NumLabelFields]string) {
+	l[exposition.DriverVersionLabel] = driverVersion
+	l[exposition.NVMLVersionLabel] = nvmlVersion
+	l[exposition.BrandLabel] = "NVIDIA"
+	h := sha256.Sum256([]byte(UUID(node, index)))
+	l[exposition.SerialLabel] = fmt.Sprintf("1652%09d", binary.BigEndian.Uint32(h[:4])%1e9)
+	l[exposition.VBIOSVersionLabel] = "96.00.99.00.01"
+	l[exposition.InforomImageVersionLabel] = "G520.0200.00.05"
+	l[exposition.OEMInforomVersionLabel] = "2.1"
+	l[exposition.ECCInforomVersionLabel] = "7.0"
+	l[exposition.PowerInforomVersionLabel] = ""
+	return l
 }
 
 // UUID is the UUID the simulation gives GPU index on node.
@@ -139,6 +177,19 @@ type Update struct {
 	Utilization *float64
 	// MemoryUsedBytes, at most the device's memory.
 	MemoryUsedBytes *uint64
+	// XID is the GPU's last XID error (DCGM_FI_DEV_XID_ERRORS).
+	XID *uint64
+	// CorrectableRemappedRows and UncorrectableRemappedRows are the GPU's
+	// remapped-row counters: they do not decrease.
+	CorrectableRemappedRows, UncorrectableRemappedRows *uint64
+	// RowRemapFailure says a row could not be remapped.
+	RowRemapFailure *bool
+}
+
+// gpuLevel reports whether u changes a whole GPU's error state, which a
+// MIG instance or a pod's process has not of its own.
+func (u Update) gpuLevel() bool {
+	return u.XID != nil || u.CorrectableRemappedRows != nil || u.UncorrectableRemappedRows != nil || u.RowRemapFailure != nil
 }
 
 func (u Update) validate() error {
@@ -191,9 +242,20 @@ func (s *Sim) change(r Request, commit bool) error {
 		return errors.New("a MIG instance and a pod do not go together: MIG instances are attributed whole")
 	case (r.GPUInstance != nil || pod) && r.GPU == AllGPUs:
 		return errors.New("a MIG instance or a pod needs one GPU index, not all GPUs")
+	case (r.GPUInstance != nil || pod) && r.Update.gpuLevel():
+		return errors.New("an XID and remapped rows belong to the whole GPU, not to a MIG instance or a pod")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var gpus []*device
+	for i, g := range s.gpus {
+		if r.GPU == AllGPUs || i == r.GPU {
+			gpus = append(gpus, g)
+		}
+	}
+	if err := setGPUs(gpus, r.Update, false); err != nil {
+		return err
+	}
 	switch {
 	case r.GPUInstance != nil:
 		for _, inst := range s.gpus[r.GPU].instances {
@@ -207,17 +269,48 @@ func (s *Sim) change(r Request, commit bool) error {
 	}
 	// A GPU in MIG mode is changed through each of its instances.
 	var targets []*device
-	for i, g := range s.gpus {
-		if r.GPU != AllGPUs && i != r.GPU {
-			continue
-		}
+	for _, g := range gpus {
 		if len(g.instances) > 0 {
 			targets = append(targets, g.instances...)
 		} else {
 			targets = append(targets, g)
 		}
 	}
-	return setDevices(targets, r.Update, commit)
+	if err := setDevices(targets, r.Update, commit); err != nil {
+		return err
+	}
+	return setGPUs(gpus, r.Update, commit)
+}
+
+// setGPUs sets the whole-GPU error state of u on every GPU, or on none when
+// a counter would go back (or when commit is false).
+func setGPUs(gpus []*device, u Update, commit bool) error {
+	for _, g := range gpus {
+		if u.CorrectableRemappedRows != nil && *u.CorrectableRemappedRows < g.correctableRows {
+			return fmt.Errorf("correctable remapped rows %d below gpu %d's %d: a counter does not go back", *u.CorrectableRemappedRows, g.info.Index, g.correctableRows)
+		}
+		if u.UncorrectableRemappedRows != nil && *u.UncorrectableRemappedRows < g.uncorrectable {
+			return fmt.Errorf("uncorrectable remapped rows %d below gpu %d's %d: a counter does not go back", *u.UncorrectableRemappedRows, g.info.Index, g.uncorrectable)
+		}
+	}
+	if !commit {
+		return nil
+	}
+	for _, g := range gpus {
+		if u.XID != nil {
+			g.xid = *u.XID
+		}
+		if u.CorrectableRemappedRows != nil {
+			g.correctableRows = *u.CorrectableRemappedRows
+		}
+		if u.UncorrectableRemappedRows != nil {
+			g.uncorrectable = *u.UncorrectableRemappedRows
+		}
+		if u.RowRemapFailure != nil {
+			g.remapFailure = *u.RowRemapFailure
+		}
+	}
+	return nil
 }
 
 // setDevices sets u on every target, or on none when one would go out of
@@ -225,7 +318,7 @@ func (s *Sim) change(r Request, commit bool) error {
 func setDevices(targets []*device, u Update, commit bool) error {
 	if u.MemoryUsedBytes != nil {
 		for _, d := range targets {
-			if used := *u.MemoryUsedBytes + d.procMemory(nil); used > d.memTotal {
+			if used := *u.MemoryUsedBytes + d.procMemory(nil); used > d.memTotal-d.memReserved {
 				return fmt.Errorf("memory used %d exceeds %s's %d bytes", used, d.info.UUID, d.memTotal)
 			}
 		}
@@ -264,7 +357,7 @@ func (s *Sim) setPod(g *device, pod collector.PodRef, u Update, commit bool) err
 		if i >= 0 {
 			others = g.procs[i]
 		}
-		if used := g.memUsed + g.procMemory(others) + mem; used > g.memTotal {
+		if used := g.memUsed + g.procMemory(others) + mem; used > g.memTotal-g.memReserved {
 			return fmt.Errorf("memory used %d exceeds %s's %d bytes", used, g.info.UUID, g.memTotal)
 		}
 	}
@@ -318,13 +411,12 @@ func (s *Sim) Sample(now time.Time) ([]collector.DeviceReading, []collector.Devi
 			used += inst.memUsed
 		}
 		r := g.physics(now, activity)
-		setMemory(&r, used, g.memTotal)
+		setMemory(&r, used, g.memTotal, g.memReserved)
 		out = append(out, collector.DeviceReading{Device: &g.info, Reading: r})
 		for _, inst := range g.instances {
 			var r collector.Reading
-			setMemory(&r, inst.memUsed, inst.memTotal)
-			r.Set(exposition.GREngineActive, inst.util/100)
-			r.Set(exposition.SMActive, inst.util/100)
+			setMemory(&r, inst.memUsed, inst.memTotal, 0)
+			setProfiling(&r, inst.util, false)
 			out = append(out, collector.DeviceReading{Device: &inst.info, Reading: r})
 		}
 	}
@@ -346,21 +438,53 @@ func (g *device) sampleGPU(now time.Time) collector.DeviceReading {
 	r.Set(exposition.MemCopyUtil, util/2)
 	r.Set(exposition.EncUtil, 0)
 	r.Set(exposition.DecUtil, 0)
-	setMemory(&r, used, g.memTotal)
+	setMemory(&r, used, g.memTotal, g.memReserved)
+	setProfiling(&r, util, true)
 	return collector.DeviceReading{Device: &g.info, Reading: r, Processes: procs}
 }
 
-func setMemory(r *collector.Reading, used, total uint64) {
+func setMemory(r *collector.Reading, used, total, reserved uint64) {
 	r.Set(exposition.FBUsed, float64(used))
-	r.Set(exposition.FBFree, float64(total-used))
+	r.Set(exposition.FBFree, float64(total-reserved-used))
+	r.Set(exposition.FBReserved, float64(reserved))
 }
 
-// physics derives power, temperature, clocks and energy from a GPU's
-// activity in percent.
+// setProfiling sets the profiling fields of a device whose activity is
+// util percent: the engine busy that share of the time, the tensor pipes
+// and the memory interface a plausible part of it; a whole GPU also moves
+// PCIe traffic (a MIG instance has none of its own in NVML).
+func setProfiling(r *collector.Reading, util float64, pcie bool) {
+	a := util / 100
+	r.Set(exposition.GREngineActive, a)
+	r.Set(exposition.SMActive, a*0.95)
+	r.Set(exposition.SMOccupancy, a*0.5)
+	r.Set(exposition.PipeTensorActive, a*0.6)
+	r.Set(exposition.DRAMActive, a*0.4)
+	r.Set(exposition.PipeFP64Active, a*0.01)
+	r.Set(exposition.PipeFP32Active, a*0.2)
+	r.Set(exposition.PipeFP16Active, a*0.05)
+	if pcie {
+		// Some traffic even when idle: the driver's own.
+		r.Set(exposition.PCIeTXBytes, 1e6+a*pcieTXBps)
+		r.Set(exposition.PCIeRXBytes, 2e6+a*pcieRXBps)
+	}
+}
+
+// physics derives a GPU's power, temperatures, clocks, energy, NVLink
+// traffic and violation times from its activity in percent, and reports
+// its error state.
 func (g *device) physics(now time.Time, activity float64) collector.Reading {
 	power := idleWatts + activity/100*(maxWatts-idleWatts)
 	if !g.last.IsZero() && now.After(g.last) {
-		g.energyMJ += power * now.Sub(g.last).Seconds() * 1000
+		dt := now.Sub(g.last).Seconds()
+		g.energyMJ += power * dt * 1000
+		// Capped near full load; held at low clocks when idle.
+		if activity > 90 {
+			g.powerViolationNs += dt * 1e9 * (activity - 90) / 10
+		}
+		if activity == 0 {
+			g.lowUtilViolationNs += dt * 1e9
+		}
 	}
 	g.last = now
 	smClock := 345.0
@@ -370,8 +494,27 @@ func (g *device) physics(now time.Time, activity float64) collector.Reading {
 	var r collector.Reading
 	r.Set(exposition.PowerUsage, power)
 	r.Set(exposition.GPUTemp, 30+activity*0.4)
+	r.Set(exposition.MemoryTemp, 34+activity*0.35)
 	r.Set(exposition.SMClock, smClock)
 	r.Set(exposition.MemClock, 2619)
 	r.Set(exposition.TotalEnergy, math.Floor(g.energyMJ)) // whole mJ, as NVML's
+	r.Set(exposition.PCIeReplayCounter, 0)
+	r.Set(exposition.XIDErrors, float64(g.xid))
+	r.Set(exposition.PowerViolation, math.Floor(g.powerViolationNs))
+	r.Set(exposition.LowUtilViolation, math.Floor(g.lowUtilViolationNs))
+	for _, f := range []exposition.Field{exposition.ThermalViolation, exposition.SyncBoostViolation, exposition.BoardLimitViolation,
+		exposition.ReliabilityViolation, exposition.ECCSBEVolatileTotal, exposition.ECCDBEVolatileTotal, exposition.ECCSBEAggregateTotal,
+		exposition.ECCDBEAggregateTotal, exposition.RetiredPagesSBE, exposition.RetiredPagesDBE, exposition.RetiredPagesPending,
+		exposition.NVLinkCRCFlitErrors, exposition.NVLinkCRCDataErrors, exposition.NVLinkReplayErrors, exposition.NVLinkRecoveryErrors} {
+		r.Set(f, 0)
+	}
+	r.Set(exposition.NVLinkBandwidthTotal, math.Floor(activity/100*nvlinkMiBps))
+	r.Set(exposition.CorrectableRemappedRows, float64(g.correctableRows))
+	r.Set(exposition.UncorrectableRemappedRows, float64(g.uncorrectable))
+	remap := 0.0
+	if g.remapFailure {
+		remap = 1
+	}
+	r.Set(exposition.RowRemapFailure, remap)
 	return r
 }

@@ -38,6 +38,98 @@ func TestUUIDs(t *testing.T) {
 	}
 }
 
+// TestSimAllFields: a simulated whole GPU has every field NVML gives an
+// H100 SXM on bare metal (not the vGPU license status, which only vGPU
+// guests have), each in its unit's range, and the activity fields, power,
+// temperatures, clocks and traffic move with utilization.
+func TestSimAllFields(t *testing.T) {
+	s := mustSim(t, "n", 2)
+	f := func(v float64) *float64 { return &v }
+	if err := s.Set(1, Update{Utilization: f(80)}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(100, 0)
+	s.Sample(t0)
+	r, _ := s.Sample(t0.Add(time.Second))
+	idle, busy := r[0].Reading, r[1].Reading
+	for fld := range exposition.NumFields {
+		for _, rd := range []collector.Reading{idle, busy} {
+			v, ok := rd.Get(fld)
+			if ok != (fld != exposition.VGPULicenseStatus) {
+				t.Errorf("%s present %v", fld.Name(), ok)
+			}
+			if ok && (v < 0 || v > fld.Family().Unit.Max()) {
+				t.Errorf("%s = %v out of its unit's range", fld.Name(), v)
+			}
+		}
+	}
+	for _, fld := range []exposition.Field{exposition.GPUUtil, exposition.MemCopyUtil, exposition.PowerUsage, exposition.GPUTemp, exposition.MemoryTemp,
+		exposition.SMClock, exposition.NVLinkBandwidthTotal, exposition.GREngineActive, exposition.SMActive, exposition.SMOccupancy,
+		exposition.PipeTensorActive, exposition.DRAMActive, exposition.PipeFP32Active, exposition.PCIeTXBytes, exposition.PCIeRXBytes} {
+		i, _ := idle.Get(fld)
+		b, _ := busy.Get(fld)
+		if b <= i {
+			t.Errorf("%s: %v at 80 %% is not above %v idle", fld.Name(), b, i)
+		}
+	}
+	if d := r[1].Device; !d.Profiling || d.Labels[exposition.DriverVersionLabel] != driverVersion || d.Labels[exposition.SerialLabel] == "" {
+		t.Errorf("device %+v", d)
+	}
+	// The violation times accumulate: idle GPU 0 is held at low clocks,
+	// GPU 1 at 95 % is power capped.
+	if err := s.Set(1, Update{Utilization: f(95)}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = s.Sample(t0.Add(3 * time.Second))
+	if v := val(r[0], exposition.LowUtilViolation); v != 3e9 {
+		t.Errorf("idle GPU's low-utilization violation %v ns after 3 s, want 3e9", v)
+	}
+	if v := val(r[1], exposition.PowerViolation); v != 1e9 {
+		t.Errorf("power violation %v ns after 2 s at 95 %%, want 1e9", v)
+	}
+}
+
+// TestSimErrors: an XID and remapped rows set on a GPU are reported by it
+// (and, in MIG mode, by the GPU whose fields its instances take); counters
+// do not go back; an instance or a pod has none of its own.
+func TestSimErrors(t *testing.T) {
+	s, err := New("n", 2, []int{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := func(v uint64) *uint64 { return &v }
+	yes := true
+	for _, gpu := range []int{0, 1} {
+		if err := s.Apply(Request{GPU: gpu, Update: Update{XID: u(79), CorrectableRemappedRows: u(2), UncorrectableRemappedRows: u(1), RowRemapFailure: &yes}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := s.Sample(time.Unix(1, 0))
+	for _, i := range []int{0, 1} {
+		if val(r[i], exposition.XIDErrors) != 79 || val(r[i], exposition.CorrectableRemappedRows) != 2 ||
+			val(r[i], exposition.UncorrectableRemappedRows) != 1 || val(r[i], exposition.RowRemapFailure) != 1 {
+			t.Errorf("GPU %d reading %+v", i, r[i].Reading)
+		}
+	}
+	if r[2].Reading.Fields().Has(exposition.XIDErrors) {
+		t.Error("a MIG instance reports an XID of its own: it takes its GPU's (collector.Sampler)")
+	}
+	for _, bad := range []Request{
+		{GPU: 0, Update: Update{CorrectableRemappedRows: u(1)}},
+		{GPU: AllGPUs, Update: Update{UncorrectableRemappedRows: u(0)}},
+		{GPU: 1, GPUInstance: gi(2), Update: Update{XID: u(13)}},
+		{GPU: 0, Pod: collector.PodRef{UID: "p"}, Update: Update{XID: u(13)}},
+	} {
+		if err := s.Apply(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	r, _ = s.Sample(time.Unix(2, 0))
+	if val(r[0], exposition.CorrectableRemappedRows) != 2 || val(r[0], exposition.XIDErrors) != 79 {
+		t.Errorf("a refused change changed GPU 0: %+v", r[0].Reading)
+	}
+}
+
 func TestSimSetAndPhysics(t *testing.T) {
 	s := mustSim(t, "n", 2)
 	f := func(v float64) *float64 { return &v }
@@ -52,7 +144,7 @@ func TestSimSetAndPhysics(t *testing.T) {
 		t.Errorf("idle GPU 0 = %+v", r[0].Reading)
 	}
 	if val(r[1], exposition.GPUUtil) != 100 || val(r[1], exposition.PowerUsage) != maxWatts || val(r[1], exposition.FBUsed) != float64(mem) ||
-		val(r[1], exposition.FBUsed)+val(r[1], exposition.FBFree) != memoryTotal {
+		val(r[1], exposition.FBUsed)+val(r[1], exposition.FBFree)+val(r[1], exposition.FBReserved) != memoryTotal {
 		t.Errorf("busy GPU 1 = %+v", r[1].Reading)
 	}
 	if e := val(r[1], exposition.TotalEnergy); e != maxWatts*2*1000 {
@@ -92,6 +184,11 @@ func TestHandler(t *testing.T) {
 		{http.MethodPost, "gpu=0", http.StatusBadRequest},
 		{http.MethodPost, "gpu=0&memory_used_mib=-1", http.StatusBadRequest},
 		{http.MethodPost, "gpu=0&memory_used_mib=99999999", http.StatusBadRequest},
+		{http.MethodPost, "gpu=0&memory_used_mib=81000", http.StatusBadRequest}, // beyond what the driver leaves free
+		{http.MethodPost, "gpu=0&xid=79&correctable_remapped_rows=4", http.StatusNoContent},
+		{http.MethodPost, "gpu=0&correctable_remapped_rows=3", http.StatusBadRequest}, // a counter going back
+		{http.MethodPost, "gpu=0&xid=abc", http.StatusBadRequest},
+		{http.MethodPost, "gpu=0&row_remap_failure=2", http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		rec := httptest.NewRecorder()
@@ -101,7 +198,8 @@ func TestHandler(t *testing.T) {
 		}
 	}
 	r, _ := s.Sample(time.Now())
-	if val(r[0], exposition.GPUUtil) != 55 || val(r[1], exposition.GPUUtil) != 90 || val(r[1], exposition.FBUsed) != 100*mib {
+	if val(r[0], exposition.GPUUtil) != 55 || val(r[1], exposition.GPUUtil) != 90 || val(r[1], exposition.FBUsed) != 100*mib ||
+		val(r[0], exposition.XIDErrors) != 79 || val(r[0], exposition.CorrectableRemappedRows) != 4 {
 		t.Errorf("after requests: %+v / %+v", r[0].Reading, r[1].Reading)
 	}
 }
@@ -219,7 +317,7 @@ func TestSimMIG(t *testing.T) {
 	for i, w := range wantInst {
 		d := r[2+i]
 		mig := d.Device.MIG
-		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !mig.Activity || mig.ParentUUID != UUID("n", 1) {
+		if mig == nil || mig.GPUInstance != w.gi || mig.Profile != w.profile || !d.Device.Profiling || mig.ParentUUID != UUID("n", 1) {
 			t.Fatalf("instance %d: %+v", i, mig)
 		}
 		if d.Device.UUID != MIGUUID("n", 1, w.gi) || d.Device.Index != 1 {
@@ -310,6 +408,7 @@ func FuzzHandler(f *testing.F) {
 		"gpu=0&pod=inf/a&utilization=70", "gpu=1&gpu_i_id=2&utilization=50&memory_used_mib=10",
 		"gpu=all&utilization=5", "gpu=0&pod_uid=u&memory_used_mib=1", "gpu=-1&pod=a/b&utilization=1e309",
 		"gpu=0&pod=%2F&utilization=NaN", "gpu=0&utilization=NaN", "gpu=1&gpu_i_id=-9&utilization=1",
+		"gpu=1&xid=79&correctable_remapped_rows=2&row_remap_failure=1", "gpu=all&uncorrectable_remapped_rows=18446744073709551615",
 	} {
 		f.Add(q)
 	}
@@ -327,9 +426,13 @@ func FuzzHandler(f *testing.F) {
 		}
 		r, _ := s.Sample(time.Now())
 		for _, d := range r {
-			u, g := val(d, exposition.GPUUtil), val(d, exposition.GREngineActive)
-			if u < 0 || u > 100 || math.IsNaN(u) || g < 0 || g > 1 || math.IsNaN(g) || val(d, exposition.FBFree) > memoryTotal || val(d, exposition.FBUsed) > memoryTotal {
-				t.Fatalf("?%s left %s at %+v", query, d.Device.UUID, d.Reading)
+			for f := range exposition.NumFields {
+				if v, ok := d.Reading.Get(f); ok && !(v >= 0 && v <= f.Family().Unit.Max()) {
+					t.Fatalf("?%s left %s's %s at %v", query, d.Device.UUID, f.Name(), v)
+				}
+			}
+			if val(d, exposition.FBFree)+val(d, exposition.FBUsed)+val(d, exposition.FBReserved) > memoryTotal {
+				t.Fatalf("?%s left %s's memory at %+v", query, d.Device.UUID, d.Reading)
 			}
 		}
 	})

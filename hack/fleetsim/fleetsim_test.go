@@ -285,7 +285,7 @@ func TestControl(t *testing.T) {
 		{"put to a node by name", "PUT", "/nodes/n1/pods", "{}", 404, nil},
 		{"put too much", "PUT", "/nodes/0/pods", strings.Repeat(" ", maxPodsBody+1), 413, nil},
 		{"targets", "GET", "/targets", "", 200, []check{bodyHas(`{"nodes":[{"name":"n0","url":"http://x/metrics"}`)}},
-		{"node metrics on the control port", "GET", "/nodes/1/metrics", "", 200, []check{bodyHas(`hostname="n1"`)}},
+		{"node metrics on the control port", "GET", "/nodes/1/metrics", "", 200, []check{bodyHas(`Hostname="n1"`)}},
 		{"metrics of a missing node", "GET", "/nodes/7/metrics", "", 404, nil},
 		{"readyz", "GET", "/readyz", "", 200, nil},
 		{"unknown path", "GET", "/nope", "", 404, nil},
@@ -439,7 +439,7 @@ func TestServe(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, fmt.Appendf(nil, `hostname="fleet-node-%d"`, i)) {
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, fmt.Appendf(nil, `Hostname="fleet-node-%d"`, i)) {
 			t.Errorf("%s (%s): %s, body without its hostname", tg.Name, tg.URL, resp.Status)
 		}
 		other, err := http.Get(strings.TrimSuffix(tg.URL, "/metrics") + "/readyz")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
@@ -17,10 +18,11 @@ import (
 // This file holds every use the commands make of the GPU backends'
 // constructors and of the simulation's identities.
 
-// openBackend opens the GPU backend --backend names, reading per-process
-// samples when processes is set. The simulation comes with its control
-// handler (POST /sim/set); nvml with none.
-func openBackend(o *options.AgentOptions, processes bool) (collector.Backend, http.Handler, error) {
+// openBackend opens the GPU backend --backend names, reading the selected
+// fields and, when processes is set, per-process samples; its self-metrics
+// go to reg. The simulation comes with its control handler (POST
+// /sim/set); nvml with none.
+func openBackend(o *options.AgentOptions, processes bool, reg prometheus.Registerer) (collector.Backend, http.Handler, error) {
 	if o.Backend == "sim" {
 		simulated, err := sim.New(o.NodeName, o.SimGPUs, o.SimMIG)
 		if err != nil {
@@ -29,7 +31,8 @@ func openBackend(o *options.AgentOptions, processes bool) (collector.Backend, ht
 		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
 		return simulated, sim.Handler(simulated), nil
 	}
-	b, err := nvml.New(nvml.Options{Processes: processes})
+	c := o.Counters()
+	b, err := nvml.New(nvml.Options{Processes: processes, Fields: c.Fields, Labels: c.Labels, Registerer: reg})
 	if err != nil {
 		return nil, nil, err
 	}

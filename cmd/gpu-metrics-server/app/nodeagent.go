@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/counters"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
 
@@ -21,6 +22,19 @@ import (
 type agentHooks struct {
 	onSample func(*collector.Snapshot)
 	owners   func() podmap.Lookup
+}
+
+// logCounters says, once at start, which field list the agent serves, the
+// fields of it skipped (--collectors-skip-unsupported), and the fields it
+// serves beyond it because the aggregator reads them.
+func logCounters(c *counters.Set) {
+	klog.InfoS("Fields served", "list", c.Source, "fields", c.Fields.String())
+	for _, p := range c.Skipped {
+		klog.InfoS("Skipping a field of the counters file that the agent cannot read through NVML", "file", p.File, "line", p.Line, "field", p.Field)
+	}
+	for _, f := range c.Added {
+		klog.InfoS("Serving a field the counters file leaves out: the aggregator reads it", "field", f.Name(), "file", c.Source)
+	}
 }
 
 // newNodeAgent is the node agent, shared by agent and standalone: it opens
@@ -45,7 +59,8 @@ func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agen
 	if runInformer != nil {
 		background = append(background, runInformer)
 	}
-	backend, control, err := openBackend(o, attribution != nil)
+	logCounters(o.Counters())
+	backend, control, err := openBackend(o, attribution != nil, reg)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	cliflag "k8s.io/component-base/cli/flag"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/counters"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 )
 
@@ -35,7 +37,19 @@ type AgentOptions struct {
 
 	ProcessAttribution bool
 	HostProc           string
+
+	// Collectors is a counters file in dcgm-exporter's format: the fields
+	// to serve ("": the built-in list).
+	Collectors                string
+	CollectorsSkipUnsupported bool
+	HostnameLabel             string
+
+	// counters is Collectors parsed by Validate.
+	counters *counters.Set
 }
+
+// hostnameNone is the --hostname-label value that leaves the label out.
+const hostnameNone = "none"
 
 // NewAgentOptions returns the defaults; the node is $NODE_NAME, else the
 // host name.
@@ -55,6 +69,7 @@ func NewAgentOptions() *AgentOptions {
 		PodResourcesTimeout:  time.Second,
 		ProcessAttribution:   true,
 		HostProc:             "/proc",
+		HostnameLabel:        exposition.LabelHostname,
 	}
 }
 
@@ -62,8 +77,14 @@ func NewAgentOptions() *AgentOptions {
 func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs := fss.FlagSet(sectionGPU)
 	fs.StringVar(&o.Backend, "backend", o.Backend, "GPU backend: nvml (real GPUs through libnvidia-ml) or sim (simulated GPUs, for demos and tests).")
-	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Node name, exported as the hostname label (default $NODE_NAME, else the host name).")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Node name, exported as the node label (--hostname-label; default $NODE_NAME, else the host name).")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", o.SampleInterval, "Interval between GPU sampling rounds.")
+	fs.StringVarP(&o.Collectors, "collectors", "f", o.Collectors, "Counters file in dcgm-exporter's CSV format (\"DCGM_FIELD, type, help\" per line): the fields to serve, "+
+		"with its types and help texts. Empty: the built-in list, dcgm-exporter's dcp-metrics-included.csv. The fields the aggregator reads are always served.")
+	fs.BoolVar(&o.CollectorsSkipUnsupported, "collectors-skip-unsupported", o.CollectorsSkipUnsupported, "Skip the fields of --collectors that the agent cannot read "+
+		"through NVML (each logged once) instead of refusing to start.")
+	fs.StringVar(&o.HostnameLabel, "hostname-label", o.HostnameLabel, "Name of the node label on every device series: Hostname (what every released "+
+		"dcgm-exporter writes), hostname (dcgm-exporter's unreleased main) or none.")
 
 	fs = fss.FlagSet(sectionSimulation)
 	fs.IntVar(&o.SimGPUs, "sim-gpus", o.SimGPUs, "Number of simulated GPUs with --backend=sim.")
@@ -110,6 +131,25 @@ func (o *AgentOptions) Validate() []error {
 	}
 	if o.NodeName == "" {
 		errs.add(flagErrorf("node-name", "empty, and neither $NODE_NAME nor the host name is set"))
+	}
+	o.counters = nil
+	if o.Collectors != "" {
+		set, problems, err := readCounters(o.Collectors, o.CollectorsSkipUnsupported)
+		switch {
+		case err != nil:
+			errs.add(&FlagError{Flag: "collectors", Err: err})
+		case len(problems) > 0:
+			for _, p := range problems {
+				errs.add(&FlagError{Flag: "collectors", Err: p})
+			}
+		default:
+			o.counters = set
+		}
+	}
+	switch o.HostnameLabel {
+	case exposition.LabelHostname, exposition.LabelHostnameLower, hostnameNone:
+	default:
+		errs.add(flagErrorf("hostname-label", "%q: use %s, %s or %s", o.HostnameLabel, exposition.LabelHostname, exposition.LabelHostnameLower, hostnameNone))
 	}
 	if err := checkInterval(o.SampleInterval); err != nil {
 		errs.add(&FlagError{Flag: "sample-interval", Err: err})
@@ -163,5 +203,29 @@ func (o *AgentOptions) PodResources(reg prometheus.Registerer) podmap.Options {
 // Sampler is the sampler's configuration as far as flags set it: the
 // caller adds the pod lookup, the attribution and where snapshots go.
 func (o *AgentOptions) Sampler(reg prometheus.Registerer) collector.SamplerOptions {
-	return collector.SamplerOptions{Node: o.NodeName, Interval: o.SampleInterval, Registerer: reg}
+	label := o.HostnameLabel
+	if label == hostnameNone {
+		label = ""
+	}
+	return collector.SamplerOptions{Node: o.NodeName, Interval: o.SampleInterval, Registerer: reg, Format: collector.NewFormat(o.Counters(), label)}
+}
+
+// Counters is the field selection: --collectors as Validate read it, or
+// the built-in list.
+func (o *AgentOptions) Counters() *counters.Set {
+	if o.counters == nil {
+		return counters.Default()
+	}
+	return o.counters
+}
+
+// readCounters reads a counters file.
+func readCounters(path string, skip bool) (*counters.Set, []counters.Problem, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	set, problems := counters.Parse(path, f, counters.Options{SkipUnsupported: skip})
+	return set, problems, nil
 }

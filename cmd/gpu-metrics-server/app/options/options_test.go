@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 	cliflag "k8s.io/component-base/cli/flag"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 )
 
 // command is what each subcommand's options offer.
@@ -100,6 +102,9 @@ func TestAgentValidation(t *testing.T) {
 	kubeconfig := writeFile(t, "kubeconfig", "apiVersion: v1\nkind: Config\n")
 	sim := []string{"--backend=sim"}
 	with := func(args ...string) []string { return append(slices.Clone(sim), args...) }
+	goodCSV := writeFile(t, "good.csv", "# mine\nDCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C).\nDCGM_FI_DRIVER_VERSION, label, Driver Version\n")
+	badCSV := writeFile(t, "bad.csv", "DCGM_FI_DEV_GPU_TEMP, gauge, t\nDCGM_FI_DEV_NOPE, gauge, x\nDCGM_EXP_P2P_STATUS, counter, p\nDCGM_FI_DEV_SM_CLOCK, gauge\n")
+	unsupportedCSV := writeFile(t, "unsupported.csv", "DCGM_FI_DEV_GPU_TEMP, gauge, t\nDCGM_FI_DEV_NOPE, gauge, x\n")
 	runValidation(t, func() command { return NewAgent() }, []validationCase{
 		{"defaults", nil, nil},
 		{"simulated", sim, nil},
@@ -130,7 +135,47 @@ func TestAgentValidation(t *testing.T) {
 			[]string{"sim-mig", "sample-interval", "web.listen-address", "pod-resources-timeout", "kubeconfig"}},
 		{"no blame from an invalid backend", []string{"--backend=cuda", "--sim-mig=3", "--host-proc=" + missing}, []string{"backend"}},
 		{"no blame from invalid sim gpus", with("--sim-gpus=-1", "--sim-mig=0"), []string{"sim-gpus"}},
+		{"counters file", with("--collectors=" + goodCSV), nil},
+		{"counters file, dcgm-exporter's short flag", with("-f", goodCSV), nil},
+		{"counters file missing", with("--collectors=" + missing), []string{"collectors"}},
+		{"counters file: one error per line", with("--collectors=" + badCSV), []string{"collectors", "collectors", "collectors"}},
+		{"counters file: malformed lines are not skipped", with("--collectors="+badCSV, "--collectors-skip-unsupported"), []string{"collectors"}},
+		{"counters file: unsupported fields skipped", with("--collectors="+unsupportedCSV, "--collectors-skip-unsupported"), nil},
+		{"hostname label", with("--hostname-label=hostname"), nil},
+		{"no hostname label", with("--hostname-label=none"), nil},
+		{"hostname label unknown", with("--hostname-label=HOSTNAME"), []string{"hostname-label"}},
 	})
+}
+
+// TestAgentCounters: the counters file's problems name the file, line and
+// field; a valid file becomes the sampler's format and the backend's fields.
+func TestAgentCounters(t *testing.T) {
+	cleanEnv(t)
+	bad := writeFile(t, "bad.csv", "DCGM_FI_DEV_GPU_TEMP, gauge, t\nDCGM_FI_DEV_NOPE, gauge, x\n")
+	o := NewAgent()
+	parse(t, o, "--backend=sim", "--collectors="+bad)
+	errs := o.Validate()
+	if len(errs) != 1 || errs[0].Error() != "invalid --collectors: "+bad+":2: DCGM_FI_DEV_NOPE: not a field gpu-metrics-server reads through NVML (docs/metrics.md lists those it reads)" {
+		t.Errorf("errors %v", errs)
+	}
+	good := writeFile(t, "good.csv", "DCGM_FI_DEV_GPU_TEMP, counter, my temperature\n")
+	o = NewAgent()
+	parse(t, o, "--backend=sim", "-f", good, "--hostname-label=none")
+	if errs := o.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c := o.Agent.Counters()
+	if c.Source != good || !c.Fields.Has(exposition.GPUTemp) || c.Fields.Has(exposition.SMClock) || c.Family(exposition.GPUTemp).Help != "my temperature" {
+		t.Errorf("counters %+v", c)
+	}
+	if f := o.Agent.Sampler(nil).Format; f.Fields() != c.Fields || f.Labels() != 0 {
+		t.Errorf("format fields %v labels %b", f.Fields(), f.Labels())
+	}
+	o = NewAgent()
+	parse(t, o, "--backend=sim")
+	if errs := o.Validate(); len(errs) > 0 || o.Agent.Counters().Source != "built-in" {
+		t.Errorf("default counters %v %v", o.Agent.Counters().Source, errs)
+	}
 }
 
 func TestAggregatorValidation(t *testing.T) {

@@ -93,6 +93,19 @@ klog flags shared by both workloads.
 {{- printf "%s-agent" (include "gms.fullname" .) -}}
 {{- end -}}
 
+{{/*
+The ConfigMap holding the agent's counters file: the existing one
+agent.counters.configMap.name names, the chart's own for agent.counters.csv,
+or "" for the built-in list.
+*/}}
+{{- define "gms.agent.countersConfigMap" -}}
+{{- if .Values.agent.counters.configMap.name -}}
+{{- .Values.agent.counters.configMap.name -}}
+{{- else if .Values.agent.counters.csv -}}
+{{- printf "%s-counters" (include "gms.agent.name" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "gms.agent.serviceAccountName" -}}
 {{- if .Values.agent.serviceAccount.create -}}
 {{- default (include "gms.agent.name" .) .Values.agent.serviceAccount.name -}}
