@@ -48,6 +48,9 @@ type Options struct {
 	// get 403. Non-resource requests (discovery, health) are allowed to
 	// everyone.
 	Allowed []string
+	// DNSNames are names its serving certificate is valid for besides
+	// localhost and 127.0.0.1.
+	DNSNames []string
 	// V1beta1Only answers 404 to every custom.metrics.k8s.io/v1beta2 path,
 	// as an adapter built before that version does.
 	V1beta1Only bool
@@ -97,7 +100,7 @@ func Start(t testing.TB, opts Options) *Adapter {
 	port := ln.Addr().(*net.TCPAddr).Port
 	a.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 
-	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.IPv4(127, 0, 0, 1)}, opts.DNSNames)
 	if err != nil {
 		t.Fatal(err)
 	}
