@@ -17,6 +17,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -121,6 +122,12 @@ func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 // GPUHPA scales the Deployment named target on the per-pod gpu_utilization
 // metric with the given target.
 func GPUHPA(namespace, target string, minReplicas, maxReplicas int32, metricTarget autoscalingv2.MetricTarget) *autoscalingv2.HorizontalPodAutoscaler {
+	return PodsMetricHPA(namespace, target, MetricName, minReplicas, maxReplicas, metricTarget)
+}
+
+// PodsMetricHPA scales the Deployment named target on a per-pod custom
+// metric with the given target.
+func PodsMetricHPA(namespace, target, metric string, minReplicas, maxReplicas int32, metricTarget autoscalingv2.MetricTarget) *autoscalingv2.HorizontalPodAutoscaler {
 	return &autoscalingv2.HorizontalPodAutoscaler{
 		ObjectMeta: metav1.ObjectMeta{Name: target, Namespace: namespace},
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
@@ -130,7 +137,7 @@ func GPUHPA(namespace, target string, minReplicas, maxReplicas int32, metricTarg
 			Metrics: []autoscalingv2.MetricSpec{{
 				Type: autoscalingv2.PodsMetricSourceType,
 				Pods: &autoscalingv2.PodsMetricSource{
-					Metric: autoscalingv2.MetricIdentifier{Name: MetricName},
+					Metric: autoscalingv2.MetricIdentifier{Name: metric},
 					Target: metricTarget,
 				},
 			}},
@@ -366,8 +373,14 @@ func (cp *ControlPlane) WaitHPAMetric(t testing.TB, namespace, name string, want
 
 // HPAAverage returns the gpu_utilization average in the HPA's status.
 func HPAAverage(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
+	return HPAMetricAverage(h, MetricName)
+}
+
+// HPAMetricAverage returns the average of a Pods metric in the HPA's
+// status.
+func HPAMetricAverage(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (float64, bool) {
 	for _, m := range h.Status.CurrentMetrics {
-		if m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == MetricName && m.Pods.Current.AverageValue != nil {
+		if m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == metric && m.Pods.Current.AverageValue != nil {
 			return m.Pods.Current.AverageValue.AsApproximateFloat64(), true
 		}
 	}
@@ -382,4 +395,23 @@ const PollInterval = 250 * time.Millisecond
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
 	t.Helper()
 	return testutil.WaitForEvery(t, PollInterval, timeout, what, cond)
+}
+
+// ServiceAccountToken creates the ServiceAccount namespace/name unless it
+// exists and returns a token of it (TokenRequest, valid an hour).
+func (cp *ControlPlane) ServiceAccountToken(t testing.TB, namespace, name string) string {
+	t.Helper()
+	_, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(t.Context(), &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating ServiceAccount %s/%s: %v", namespace, name, err)
+	}
+	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(t.Context(), name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a token of %s/%s: %v", namespace, name, err)
+	}
+	return tr.Status.Token
 }
