@@ -144,7 +144,8 @@ func (cp *ControlPlane) apiServiceObject(version, namespace, service string, por
 	}}
 }
 
-func (cp *ControlPlane) apiServices(t testing.TB) dynamic.ResourceInterface {
+// APIServices is a dynamic client of the cluster's APIService objects.
+func (cp *ControlPlane) APIServices(t testing.TB) dynamic.ResourceInterface {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cp.RESTConfig)
 	if err != nil {
@@ -160,7 +161,7 @@ func (cp *ControlPlane) apiServices(t testing.TB) dynamic.ResourceInterface {
 // end of the test.
 func (cp *ControlPlane) PutAPIService(t testing.TB, version, namespace, service string, port int) {
 	t.Helper()
-	apiServices := cp.apiServices(t)
+	apiServices := cp.APIServices(t)
 	name := version + ".custom.metrics.k8s.io"
 	if err := apiServices.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatalf("deleting APIService %s: %v", name, err)
@@ -182,7 +183,7 @@ func (cp *ControlPlane) PutAPIService(t testing.TB, version, namespace, service 
 func (cp *ControlPlane) DeleteAPIService(t testing.TB, version string) {
 	t.Helper()
 	name := version + ".custom.metrics.k8s.io"
-	if err := cp.apiServices(t).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := cp.APIServices(t).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("deleting APIService %s: %v", name, err)
 	}
 }
@@ -192,7 +193,7 @@ func (cp *ControlPlane) DeleteAPIService(t testing.TB, version string) {
 // discovery.
 func (cp *ControlPlane) WaitAPIServiceAvailable(t testing.TB, version string) {
 	t.Helper()
-	apiServices := cp.apiServices(t)
+	apiServices := cp.APIServices(t)
 	name := version + ".custom.metrics.k8s.io"
 	WaitFor(t, 60*time.Second, "APIService "+name+" to be Available", func(ctx context.Context) (bool, string, error) {
 		obj, err := apiServices.Get(ctx, name, metav1.GetOptions{})
