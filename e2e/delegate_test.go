@@ -20,10 +20,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -31,21 +29,6 @@ import (
 )
 
 const (
-	// seedAdapterRules is the seed user's prometheus-adapter
-	// configuration (config.yaml of their ConfigMap), verbatim.
-	seedAdapterRules = `rules:
-- metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
-  name:
-    matches: "istio_requests_total"
-    as: "requests_per_second"
-  resources:
-    overrides:
-      namespace:
-        resource: namespace
-      pod:
-        resource: pod
-  seriesQuery: istio_requests_total{pod!="", namespace!=""}
-`
 	// requestRate is the metric prometheus-adapter serves with it.
 	requestRate = "requests_per_second"
 	// totalRate is the request rate the test sends to podinfo, all pods
@@ -64,27 +47,6 @@ const (
 	// 2-minute rate() window must fill or drain first.
 	rateScaleTimeout = 6 * time.Minute
 )
-
-// podinfoDeployment is the seed's demo workload: no GPU, labelled
-// app=podinfo.
-func podinfoDeployment(namespace string) *appsv1.Deployment {
-	labels := map[string]string{"app": "podinfo"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "podinfo", Namespace: namespace, Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: new(int32(1)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "podinfo",
-					// Never pulled: no kubelet runs in the e2e cluster.
-					Image: "registry.invalid/podinfo:e2e",
-				}}},
-			},
-		},
-	}
-}
 
 // TestSeedAdapterDelegation is the seed user's cluster: prometheus-adapter
 // serves requests_per_second (Istio's istio_requests_total through the
@@ -108,7 +70,7 @@ func TestSeedAdapterDelegation(t *testing.T) {
 	// "Istio" (the request counter), scraped by Prometheus every second.
 	web := cluster.NewNamespace(t, "test")
 	framework.StartPodFaker(t, cluster.Client, web, nil, nil)
-	cluster.CreateDeployment(t, podinfoDeployment(web))
+	cluster.CreateDeployment(t, framework.WebDeployment(web, "podinfo", 1))
 	podinfoReplicas := cluster.RecordReplicas(t, web, "podinfo")
 	counter := cluster.StartRequestCounter(t, web, "app=podinfo")
 	prom := framework.StartPrometheus(t, dir, "istio", []string{counter.URL}, time.Second)
@@ -132,7 +94,7 @@ func TestSeedAdapterDelegation(t *testing.T) {
 	adapterPort := ports[0]
 	adapterCert := cluster.ServingCertFor(t, dir, mon, "prometheus-adapter")
 	adapterOpts := framework.AdapterOptions{
-		PrometheusURL: prom.URL, Rules: seedAdapterRules, RelistInterval: time.Minute,
+		PrometheusURL: prom.URL, Rules: framework.SeedRequestRateRules, RelistInterval: time.Minute,
 		Port: adapterPort, Cert: &adapterCert, Audit: true,
 	}
 
@@ -141,7 +103,7 @@ func TestSeedAdapterDelegation(t *testing.T) {
 	// on custom.metrics.k8s.io, as the chart grants it.
 	gpu := cluster.NewNamespace(t, "seed-gpu")
 	const delegateSA = "gpu-metrics-server-aggregator"
-	grantCustomMetricsGet(t, gpu, delegateSA)
+	cluster.GrantCustomMetricsGet(t, gpu, delegateSA)
 	tokenFile := filepath.Join(dir, "delegate-token")
 	if err := os.WriteFile(tokenFile, []byte(cluster.ServiceAccountToken(t, gpu, delegateSA)), 0o600); err != nil {
 		t.Fatal(err)
@@ -360,33 +322,6 @@ func TestSeedAdapterDelegation(t *testing.T) {
 
 // since is the time from step to at, rounded for the log.
 func since(step, at time.Time) time.Duration { return at.Sub(step).Round(100 * time.Millisecond) }
-
-// grantCustomMetricsGet creates the ServiceAccount namespace/name and grants
-// it get on custom.metrics.k8s.io, and nothing else (the chart's grant to
-// the aggregator when it delegates).
-func grantCustomMetricsGet(t *testing.T, namespace, name string) {
-	t.Helper()
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: namespace + "-" + name + "-delegate"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"custom.metrics.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"get"}}},
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: name}},
-	}
-	rbac := cluster.Client.RbacV1()
-	if _, err := rbac.ClusterRoles().Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rbac.ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{}) })
-	if _, err := rbac.ClusterRoleBindings().Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = rbac.ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
-	})
-}
 
 // scalingActive reports whether the HPA computed a scale from its metrics.
 func scalingActive(h *autoscalingv2.HorizontalPodAutoscaler) bool {

@@ -28,6 +28,23 @@ const (
 	envAdapter = "GMS_PROMETHEUS_ADAPTER"
 )
 
+// SeedRequestRateRules is the seed user's prometheus-adapter configuration
+// (config.yaml of their ConfigMap), verbatim: Istio's istio_requests_total
+// served as requests_per_second of pods and namespaces.
+const SeedRequestRateRules = `rules:
+- metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+  name:
+    matches: "istio_requests_total"
+    as: "requests_per_second"
+  resources:
+    overrides:
+      namespace:
+        resource: namespace
+      pod:
+        resource: pod
+  seriesQuery: istio_requests_total{pod!="", namespace!=""}
+`
+
 // Prometheus is a running Prometheus.
 type Prometheus struct {
 	Process *Process
