@@ -40,14 +40,21 @@ type delegateResult struct {
 }
 
 // TestDelegateOverhead measures what delegation adds to a request for a
-// metric prometheus-adapter serves: the HPA's query (requests_per_second of
-// a Deployment's pods, the seed's rule) sent straight to prometheus-adapter
-// and through the aggregator (--delegate-to at prometheus-adapter's
-// Service), interleaved at random by the same callers in one run, with the
-// same credentials (a ServiceAccount token both servers review). Both
-// calls go to the servers' own ports, not through kube-apiserver, whose
-// proxy would be the same for both. It prints p50/p90/p99 of each and the
-// difference; it asserts nothing about speed.
+// metric prometheus-adapter serves: requests_per_second of one podinfo pod
+// (the seed's rule), the pods taken in turn, sent straight to
+// prometheus-adapter and through the aggregator (--delegate-to at
+// prometheus-adapter's Service), interleaved at random by the same callers
+// in one run, with the same credentials (a ServiceAccount token both
+// servers review). Both calls go to the servers' own ports, not through
+// kube-apiserver, whose proxy would be the same for both. It prints
+// p50/p90/p99 of each and the difference; it asserts nothing about speed.
+//
+// One pod by name, not the HPA's label selector: for a selector
+// prometheus-adapter lists the pods from kube-apiserver behind client-go's
+// default client-side limit of 5 requests/s, so a selector benchmark would
+// measure that queue, on both paths alike, rather than the delegation.
+// The selector query itself is forwarded the same way (the path and query
+// are passed through untouched; e2e/delegate_test.go runs it).
 func TestDelegateOverhead(t *testing.T) {
 	requests, workers := 4000, 4
 	if os.Getenv("BENCH_QUICK") != "" {
@@ -69,7 +76,7 @@ func TestDelegateOverhead(t *testing.T) {
 	web := cluster.NewNamespace(t, "bench-web")
 	framework.StartPodFaker(t, cluster.Client, web, nil, nil)
 	cluster.CreateDeployment(t, framework.WebDeployment(web, "podinfo", pods))
-	cluster.WaitPods(t, web, "app=podinfo", pods)
+	podNames := cluster.WaitPods(t, web, "app=podinfo", pods)
 	counter := cluster.StartRequestCounter(t, web, "app=podinfo")
 	counter.SetRate(pods)
 	prom := framework.StartPrometheus(t, dir, "istio", []string{counter.URL}, time.Second)
@@ -106,8 +113,10 @@ func TestDelegateOverhead(t *testing.T) {
 	// HPA controller's.
 	cluster.GrantCustomMetricsGet(t, gms, "bench-caller")
 	caller := "Bearer " + cluster.ServiceAccountToken(t, gms, "bench-caller")
-	path := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + web + "/pods/*/requests_per_second?labelSelector=app%3Dpodinfo"
-	targets := map[string]string{"direct": adapter.URL + path, "delegated": env.Aggregator.URL + path}
+	path := func(i int) string {
+		return "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + web + "/pods/" + podNames[i%len(podNames)] + "/requests_per_second"
+	}
+	bases := map[string]string{"direct": adapter.URL, "delegated": env.Aggregator.URL}
 	client := keepAliveClient(t, workers)
 	get := func(ctx context.Context, url string) (time.Duration, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -127,20 +136,22 @@ func TestDelegateOverhead(t *testing.T) {
 		if err != nil {
 			return 0, err
 		}
-		if resp.StatusCode != http.StatusOK || strings.Count(string(body), `"describedObject"`) != pods {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"value"`) {
 			return 0, fmt.Errorf("%s: %s: %.200s", url, resp.Status, body)
 		}
 		return took, nil
 	}
 	// Both paths answer every pod before anything is measured.
-	for name, url := range targets {
-		framework.WaitFor(t, 3*time.Minute, "the "+name+" path to answer for every pod", func(ctx context.Context) (bool, string, error) {
-			_, err := get(ctx, url)
-			if err != nil {
-				return false, err.Error(), nil
-			}
-			return true, "", nil
-		})
+	for name, base := range bases {
+		for i := range podNames {
+			framework.WaitFor(t, 3*time.Minute, "the "+name+" path to answer for "+podNames[i], func(ctx context.Context) (bool, string, error) {
+				_, err := get(ctx, base+path(i))
+				if err != nil {
+					return false, err.Error(), nil
+				}
+				return true, "", nil
+			})
+		}
 	}
 
 	// Warm-up (connections, the servers' token and access review caches),
@@ -159,8 +170,8 @@ func TestDelegateOverhead(t *testing.T) {
 				}
 				rng := rand.New(rand.NewPCG(uint64(w), 1))
 				rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-				for _, name := range order {
-					d, err := get(t.Context(), targets[name])
+				for i, name := range order {
+					d, err := get(t.Context(), bases[name]+path(w+i))
 					mu.Lock()
 					if err != nil {
 						failed[name]++
@@ -198,7 +209,7 @@ func TestDelegateOverhead(t *testing.T) {
 	}
 	direct, delegated := results[0], results[1]
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Delegation overhead: requests_per_second of %d pods from prometheus-adapter v0.12.0, %d callers, %d requests per path, interleaved, in %v\n\n",
+	fmt.Fprintf(&b, "## Delegation overhead: requests_per_second of one of %d pods from prometheus-adapter v0.12.0, %d callers, %d requests per path, interleaved, in %v\n\n",
 		pods, workers, requests, elapsed.Round(time.Second))
 	b.WriteString("| path | requests | p50 | p90 | p99 | mean |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range results {
