@@ -138,6 +138,11 @@ func Start(t testing.TB, opts Options) *Adapter {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A connection a test's client left mid-request (a delegate timeout on
+	// a loaded machine) must not hold the stop for the library's default
+	// of a minute, which is also Receive's deadline: the fake is cut off
+	// after a few seconds instead.
+	srv.GenericAPIServer.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.GenericAPIServer.PrepareRun().RunWithContext(ctx) }()
