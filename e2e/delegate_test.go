@@ -5,8 +5,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -287,7 +285,7 @@ func TestSeedAdapterDelegation(t *testing.T) {
 	}
 	// Straight to the aggregator: its own authorization refuses the
 	// token, and a forged front-proxy header is not trusted.
-	plain := trustingClusterCA(t)
+	plain := cluster.AnonymousClient(t, 10*time.Second, 0)
 	if code, body := agg.Get(t, plain, metricPath(probe), map[string]string{"Authorization": "Bearer " + nobody}); code != http.StatusForbidden {
 		t.Errorf("the ServiceAccount without RBAC: %d %s, want 403", code, body)
 	}
@@ -420,17 +418,4 @@ func waitDelegate(t *testing.T, agg *framework.Aggregator, what string, ok func(
 		}
 		return ok(s), fmt.Sprintf("%+v", s), nil
 	})
-}
-
-// trustingClusterCA is an HTTP client that verifies servers against the
-// cluster CA and presents no certificate.
-func trustingClusterCA(t *testing.T) *http.Client {
-	t.Helper()
-	pem, err := os.ReadFile(cluster.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 }

@@ -4,8 +4,6 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -117,7 +115,7 @@ func TestDelegateOverhead(t *testing.T) {
 		return "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + web + "/pods/" + podNames[i%len(podNames)] + "/requests_per_second"
 	}
 	bases := map[string]string{"direct": adapter.URL, "delegated": env.Aggregator.URL}
-	client := keepAliveClient(t, workers)
+	client := cluster.AnonymousClient(t, queryTimeout, workers)
 	get := func(ctx context.Context, url string) (time.Duration, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -223,19 +221,3 @@ func TestDelegateOverhead(t *testing.T) {
 
 // ms prints a duration in milliseconds with two decimals.
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-// keepAliveClient is an HTTP client trusting the cluster CA that keeps a
-// connection per worker to each server.
-func keepAliveClient(t *testing.T, workers int) *http.Client {
-	t.Helper()
-	pem, err := os.ReadFile(cluster.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	return &http.Client{Timeout: queryTimeout, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		MaxIdleConnsPerHost: workers,
-	}}
-}
