@@ -60,24 +60,11 @@ func (oursProvider) GetMetricBySelector(context.Context, string, labels.Selector
 	return nil, fmt.Errorf("not used")
 }
 
-// local stands for the API server's own handler: it answers 200 "local"
-// and counts its requests.
-type local struct {
-	mu    sync.Mutex
-	paths []string
-}
+// local stands for the API server's own handler: it answers 200 "local".
+type local struct{}
 
-func (l *local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.mu.Lock()
-	l.paths = append(l.paths, r.URL.Path)
-	l.mu.Unlock()
+func (local) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, "local")
-}
-
-func (l *local) served() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.paths)
 }
 
 // env is a Delegator in front of a fake adapter, served over plain HTTP

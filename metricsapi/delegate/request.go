@@ -17,9 +17,10 @@ const groupPrefix = "/apis/" + custom_metrics.GroupName
 type kind int
 
 const (
-	// other: anything the local server answers (the group document,
-	// malformed paths, verbs other than get, unknown versions' discovery).
-	other kind = iota
+	// The zero kind: anything the local server answers (the group
+	// document, malformed paths, verbs other than get, unknown versions'
+	// discovery).
+	_ kind = iota
 	// discoveryRequest: GET /apis/custom.metrics.k8s.io/<version>.
 	discoveryRequest
 	// metric: a metric of one object or of the objects a selector
