@@ -109,7 +109,7 @@ bench: ## Micro-benchmarks of the hot paths.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: bench-compare
-bench-compare: build ## Side by side with Prometheus + prometheus-adapter, and fleet scale (BENCH=compare|fleet|all).
+bench-compare: build ## Side by side with Prometheus + prometheus-adapter, and fleet scale (BENCH=compare|fleet|delegate|all).
 	bash hack/bench-compare.sh $(or $(BENCH),compare)
 
 .PHONY: image

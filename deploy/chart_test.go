@@ -121,7 +121,7 @@ type chartCase struct {
 func chartCases(t *testing.T) []chartCase {
 	caPEM := testCA(t)
 	caB64 := base64.StdEncoding.EncodeToString(caPEM)
-	return []chartCase{
+	return append([]chartCase{
 		{
 			name: "defaults", tlsMode: "helm", apiSvc: true,
 			check: func(t *testing.T, r release) {
@@ -309,7 +309,7 @@ func chartCases(t *testing.T) []chartCase {
 				}
 			},
 		},
-	}
+	}, delegateCases(t, caPEM)...)
 }
 
 // checkCounters checks that the agent reads its counters file from key of
@@ -443,6 +443,8 @@ func checkNamespaces(t *testing.T, r release) {
 			if o.Namespace != "kube-system" {
 				t.Errorf("%s %s in %q, want kube-system", o.key(), o.Name, o.Namespace)
 			}
+		case (o.key() == keyRole || o.key() == keyRoleBinding) && o.Name == r.aggregator()+"-delegate":
+			// On the delegate's Service, in its namespace (delegateCases).
 		case o.Namespace != r.namespace:
 			t.Errorf("%s %s in namespace %q, want %q", o.key(), o.Name, o.Namespace, r.namespace)
 		}
@@ -920,6 +922,11 @@ func TestHelmTemplateRejects(t *testing.T) {
 		{"dcgm-exporter selector without namespace", []string{"aggregator.dcgmExporter.selector=app=x"}, "aggregator.dcgmExporter.namespace is required"},
 		{"unknown hostname label", []string{"agent.hostnameLabel=HOSTNAME"}, "/agent/hostnameLabel"},
 		{"counters ConfigMap key", []string{"agent.counters.configMap.name=m", "agent.counters.configMap.key=a/b"}, "/agent/counters/configMap/key"},
+		{"delegate without a namespace", []string{"delegate.to=prometheus-adapter"}, "/delegate/to"},
+		{"delegate over http", []string{"delegate.to=http://adapter:6443"}, "/delegate/to"},
+		{"delegate with a path", []string{"delegate.to=https://adapter:6443/apis"}, "/delegate/to"},
+		{"delegate timeout", []string{"delegate.to=monitoring/prometheus-adapter", "delegate.timeout=10"}, "/delegate/timeout"},
+		{"delegate CA and no verification", []string{"delegate.to=monitoring/prometheus-adapter", "delegate.caBundle=QUJD", "delegate.insecureSkipTLSVerify=true"}, "contradict"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -236,16 +236,24 @@ func TestManifestsInSync(t *testing.T) {
 	}
 }
 
-// TestManifests: both plain flavours decode strictly, create the namespace
-// they use with a Pod Security level the agent passes, and only the
-// cert-manager-free flavour skips TLS verification.
+// TestManifests: every plain flavour decodes strictly, creates the
+// namespace it uses with a Pod Security level the agent passes, and only the
+// cert-manager-free flavours skip TLS verification; only the delegate
+// flavour delegates, to prometheus-adapter, with the RBAC it needs.
 func TestManifests(t *testing.T) {
 	cases := []struct {
 		file       string
 		unverified bool
+		delegate   []string // the aggregator's --delegate-* flags
 	}{
-		{"manifests/gpu-metrics-server.yaml", true},
-		{"manifests/gpu-metrics-server-cert-manager.yaml", false},
+		{"manifests/gpu-metrics-server.yaml", true, nil},
+		{"manifests/gpu-metrics-server-cert-manager.yaml", false, nil},
+		{"manifests/gpu-metrics-server-delegate.yaml", true, []string{"--delegate-to=https://prometheus-adapter.monitoring.svc:443",
+			"--delegate-insecure-skip-tls-verify", "--delegate-timeout=10s", "--delegate-discovery-interval=30s"}},
+	}
+	files, err := filepath.Glob("manifests/*.yaml")
+	if err != nil || len(files) != len(cases) {
+		t.Errorf("deploy/manifests holds %v (%v), want the %d flavours tested here", files, err, len(cases))
 	}
 	for _, c := range cases {
 		t.Run(filepath.Base(c.file), func(t *testing.T) {
@@ -276,6 +284,12 @@ func TestManifests(t *testing.T) {
 			ds := decode[appsv1.DaemonSet](t, objs, keyDaemonSet, r.agent())
 			if err != nil || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
 				t.Errorf("the aggregator's --agent-selector does not select the agents (%v)", err)
+			}
+			if got := delegateArgs(t, r); !slices.Equal(got, c.delegate) {
+				t.Errorf("the aggregator's delegate flags %v, want %v", got, c.delegate)
+			}
+			if c.delegate != nil {
+				checkDelegateRBAC(t, r, "", "")
 			}
 		})
 	}

@@ -7,11 +7,13 @@
 # (hack/fleetsim), then the agent's own footprint. Prints the tables; exits 0
 # when everything ran. No figure is asserted.
 #
-# Usage: hack/bench-compare.sh [compare|fleet|all]   (default: compare)
+# Usage: hack/bench-compare.sh [compare|fleet|delegate|all]   (default: compare)
 #   compare  TestBenchCompare: 10, 100 and 1,000 nodes × 8 GPUs (~20 min),
 #            then hack/agent-footprint.sh 60 8 50
 #   fleet    TestFleetScale: one aggregator against 1,000-5,000 nodes
-#   all      both
+#   delegate TestDelegateOverhead: latency added by --delegate-to, against
+#            prometheus-adapter called directly (~3 min)
+#   all      all three
 #
 # Environment:
 #   BENCH_QUICK=1        smoke run: 10 nodes, short latency runs (and 500/1,000
@@ -20,6 +22,9 @@
 #   BENCH_SEED5_SIZE     size at which the seed chain also runs at 5 s (100)
 #   BENCH_FLEET_SIZES    sizes of fleet, e.g. 1000,3000,5000
 #   BENCH_FLEET_WINDOW   measurement window per fleet size (30s)
+#   BENCH_DELEGATE_REQUESTS, BENCH_DELEGATE_WORKERS
+#                        requests per path (4000) and concurrent callers (4)
+#                        of delegate
 #   BENCH_OUT            directory for the reports, raw JSON and log
 #                        (default: a new /tmp/gms-bench.* directory)
 #   GMS_E2E_KEEP=1       keep every component's log and data directory
@@ -33,8 +38,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${repo_root}"
 mode="${1:-compare}"
 case "${mode}" in
-  compare | fleet | all) ;;
-  *) echo "usage: hack/bench-compare.sh [compare|fleet|all]" >&2; exit 2 ;;
+  compare | fleet | delegate | all) ;;
+  *) echo "usage: hack/bench-compare.sh [compare|fleet|delegate|all]" >&2; exit 2 ;;
 esac
 
 die() {
@@ -89,7 +94,7 @@ run_test() {
   cat "${BENCH_OUT}/${report}"
 }
 
-if [[ "${mode}" != fleet ]]; then
+if [[ "${mode}" == compare || "${mode}" == all ]]; then
   run_test TestBenchCompare compare.md
   seconds=60
   [[ -n "${BENCH_QUICK:-}" ]] && seconds=20
@@ -97,8 +102,11 @@ if [[ "${mode}" != fleet ]]; then
   echo "# One agent: hack/agent-footprint.sh ${seconds} 8 50"
   GMS_BIN="${GMS_BIN}" bash hack/agent-footprint.sh "${seconds}" 8 50 | tee "${BENCH_OUT}/agent-footprint.txt"
 fi
-if [[ "${mode}" != compare ]]; then
+if [[ "${mode}" == fleet || "${mode}" == all ]]; then
   run_test TestFleetScale fleet.md
+fi
+if [[ "${mode}" == delegate || "${mode}" == all ]]; then
+  run_test TestDelegateOverhead delegate.md
 fi
 echo
 echo "hack/bench-compare.sh: reports, raw results and logs in ${BENCH_OUT}" >&2

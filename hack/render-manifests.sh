@@ -8,7 +8,7 @@
 #
 # Helm comes from $HELM, else from hack/build-helm.sh (built once, cached).
 #
-# Two flavours, both deterministic (helm template with genCA would put a new
+# Three flavours, all deterministic (helm template with genCA would put a new
 # random CA and key into every render, so the chart's default TLS mode cannot
 # be checked in):
 #   gpu-metrics-server.yaml               aggregator.tls.mode=unverified: needs
@@ -16,6 +16,8 @@
 #                                         verify the aggregator's certificate.
 #   gpu-metrics-server-cert-manager.yaml  aggregator.tls.mode=cert-manager:
 #                                         needs cert-manager; verified TLS.
+#   gpu-metrics-server-delegate.yaml      as the first, delegating to an
+#                                         existing prometheus-adapter.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -85,6 +87,13 @@ Helm chart verify it." \
 render "${tmp}/gpu-metrics-server-cert-manager.yaml" "Needs cert-manager (its CRDs and cainjector), which issues the aggregator's
 certificate; kube-apiserver verifies it." \
   aggregator.tls.mode=cert-manager
+render "${tmp}/gpu-metrics-server-delegate.yaml" "Beside an existing prometheus-adapter: as gpu-metrics-server.yaml, and every
+custom metric gpu-metrics-server does not serve is forwarded to
+prometheus-adapter at https://prometheus-adapter.monitoring.svc:443, its
+certificate not verified (as its chart's APIService has kube-apiserver do).
+Applying it takes the APIServices over in place. Another adapter: edit the
+--delegate-to line. The way back: deploy/manifests/README.md." \
+  aggregator.tls.mode=unverified delegate.to=https://prometheus-adapter.monitoring.svc:443 delegate.insecureSkipTLSVerify=true
 
 status=0
 for f in "${tmp}"/*.yaml; do

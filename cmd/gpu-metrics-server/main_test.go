@@ -285,6 +285,9 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=10ms"}, "--scrape-interval"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--window=5m"}, "--window"},
 		{[]string{"standalone", "--backend=sim", "--sample-interval=100ms", "--window=15s"}, "--window"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--delegate-to=prometheus-adapter"}, "--delegate-to"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--delegate-to=http://adapter:6443"}, "--delegate-to"},
+		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--delegate-timeout=5s"}, "--delegate-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { checkUsageError(t, tt.flag, tt.args...) })

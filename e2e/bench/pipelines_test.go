@@ -4,16 +4,11 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"math"
 	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,12 +23,6 @@ import (
 )
 
 const (
-	// envPrometheus is the prometheus binary; unset, prometheus on PATH
-	// (Debian's package, hack/install-deps.sh).
-	envPrometheus = "GMS_PROMETHEUS"
-	// envAdapter is the prometheus-adapter binary; unset,
-	// hack/build-prometheus-adapter.sh builds or finds it.
-	envAdapter = "GMS_PROMETHEUS_ADAPTER"
 	// seedRule is the seed's prometheus-adapter metricsQuery.
 	seedRule = `avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)`
 	// seedRelist is the seed's --metrics-relist-interval.
@@ -92,148 +81,34 @@ func startOurs(t *testing.T, dir string, urls []string, window time.Duration, ex
 // starts prometheus-adapter with the seed's rule and registers it.
 func startSeedChain(t *testing.T, dir string, urls []string, interval time.Duration, namespace string) *pipeline {
 	t.Helper()
-	prom := startPrometheus(t, dir, urls, interval)
+	prom := framework.StartPrometheus(t, dir, "gpu-metrics-server-agent", urls, interval)
 	framework.WaitFor(t, 2*interval+60*time.Second, "Prometheus to scrape every target and hold the pods' GPU series", func(ctx context.Context) (bool, string, error) {
-		up, err := promScalar(ctx, prom.url, `count(up == 1)`)
+		up, err := prom.Scalar(ctx, `count(up == 1)`)
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		pods, err := promScalar(ctx, prom.url, fmt.Sprintf(`count(DCGM_FI_DEV_GPU_UTIL{namespace=%q})`, namespace))
+		pods, err := prom.Scalar(ctx, fmt.Sprintf(`count(DCGM_FI_DEV_GPU_UTIL{namespace=%q})`, namespace))
 		if err != nil {
 			return false, err.Error(), nil
 		}
 		return up == float64(len(urls)) && pods > 0, fmt.Sprintf("%v of %d targets up, %v series in %s", up, len(urls), pods, namespace), nil
 	})
-	adapter, port := startAdapter(t, dir, prom.url, 0, 0)
-	cluster.RegisterCustomMetrics(t, port)
+	adapter := startAdapter(t, dir, prom.URL, 0, 0)
+	cluster.RegisterCustomMetrics(t, adapter.Port)
 	p := &pipeline{
 		name:           "seed chain " + interval.String(),
 		scrapeInterval: interval,
 		window:         seedWindow,
-		procs:          []*framework.Process{prom.proc, adapter},
+		procs:          []*framework.Process{prom.Process, adapter.Process},
 	}
 	restarts := 0
 	p.reset = func(t *testing.T) {
 		t.Helper()
 		restarts++
 		p.procs[1].Stop()
-		p.procs[1], _ = startAdapter(t, dir, prom.url, port, restarts)
+		p.procs[1] = startAdapter(t, dir, prom.URL, adapter.Port, restarts).Process
 	}
 	return p
-}
-
-// prometheusServer is a running Prometheus.
-type prometheusServer struct {
-	proc *framework.Process
-	url  string
-}
-
-// promConfig is the part of prometheus.yml the benchmark writes (JSON is
-// YAML).
-type promConfig struct {
-	Global        map[string]string  `json:"global"`
-	ScrapeConfigs []promScrapeConfig `json:"scrape_configs"`
-}
-
-type promScrapeConfig struct {
-	JobName       string             `json:"job_name"`
-	StaticConfigs []promStaticConfig `json:"static_configs"`
-}
-
-type promStaticConfig struct {
-	Targets []string `json:"targets"`
-}
-
-// startPrometheus starts Debian's Prometheus scraping every URL (host:port,
-// path /metrics) at interval, with a fresh TSDB.
-func startPrometheus(t *testing.T, dir string, urls []string, interval time.Duration) *prometheusServer {
-	t.Helper()
-	bin := os.Getenv(envPrometheus)
-	if bin == "" {
-		bin = "prometheus"
-	}
-	bin, err := exec.LookPath(bin)
-	if err != nil {
-		t.Fatalf("prometheus not found (%v): run hack/install-deps.sh (Debian's prometheus package) or set %s", err, envPrometheus)
-	}
-	targets := make([]string, len(urls))
-	for i, raw := range urls {
-		u, err := url.Parse(raw)
-		if err != nil || u.Path != "/metrics" {
-			t.Fatalf("target %q: want http://host:port/metrics", raw)
-		}
-		targets[i] = u.Host
-	}
-	cfg := promConfig{
-		Global: map[string]string{
-			"scrape_interval": interval.String(),
-			"scrape_timeout":  min(interval, 10*time.Second).String(),
-		},
-		ScrapeConfigs: []promScrapeConfig{{JobName: "gpu-metrics-server-agent", StaticConfigs: []promStaticConfig{{Targets: targets}}}},
-	}
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports, err := framework.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	proc, err := framework.StartProcess(dir, "prometheus", bin,
-		"--config.file="+cfgFile,
-		"--storage.tsdb.path="+filepath.Join(dir, "prometheus-data"),
-		"--storage.tsdb.retention.time=1h",
-		"--web.listen-address="+addr,
-		"--log.level=warn",
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Stop)
-	s := &prometheusServer{proc: proc, url: "http://" + addr}
-	if err := framework.WaitServing(t.Context(), proc, framework.PlainHTTP, s.url+"/-/ready"); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// promScalar evaluates an instant query whose answer is one number (0 for
-// an empty answer).
-func promScalar(ctx context.Context, base, query string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := framework.PlainHTTP.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var out struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return 0, fmt.Errorf("query %s: %w", query, err)
-	}
-	if out.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", query, out.Error)
-	}
-	if len(out.Data.Result) == 0 {
-		return 0, nil
-	}
-	s, _ := out.Data.Result[0].Value[1].(string)
-	return strconv.ParseFloat(s, 64)
 }
 
 // adapterConfig is prometheus-adapter's rule file with the seed's rule.
@@ -252,60 +127,17 @@ func adapterConfig() string {
 }
 
 // startAdapter starts prometheus-adapter v0.12.0 on Prometheus at promURL
-// with the seed's rule and relist interval, on port (0: a free one), and
-// returns it and its port. restart numbers the log of a restart.
-func startAdapter(t *testing.T, dir, promURL string, port, restart int) (*framework.Process, int) {
+// with the seed's rule and relist interval, on port (0: a free one).
+// restart numbers the log of a restart.
+func startAdapter(t *testing.T, dir, promURL string, port, restart int) *framework.Adapter {
 	t.Helper()
-	bin := os.Getenv(envAdapter)
-	if bin == "" {
-		root, err := framework.RepoRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		script := filepath.Join(root, "hack", "build-prometheus-adapter.sh")
-		out, err := exec.CommandContext(t.Context(), "bash", script).Output()
-		if err != nil {
-			t.Fatalf("%s failed (%v); it builds prometheus-adapter from the Go module proxy once, or set %s", script, err, envAdapter)
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		bin = lines[len(lines)-1]
-	}
-	cfgFile := filepath.Join(dir, "adapter-config.yaml")
-	if err := os.WriteFile(cfgFile, []byte(adapterConfig()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert := cluster.ServingCert(t, dir)
-	if port == 0 {
-		ports, err := framework.FreePorts(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = ports[0]
-	}
 	name := "prometheus-adapter"
 	if restart > 0 {
 		name += "-restart-" + strconv.Itoa(restart)
 	}
-	p, err := framework.StartProcess(dir, name, bin,
-		"--prometheus-url="+promURL+"/",
-		"--metrics-relist-interval="+seedRelist.String(),
-		"--config="+cfgFile,
-		"--secure-port="+strconv.Itoa(port),
-		"--bind-address=127.0.0.1",
-		"--tls-cert-file="+cert.CertFile,
-		"--tls-private-key-file="+cert.KeyFile,
-		"--lister-kubeconfig="+cluster.Kubeconfig,
-		"--authentication-kubeconfig="+cluster.Kubeconfig,
-		"--authorization-kubeconfig="+cluster.Kubeconfig,
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	if err := framework.WaitServing(t.Context(), p, cluster.HTTPClient(), fmt.Sprintf("https://127.0.0.1:%d/readyz", port)); err != nil {
-		t.Fatal(err)
-	}
-	return p, port
+	return cluster.StartPrometheusAdapter(t, dir, framework.AdapterOptions{
+		Name: name, PrometheusURL: promURL, Rules: adapterConfig(), RelistInterval: seedRelist, Port: port,
+	})
 }
 
 // aggregatorStats is what our aggregator's self-metrics say about its

@@ -74,6 +74,11 @@ type GMSOptions struct {
 	TimeSlices int
 	// AgentsOnly starts no aggregator and registers none.
 	AgentsOnly bool
+	// AggregatorArgs are further aggregator flags (e.g. --delegate-to).
+	AggregatorArgs []string
+	// Unregistered starts the aggregator but leaves its registration as
+	// custom.metrics.k8s.io to the test.
+	Unregistered bool
 }
 
 // GMS is gpu-metrics-server deployed for one test: agents with simulated
@@ -104,7 +109,7 @@ type GPUNode struct {
 // that runs the pods of namespace and gives each a free GPU slot (nodes in
 // order, GPUs by index); and, unless opts.AgentsOnly, the aggregator
 // scraping the agents, registered as the custom.metrics.k8s.io
-// APIService. Everything stops at the end of the test; on failure the
+// APIService (unless opts.Unregistered). Everything stops at the end of the test; on failure the
 // tail of each component's log is printed.
 func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions) *GMS {
 	t.Helper()
@@ -141,14 +146,16 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 	for _, n := range g.Nodes {
 		agentURLs = append(agentURLs, n.URL+"/metrics")
 	}
-	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs,
-		"--authentication-kubeconfig="+cp.Kubeconfig,
-		"--authorization-kubeconfig="+cp.Kubeconfig,
-		"--scrape-interval="+ScrapeInterval.String(),
-		"--window="+metricsWindow.String(),
-		"--stale-after="+StaleAfter.String(),
-	)
-	cp.RegisterCustomMetrics(t, g.Aggregator.Port)
+	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs, append([]string{
+		"--authentication-kubeconfig=" + cp.Kubeconfig,
+		"--authorization-kubeconfig=" + cp.Kubeconfig,
+		"--scrape-interval=" + ScrapeInterval.String(),
+		"--window=" + metricsWindow.String(),
+		"--stale-after=" + StaleAfter.String(),
+	}, opts.AggregatorArgs...)...)
+	if !opts.Unregistered {
+		cp.RegisterCustomMetrics(t, g.Aggregator.Port)
+	}
 	return g
 }
 
@@ -397,4 +404,28 @@ func (g *GMS) SetPodUtilization(pod string, percent int) time.Time {
 	g.t.Helper()
 	s := g.GPUOf(pod)
 	return g.SetUtilization(s.Node, strconv.Itoa(s.Index), percent)
+}
+
+// Get requests path from the aggregator directly (not through
+// kube-apiserver) with client and the given headers, and returns the
+// status code and body (0 and the error for a failed request).
+func (a *Aggregator) Get(t testing.TB, client *http.Client, path string, header map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return 0, err.Error()
+	}
+	return resp.StatusCode, string(body)
 }

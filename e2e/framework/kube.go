@@ -17,8 +17,10 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,6 +112,27 @@ func GPUDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
 	}
 }
 
+// WebDeployment is a workload without GPUs (the seed's podinfo): its pods
+// are labelled app=<name>.
+func WebDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: name,
+					// Never pulled: no kubelet runs in the e2e cluster.
+					Image: "registry.invalid/" + name + ":e2e",
+				}}},
+			},
+		},
+	}
+}
+
 // CreateDeployment creates d.
 func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 	t.Helper()
@@ -121,6 +144,12 @@ func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 // GPUHPA scales the Deployment named target on the per-pod gpu_utilization
 // metric with the given target.
 func GPUHPA(namespace, target string, minReplicas, maxReplicas int32, metricTarget autoscalingv2.MetricTarget) *autoscalingv2.HorizontalPodAutoscaler {
+	return PodsMetricHPA(namespace, target, MetricName, minReplicas, maxReplicas, metricTarget)
+}
+
+// PodsMetricHPA scales the Deployment named target on a per-pod custom
+// metric with the given target.
+func PodsMetricHPA(namespace, target, metric string, minReplicas, maxReplicas int32, metricTarget autoscalingv2.MetricTarget) *autoscalingv2.HorizontalPodAutoscaler {
 	return &autoscalingv2.HorizontalPodAutoscaler{
 		ObjectMeta: metav1.ObjectMeta{Name: target, Namespace: namespace},
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
@@ -130,7 +159,7 @@ func GPUHPA(namespace, target string, minReplicas, maxReplicas int32, metricTarg
 			Metrics: []autoscalingv2.MetricSpec{{
 				Type: autoscalingv2.PodsMetricSourceType,
 				Pods: &autoscalingv2.PodsMetricSource{
-					Metric: autoscalingv2.MetricIdentifier{Name: MetricName},
+					Metric: autoscalingv2.MetricIdentifier{Name: metric},
 					Target: metricTarget,
 				},
 			}},
@@ -366,8 +395,14 @@ func (cp *ControlPlane) WaitHPAMetric(t testing.TB, namespace, name string, want
 
 // HPAAverage returns the gpu_utilization average in the HPA's status.
 func HPAAverage(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
+	return HPAMetricAverage(h, MetricName)
+}
+
+// HPAMetricAverage returns the average of a Pods metric in the HPA's
+// status.
+func HPAMetricAverage(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (float64, bool) {
 	for _, m := range h.Status.CurrentMetrics {
-		if m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == MetricName && m.Pods.Current.AverageValue != nil {
+		if m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == metric && m.Pods.Current.AverageValue != nil {
 			return m.Pods.Current.AverageValue.AsApproximateFloat64(), true
 		}
 	}
@@ -382,4 +417,57 @@ const PollInterval = 250 * time.Millisecond
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
 	t.Helper()
 	return testutil.WaitForEvery(t, PollInterval, timeout, what, cond)
+}
+
+// ServiceAccountToken creates the ServiceAccount namespace/name unless it
+// exists and returns a token of it (TokenRequest, valid an hour).
+func (cp *ControlPlane) ServiceAccountToken(t testing.TB, namespace, name string) string {
+	t.Helper()
+	_, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(t.Context(), &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating ServiceAccount %s/%s: %v", namespace, name, err)
+	}
+	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(t.Context(), name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a token of %s/%s: %v", namespace, name, err)
+	}
+	return tr.Status.Token
+}
+
+// GrantCustomMetricsGet creates the ServiceAccount namespace/name unless it
+// exists and grants it get on custom.metrics.k8s.io, and nothing else (what
+// the chart grants the aggregator when it delegates); the grant is removed
+// at the end of the test.
+func (cp *ControlPlane) GrantCustomMetricsGet(t testing.TB, namespace, name string) {
+	t.Helper()
+	_, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(t.Context(), &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating ServiceAccount %s/%s: %v", namespace, name, err)
+	}
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: namespace + "-" + name + "-custom-metrics-get"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"custom.metrics.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"get"}}},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: name}},
+	}
+	rbac := cp.Client.RbacV1()
+	if _, err := rbac.ClusterRoles().Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rbac.ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{}) })
+	if _, err := rbac.ClusterRoleBindings().Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rbac.ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
 }

@@ -1,7 +1,9 @@
 // Package server builds and runs the custom.metrics.k8s.io API server
 // (sigs.k8s.io/custom-metrics-apiserver) around the provider: serving TLS,
 // delegated authentication and authorization, health and readiness
-// endpoints, and the self-metrics on /metrics of the same port.
+// endpoints, the self-metrics on /metrics of the same port, and, when
+// configured, the forwarding of the metrics the provider does not serve to
+// another adapter (Config.Delegate).
 package server
 
 import (
@@ -33,6 +35,7 @@ import (
 	cmoptions "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 	generatedcore "sigs.k8s.io/custom-metrics-apiserver/pkg/generated/openapi/core"
 	generatedcustommetrics "sigs.k8s.io/custom-metrics-apiserver/pkg/generated/openapi/custommetrics"
+	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 )
@@ -111,6 +114,19 @@ type Config struct {
 	// Collectors are self-metrics served on /metrics besides the
 	// provider's (the store's, the scraper's).
 	Collectors []prometheus.Collector
+	// Delegate, if set, answers the custom metrics requests the provider
+	// does not serve (metricsapi/delegate).
+	Delegate Delegate
+}
+
+// Delegate takes the custom metrics requests the provider does not serve
+// (metricsapi/delegate.Delegator).
+type Delegate interface {
+	// Handler wraps the API handler: it passes the requests for ours'
+	// metrics, and everything that is no metric request, to local. It is
+	// installed inside authentication and authorization, so that nothing
+	// reaches it before the caller may read what it asks for.
+	Handler(local http.Handler, ours cmprovider.CustomMetricsProvider) http.Handler
 }
 
 // Server is a configured custom metrics API server.
@@ -169,7 +185,13 @@ func New(cfg Config) (*Server, error) {
 	rc.OpenAPIV3Config.Info.Title, rc.OpenAPIV3Config.Info.Version = serverName, "1.0.0"
 	rc.EnableMetrics = true
 	rc.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
-		return genericapiserver.DefaultBuildHandlerChain(checkMetricLabelSelector(h), c)
+		api := checkMetricLabelSelector(h)
+		if cfg.Delegate != nil {
+			// Inside the chain: the caller is authenticated and
+			// authorized before anything is forwarded.
+			api = cfg.Delegate.Handler(api, p)
+		}
+		return genericapiserver.DefaultBuildHandlerChain(api, c)
 	}
 
 	srv, err := (&apiserver.Config{GenericConfig: &rc.Config}).Complete(nil).New(serverName, p, nil)

@@ -43,6 +43,13 @@ type testServer struct {
 // kube-apiserver) and allowing anonymous requests.
 func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, insecure, nil)
+}
+
+// startServerWith is startServer with the options changed by mod, when
+// set, before the server is built.
+func startServerWith(t testing.TB, cfg Config, insecure bool, mod func(*Options)) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +63,9 @@ func startServer(t testing.TB, cfg Config, insecure bool) *testServer {
 		o.Authentication.SkipInClusterLookup = true
 		o.Authorization.RemoteKubeConfigFileOptional = true
 		o.Authorization.AlwaysAllowGroups = []string{"system:unauthenticated"}
+	}
+	if mod != nil {
+		mod(o)
 	}
 	ready := &atomic.Bool{}
 	cfg.Options = o

@@ -3,12 +3,15 @@ package app
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/delegate"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/provider"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/server"
@@ -68,7 +71,19 @@ func runAggregator(ctx context.Context, o *options.Aggregator) error {
 	}
 	background = append(background, scraper.Run)
 
-	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-scrape-round", HasSynced: scraper.HasSynced}, scraper)
+	collectors := []prometheus.Collector{scraper}
+	var dlg server.Delegate
+	if o.Delegate.Enabled() {
+		d, loops, err := newDelegate(o.Delegate, kc, kube)
+		if err != nil {
+			return err
+		}
+		dlg = d
+		collectors = append(collectors, d)
+		background = append(background, loops...)
+	}
+
+	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-scrape-round", HasSynced: scraper.HasSynced}, dlg, collectors...)
 	if err != nil {
 		return err
 	}
@@ -78,9 +93,40 @@ func runAggregator(ctx context.Context, o *options.Aggregator) error {
 	s := o.Scrape
 	klog.InfoS("Aggregator starting", "agentNamespace", s.AgentNamespace, "agentSelector", s.AgentSelector,
 		"agentURLs", len(s.AgentURLs), "dcgmExporterSelector", s.DCGMSelector,
-		"scrapeInterval", s.Interval, "window", o.Store.Window, "staleAfter", o.Store.StaleAfter)
+		"scrapeInterval", s.Interval, "window", o.Store.Window, "staleAfter", o.Store.StaleAfter, "delegateTo", o.Delegate.To)
 	err = srv.Run(ctx)
 	cancel()
 	wait()
 	return err
+}
+
+// newDelegate builds the delegate of --delegate-to: it presents the
+// aggregator's own credentials (kc) unless --delegate-bearer-token-file is
+// given, and resolves a Service target through kube. loops are its
+// background loops: the Service's informer and the discovery refresh. A
+// delegate that cannot be reached is not an error here: it is reported
+// down once running.
+func newDelegate(o *options.DelegateOptions, kc *rest.Config, kube kubernetes.Interface) (*delegate.Delegator, []func(context.Context), error) {
+	cfg, tc, err := o.Config()
+	if err != nil {
+		return nil, nil, err
+	}
+	var loops []func(context.Context)
+	if svc := cfg.Target.Service; svc != nil {
+		tc.Services = delegate.NewServiceResolver(kube, *svc)
+		loops = append(loops, tc.Services.Run)
+	}
+	tc.Credentials = kc
+	if tc.InsecureSkipTLSVerify {
+		klog.InfoS("The custom metrics delegate's serving certificate is NOT verified (--delegate-insecure-skip-tls-verify): "+
+			"whoever answers at its address receives this server's credentials", "delegate", cfg.Target)
+	}
+	if cfg.Transport, err = delegate.NewTransport(tc); err != nil {
+		return nil, nil, err
+	}
+	d, err := delegate.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, append(loops, d.Run), nil
 }

@@ -24,6 +24,7 @@ func TestCommandsRejectFlagsBeforeRunning(t *testing.T) {
 	}{
 		{NewAggregatorCommand, []string{"--agent-urls=http://10.0.0.1:9400/metrics", "--window=500ms"}, []string{"window"}},
 		{NewAggregatorCommand, []string{"--agent-urls=http://10.0.0.1:9400/metrics", "--window=0s", "--stale-after=-1s"}, []string{"window", "stale-after"}},
+		{NewAggregatorCommand, []string{"--agent-urls=http://10.0.0.1:9400/metrics", "--delegate-to=monitoring/", "--delegate-timeout=0s"}, []string{"delegate-to", "delegate-timeout"}},
 		{NewAgentCommand, []string{"--backend=sim", "--sample-interval=0s", "--web.listen-address=x"}, []string{"sample-interval", "web.listen-address"}},
 		{NewStandaloneCommand, []string{"--backend=sim", "--sim-pods=x", "--secure-port=70000"}, []string{"sim-pods", "secure-port"}},
 	}
@@ -83,7 +84,11 @@ func TestHelp(t *testing.T) {
 			if audit < 0 || features < audit || first > audit {
 				t.Errorf("sections out of order (first at %d, audit at %d, features at %d):\n%s", first, audit, features, help)
 			}
-			for _, ours := range []string{"--window ", "--stale-after ", "--kubeconfig "} {
+			ours := []string{"--window ", "--stale-after ", "--kubeconfig "}
+			if name == "aggregator" {
+				ours = append(ours, "--delegate-to ")
+			}
+			for _, ours := range ours {
 				if i := strings.Index(help, ours); i < 0 || i > audit {
 					t.Errorf("%s is not listed before the audit flags", ours)
 				}

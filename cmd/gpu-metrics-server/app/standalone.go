@@ -64,7 +64,7 @@ func runStandalone(ctx context.Context, o *options.Standalone) error {
 		pods = l
 		background = append(background, l.Run)
 	}
-	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-sample", HasSynced: st.HasSynced})
+	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-sample", HasSynced: st.HasSynced}, nil)
 	if err != nil {
 		return err
 	}

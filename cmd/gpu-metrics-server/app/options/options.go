@@ -2,7 +2,7 @@
 // apart from the wiring in package app.
 //
 // An option group (KubeOptions, StoreOptions, ScrapeOptions,
-// ServingOptions, AgentOptions, SimPodsOptions) is defined once, in its own
+// DelegateOptions, ServingOptions, AgentOptions, SimPodsOptions) is defined once, in its own
 // file, and shared by every subcommand that needs it: AddFlags registers its
 // flags in named help sections, Validate reports every invalid value as a
 // *FlagError naming that value's own flag, and a method builds the
@@ -87,6 +87,7 @@ const (
 	sectionTargets      = "scrape targets"
 	sectionScrape       = "scrape"
 	sectionStore        = "metrics window"
+	sectionDelegate     = "delegation"
 	sectionKube         = "Kubernetes API"
 	sectionServing      = "secure serving"
 	sectionAuthn        = "authentication"

@@ -178,3 +178,97 @@ and always empty in `helm template`, which has no cluster to ask.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The annotation on an APIService this release took over: the previous
+owner's labels, annotations and spec as JSON, which the pre-delete hook
+restores.
+*/}}
+{{- define "gms.takenOverFrom" -}}gpu-metrics-server.io/taken-over-from{{- end -}}
+
+{{/*
+The APIServices of custom.metrics.k8s.io this release holds by a takeover:
+a JSON object, version -> the previous owner's {labels, annotations, spec}
+(from the annotation gms.takenOverFrom of the APIService, which routes to
+this release's aggregator). Empty ({}) in `helm template`.
+*/}}
+{{- define "gms.heldAPIServices" -}}
+{{- $svc := include "gms.aggregator.name" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $key := include "gms.takenOverFrom" . -}}
+{{- $held := dict -}}
+{{- range $version, $_ := include "gms.apiVersions" . | fromYaml -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" (printf "%s.custom.metrics.k8s.io" $version) -}}
+{{- if $existing -}}
+{{- $s := $existing.spec.service -}}
+{{- $ann := default (dict) $existing.metadata.annotations -}}
+{{- if and $s (eq $s.name $svc) (eq $s.namespace $ns) (hasKey $ann $key) -}}
+{{- $_ := set $held $version (get $ann $key | fromJson) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $held -}}
+{{- end -}}
+
+{{/*
+What a takeover starts from: version -> {labels, annotations, spec} of each
+APIService of the group that routes to another Service (the previous
+owner), plus those this release already holds (gms.heldAPIServices). JSON;
+{} when there is nothing to take over or in `helm template`.
+*/}}
+{{- define "gms.previousOwners" -}}
+{{- $svc := include "gms.aggregator.name" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $owners := include "gms.heldAPIServices" . | fromJson -}}
+{{- range $version, $_ := include "gms.apiVersions" . | fromYaml -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" (printf "%s.custom.metrics.k8s.io" $version) -}}
+{{- if $existing -}}
+{{- $s := $existing.spec.service -}}
+{{- if and $s (not (and (eq $s.name $svc) (eq $s.namespace $ns))) -}}
+{{- $_ := set $owners $version (dict "labels" (default (dict) $existing.metadata.labels) "annotations" (default (dict) $existing.metadata.annotations) "spec" $existing.spec) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $owners -}}
+{{- end -}}
+
+{{/*
+Whether this render takes the group over (or keeps it taken over): "true"
+or "". Fails when a takeover is held but the values would drop it
+(apiService.takeOver=false or apiService.create=false): the pre-delete hook
+that hands the group back would be lost.
+*/}}
+{{- define "gms.takingOver" -}}
+{{- $held := include "gms.heldAPIServices" . | fromJson -}}
+{{- $on := and .Values.aggregator.enabled .Values.apiService.create .Values.apiService.takeOver -}}
+{{- if and $held (not $on) -}}
+{{- fail (printf "\n\nThis release took custom.metrics.k8s.io over (%s) and would drop it with apiService.takeOver=false, apiService.create=false or aggregator.enabled=false, losing the hook that hands it back. Hand it back first: `helm uninstall %s -n %s` (its pre-delete hook restores the previous owner), or the commands in the install notes; or keep apiService.takeOver=true.\n" (keys $held | sortAlpha | join ", ") .Release.Name .Release.Namespace) -}}
+{{- end -}}
+{{- if and $on (include "gms.previousOwners" . | fromJson) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The delegate the aggregator forwards to, as YAML {to, caBundle, insecure}:
+delegate.* when delegate.to is set; else, in a takeover, the previous
+owner's Service, caBundle and insecureSkipTLSVerify (what kube-apiserver
+used to reach it); else to is empty.
+*/}}
+{{- define "gms.delegate" -}}
+{{- $d := dict "to" .Values.delegate.to "caBundle" .Values.delegate.caBundle "insecure" .Values.delegate.insecureSkipTLSVerify -}}
+{{- if and (not $d.to) (include "gms.takingOver" .) -}}
+{{- $targets := dict -}}
+{{- $first := dict -}}
+{{- range $version, $owner := include "gms.previousOwners" . | fromJson -}}
+{{- $s := $owner.spec.service -}}
+{{- $to := printf "%s/%s:%d" $s.namespace $s.name (int (default 443 $s.port)) -}}
+{{- $_ := set $targets $to $version -}}
+{{- if not $first -}}{{- $first = $owner -}}{{- end -}}
+{{- end -}}
+{{- if gt (len $targets) 1 -}}
+{{- fail (printf "\n\nThe APIServices of custom.metrics.k8s.io route to different Services (%s): take over one server at a time, or set delegate.to.\n" (keys $targets | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- $s := $first.spec.service -}}
+{{- $d = dict "to" (printf "%s/%s:%d" $s.namespace $s.name (int (default 443 $s.port))) "caBundle" (default "" $first.spec.caBundle) "insecure" (default false $first.spec.insecureSkipTLSVerify) -}}
+{{- end -}}
+{{- toYaml $d -}}
+{{- end -}}
