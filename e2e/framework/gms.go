@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -344,9 +345,8 @@ type Series struct {
 	Value  float64
 }
 
-// ScrapeSeries reads an agent's /metrics and returns the samples of the
-// gauge name.
-func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error) {
+// ScrapeFamilies reads an agent's /metrics.
+func ScrapeFamilies(ctx context.Context, metricsURL string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return nil, err
@@ -364,6 +364,21 @@ func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error
 	if err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", metricsURL, err)
 	}
+	return families, nil
+}
+
+// ScrapeSeries reads an agent's /metrics and returns the samples of the
+// gauge name.
+func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error) {
+	families, err := ScrapeFamilies(ctx, metricsURL)
+	if err != nil {
+		return nil, err
+	}
+	return gaugeSeries(families, name), nil
+}
+
+// gaugeSeries returns the samples of the gauge name.
+func gaugeSeries(families map[string]*dto.MetricFamily, name string) []Series {
 	var out []Series
 	for _, m := range families[name].GetMetric() {
 		labels := map[string]string{}
@@ -372,7 +387,48 @@ func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error
 		}
 		out = append(out, Series{Labels: labels, Value: m.GetGauge().GetValue()})
 	}
-	return out, nil
+	return out
+}
+
+// AgentState is one scrape of an agent: its device series and what it
+// says of its own rounds.
+type AgentState struct {
+	// Series are the samples of the scraped gauge.
+	Series []Series
+	// Refreshes counts the pod-mapping refreshes that have called the
+	// kubelet, failed ones included; each publishes its mapping before
+	// the next one starts.
+	Refreshes uint64
+	// RefreshErrors counts the failed calls to the kubelet.
+	RefreshErrors float64
+	// KubeletUp is the last refresh's outcome.
+	KubeletUp bool
+	// Sampled is the start of the sampling round the series come from;
+	// the round attributed devices with the mapping current then.
+	Sampled time.Time
+}
+
+// ScrapeAgent reads an agent's /metrics: the gauge name and the agent's
+// own refresh and sampling counters.
+func ScrapeAgent(ctx context.Context, metricsURL, name string) (AgentState, error) {
+	families, err := ScrapeFamilies(ctx, metricsURL)
+	if err != nil {
+		return AgentState{}, err
+	}
+	st := AgentState{Series: gaugeSeries(families, name)}
+	for _, m := range families["gpu_metrics_server_pod_resources_refresh_duration_seconds"].GetMetric() {
+		st.Refreshes = m.GetHistogram().GetSampleCount()
+	}
+	for _, m := range families["gpu_metrics_server_pod_resources_refresh_errors_total"].GetMetric() {
+		st.RefreshErrors += m.GetCounter().GetValue()
+	}
+	for _, m := range families["gpu_metrics_server_pod_resources_up"].GetMetric() {
+		st.KubeletUp = m.GetGauge().GetValue() == 1
+	}
+	for _, m := range families["gpu_metrics_server_sample_timestamp_seconds"].GetMetric() {
+		st.Sampled = time.UnixMilli(int64(m.GetGauge().GetValue() * 1000))
+	}
+	return st, nil
 }
 
 // ScrapeGPUs returns an agent's GPUs (index → UUID) from its utilization
@@ -537,6 +593,14 @@ func (g *GMS) simSet(node int, q url.Values) time.Time {
 		t.Fatalf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return time.Now()
+}
+
+// SetInstanceUtilization sets the activity of MIG instance gi of GPU gpu
+// of node (percent of its graphics engine), and returns when the agent
+// accepted it.
+func (g *GMS) SetInstanceUtilization(node, gpu, gi, percent int) time.Time {
+	g.t.Helper()
+	return g.simSet(node, url.Values{"gpu": {strconv.Itoa(gpu)}, "gpu_i_id": {strconv.Itoa(gi)}, "utilization": {strconv.Itoa(percent)}})
 }
 
 // SetAllUtilization sets every simulated GPU of every node.

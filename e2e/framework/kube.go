@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -97,8 +98,8 @@ func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
 	return ns.Name
 }
 
-// DeleteWorkloadsAtEnd deletes, at the end of the test, the Deployments
-// and HPAs of namespace and waits until its pods are gone: the kubelets
+// DeleteWorkloadsAtEnd deletes, at the end of the test, the Deployments,
+// DaemonSets and HPAs of namespace and waits until its pods are gone: the kubelets
 // stop them (a test node must still run then: register it after the
 // node's start). Nothing of the test then holds a device or waits for one
 // when the next test's nodes come.
@@ -113,6 +114,9 @@ func (cp *ControlPlane) DeleteWorkloadsAtEnd(t testing.TB, namespace string) {
 		}
 		if err := cp.Client.AppsV1().Deployments(namespace).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
 			t.Errorf("deleting the Deployments of %s: %v", namespace, err)
+		}
+		if err := cp.Client.AppsV1().DaemonSets(namespace).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
+			t.Errorf("deleting the DaemonSets of %s: %v", namespace, err)
 		}
 		if err := waitUntil(ctx, 90*time.Second, "the pods of "+namespace+" to be gone", func(ctx context.Context) (bool, string, error) {
 			pods, err := cp.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
@@ -167,6 +171,15 @@ func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 	t.Helper()
 	if _, err := cp.Client.AppsV1().Deployments(d.Namespace).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating Deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
+}
+
+// ScaleDeployment sets the Deployment's replicas.
+func (cp *ControlPlane) ScaleDeployment(t testing.TB, namespace, name string, replicas int32) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
+	if _, err := cp.Client.AppsV1().Deployments(namespace).Patch(t.Context(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("scaling Deployment %s/%s to %d: %v", namespace, name, replicas, err)
 	}
 }
 

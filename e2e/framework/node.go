@@ -340,17 +340,21 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	return WaitServing(ctx, p, PlainHTTP, n.healthzURL)
 }
 
-// RestartKubelet stops the kubelet (SIGTERM) and starts it again with the
-// same configuration; its pods keep running in the fake runtime and its
-// device allocations come back from its checkpoint. It returns once the
-// node is Ready again, with a status the new kubelet posted and every
-// device allocatable.
-func (n *Node) RestartKubelet(t testing.TB) {
+// RestartKubelet stops the kubelet (SIGTERM), calls whileDown (unless
+// nil), and starts the kubelet again with the same configuration; its
+// pods keep running in the fake runtime and its device allocations come
+// back from its checkpoint. It returns once the node is Ready again, with
+// a status the new kubelet posted and every device allocatable through the
+// device plugin, which registered again.
+func (n *Node) RestartKubelet(t testing.TB, whileDown func()) {
 	t.Helper()
 	n.mu.Lock()
 	old := n.kubelet
 	n.mu.Unlock()
 	old.Stop()
+	if whileDown != nil {
+		whileDown()
+	}
 	restarted := time.Now()
 	if err := n.startKubelet(t.Context()); err != nil {
 		t.Fatalf("restarting the kubelet of %s: %v", n.Name, err)
@@ -395,7 +399,22 @@ func (n *Node) waitReady(ctx context.Context, since time.Time) error {
 				got[string(name)] = q.Value()
 			}
 		}
-		return ready && maps.Equal(got, want), fmt.Sprintf("ready=%v allocatable %v", ready, got), nil
+		if !ready || !maps.Equal(got, want) {
+			return false, fmt.Sprintf("ready=%v allocatable %v", ready, got), nil
+		}
+		// The device plugin registered with this kubelet: it lists
+		// exactly the advertised devices (a restarted kubelet shows the
+		// allocatable counts of its checkpoint before that).
+		ids, err := n.AllocatableDeviceIDs(ctx)
+		if err != nil {
+			return false, "pod-resources: " + err.Error(), nil
+		}
+		for _, r := range n.Resources {
+			if !slices.Equal(ids[r.Name], slices.Sorted(slices.Values(r.IDs()))) {
+				return false, fmt.Sprintf("the kubelet lists %s: %v", r.Name, ids[r.Name]), nil
+			}
+		}
+		return true, "", nil
 	})
 }
 
@@ -457,23 +476,47 @@ func (n *Node) dumpLogs(t testing.TB) {
 	}
 }
 
-// PodResources asks the node's kubelet which devices each container holds
-// (the pod-resources List the agent reads), through the socket's path on
-// the host.
-func (n *Node) PodResources(ctx context.Context) ([]*podresourcesv1.PodResources, error) {
+// podResources calls the node's kubelet pod-resources API (the one the
+// agent reads), through the socket's path on the host.
+func (n *Node) podResources(ctx context.Context, call func(context.Context, podresourcesv1.PodResourcesListerClient) error) error {
 	socket := filepath.Join(n.Dir, "var-lib", strings.TrimPrefix(PodResourcesSocket, "/var/lib/"))
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := podresourcesv1.NewPodResourcesListerClient(conn).List(ctx, &podresourcesv1.ListPodResourcesRequest{})
-	if err != nil {
-		return nil, err
+	return call(ctx, podresourcesv1.NewPodResourcesListerClient(conn))
+}
+
+// PodResources asks the node's kubelet which devices each container
+// holds: the pod-resources List the agent reads.
+func (n *Node) PodResources(ctx context.Context) ([]*podresourcesv1.PodResources, error) {
+	var out []*podresourcesv1.PodResources
+	err := n.podResources(ctx, func(ctx context.Context, c podresourcesv1.PodResourcesListerClient) error {
+		resp, err := c.List(ctx, &podresourcesv1.ListPodResourcesRequest{})
+		out = resp.GetPodResources()
+		return err
+	})
+	return out, err
+}
+
+// AllocatableDeviceIDs asks the node's kubelet which devices it can
+// allocate, by resource: those its device plugins listed to it.
+func (n *Node) AllocatableDeviceIDs(ctx context.Context) (map[string][]string, error) {
+	ids := map[string][]string{}
+	err := n.podResources(ctx, func(ctx context.Context, c podresourcesv1.PodResourcesListerClient) error {
+		resp, err := c.GetAllocatableResources(ctx, &podresourcesv1.AllocatableResourcesRequest{})
+		for _, d := range resp.GetDevices() {
+			ids[d.GetResourceName()] = append(ids[d.GetResourceName()], d.GetDeviceIds()...)
+		}
+		return err
+	})
+	for _, v := range ids {
+		slices.Sort(v)
 	}
-	return resp.GetPodResources(), nil
+	return ids, err
 }
 
 // DeviceIDs returns the device IDs the kubelet allocated to namespace/pod

@@ -60,11 +60,13 @@ var running = struct {
 }{procs: map[*Process]struct{}{}}
 
 // StartProcess starts bin with args in a new process group, logging to
-// logDir/<name>.log. The process gets SIGKILL if the test binary dies first
+// (the end of) logDir/<name>.log. The process gets SIGKILL if the test binary dies first
 // (Pdeathsig), so even a crashed run leaves nothing behind.
 func StartProcess(logDir, name, bin string, args ...string) (*Process, error) {
 	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// Appended to: a component started again (a restarted kubelet) keeps
+	// its earlier log.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating the %s log: %w", name, err)
 	}
