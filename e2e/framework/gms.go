@@ -139,6 +139,11 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 
 	if opts.FakeKubelets {
 		g.startFakeNodes(bin, opts)
+		if cp.cfg.Kubelets {
+			// The scheduler finds no node for the faked pods; they
+			// must not wait for the next test's nodes.
+			cp.DeleteWorkloadsAtEnd(t, namespace)
+		}
 	} else {
 		for i, gpus := range opts.GPUsPerNode {
 			no := NodeOptions{
