@@ -61,11 +61,7 @@ func TestFaultyKubelet(t *testing.T) {
 	ns := cluster.NewNamespace(t, "faulty")
 	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2}, FakeKubelets: true})
 	const name, selector = "held", "app=held"
-	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
-	pod := cluster.WaitPods(t, ns, selector, 1)[0]
-	slot := env.GPUOf(pod)
-	env.SetPodUtilization(pod, 30)
-	waitPodValues(t, ns, selector, func(v map[string]float64) bool { return v[pod] == 30 })
+	pod, slot := busyPod(t, env, name, 30)
 	node := env.Nodes[slot.Node]
 	agent := node.URL + "/metrics"
 

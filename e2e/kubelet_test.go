@@ -81,11 +81,7 @@ func TestKubeletRestartKeepsMapping(t *testing.T) {
 	ns := cluster.NewNamespace(t, "restart")
 	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2}})
 	const name, selector = "steady", "app=steady"
-	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
-	pod := cluster.WaitPods(t, ns, selector, 1)[0]
-	before := env.GPUOf(pod)
-	env.SetPodUtilization(pod, 40)
-	waitPodValues(t, ns, selector, func(v map[string]float64) bool { return v[pod] == 40 })
+	pod, before := busyPod(t, env, name, 40)
 	gpuNode := env.Nodes[before.Node]
 	agent := gpuNode.URL + "/metrics"
 
@@ -300,6 +296,19 @@ func waitAllValues(t *testing.T, namespace string, selectors []string, want map[
 			return maps.Equal(got, want), fmt.Sprint(got), nil
 		})
 	}
+}
+
+// busyPod runs a Deployment name of one pod with a GPU, sets that GPU to
+// percent, waits until the API serves it, and returns the pod and its GPU.
+func busyPod(t *testing.T, env *framework.GMS, name string, percent int) (string, framework.GPUSlot) {
+	t.Helper()
+	selector := "app=" + name
+	cluster.CreateDeployment(t, framework.GPUDeployment(env.Namespace, name, 1))
+	pod := cluster.WaitPods(t, env.Namespace, selector, 1)[0]
+	slot := env.GPUOf(pod)
+	env.SetPodUtilization(pod, percent)
+	waitPodValues(t, env.Namespace, selector, func(v map[string]float64) bool { return v[pod] == float64(percent) })
+	return pod, slot
 }
 
 // waitAttributed waits until the agent's utilization series of the GPU in

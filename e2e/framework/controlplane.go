@@ -276,21 +276,14 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 	if cp.cfg.Kubelets {
 		controllers = append(slices.Clone(controllers), kcmNodeControllers...)
 	}
-	args := []string{
-		"--kubeconfig=" + kubeconfig,
-		"--authentication-kubeconfig=" + kubeconfig,
-		"--authorization-kubeconfig=" + kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(cp.ports.controllerManager),
-		"--cert-dir=" + filepath.Join(cp.Dir, "kcm-serving"),
-		"--leader-elect=false",
-		"--controllers=" + strings.Join(controllers, ","),
+	args := append(cp.componentArgs(kubeconfig, cp.ports.controllerManager, "kcm-serving"),
+		"--controllers="+strings.Join(controllers, ","),
 		// Each controller uses its own service account, so the HPA
 		// controller reads custom metrics under its built-in RBAC.
 		"--use-service-account-credentials=true",
-		"--service-account-private-key-file=" + cp.saKey.KeyFile,
-		"--root-ca-file=" + cp.ca.certFile,
-	}
+		"--service-account-private-key-file="+cp.saKey.KeyFile,
+		"--root-ca-file="+cp.ca.certFile,
+	)
 	if cp.cfg.HPASyncPeriod > 0 {
 		args = append(args, "--horizontal-pod-autoscaler-sync-period="+cp.cfg.HPASyncPeriod.String())
 	}
@@ -309,15 +302,24 @@ func (cp *ControlPlane) startScheduler(ctx context.Context) error {
 	}
 	_, err = cp.start(ctx, "kube-scheduler", cp.bins.scheduler,
 		cp.selfSignedClient(), loopbackURL("https", cp.ports.scheduler)+"/healthz",
-		"--kubeconfig="+kubeconfig,
-		"--authentication-kubeconfig="+kubeconfig,
-		"--authorization-kubeconfig="+kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(cp.ports.scheduler),
-		"--cert-dir="+filepath.Join(cp.Dir, "scheduler-serving"),
-		"--leader-elect=false",
-	)
+		cp.componentArgs(kubeconfig, cp.ports.scheduler, "scheduler-serving")...)
 	return err
+}
+
+// componentArgs are the flags the controller manager and the scheduler
+// share: their credentials (for the API and for delegated authentication
+// and authorization), a self-signed serving certificate in the run
+// directory's certDir on the loopback port, and no leader election.
+func (cp *ControlPlane) componentArgs(kubeconfig string, port int, certDir string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(cp.Dir, certDir),
+		"--leader-elect=false",
+	}
 }
 
 // startCPUNode starts the node without GPUs that stays for the whole run.
