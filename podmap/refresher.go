@@ -33,7 +33,7 @@ const (
 	// maxUnsyncedAnswers is how many answers in a row listing no pod at
 	// all, after an outage, leave the mapping in use as it is (see
 	// holdBack).
-	maxUnsyncedAnswers = 5
+	maxUnsyncedAnswers = 10
 )
 
 // Options configure a Refresher.
