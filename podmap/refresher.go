@@ -196,9 +196,17 @@ func (r *Refresher) refresh(ctx context.Context) {
 		}
 		return
 	}
+	r.publish(m, pods)
+	klog.V(4).InfoS("Refreshed pod mapping", "pods", pods, "mappedDevices", r.Current().Devices(), "duration", time.Since(start))
+	r.refreshAllocatable(ctx)
+}
+
+// publish records a successful List answer listing pods pods, whose
+// mapping is m: m replaces the mapping in use unless holdBack keeps the
+// last one.
+func (r *Refresher) publish(m *Mapping, pods int) {
 	if r.holdBack(pods) {
 		r.setUp(pods, r.Current())
-		r.refreshAllocatable(ctx)
 		return
 	}
 	r.current.Store(m)
@@ -206,8 +214,6 @@ func (r *Refresher) refresh(ctx context.Context) {
 	r.noteUnknown(m.UnknownDeviceIDs())
 	r.noteSkipped(m.Skipped())
 	r.setUp(pods, m)
-	klog.V(4).InfoS("Refreshed pod mapping", "pods", pods, "mappedDevices", m.Devices(), "duration", time.Since(start))
-	r.refreshAllocatable(ctx)
 }
 
 func (r *Refresher) list(ctx context.Context) (m *Mapping, pods int, err error) {
@@ -228,7 +234,12 @@ func (r *Refresher) list(ctx context.Context) (m *Mapping, pods int, err error) 
 // and lists them all a moment later. So after an outage an answer listing
 // no pod does not replace a mapping with owners until the kubelet lists a
 // pod, or until maxUnsyncedAnswers answers in a row have listed none (the
-// pods did end meanwhile).
+// pods did end meanwhile). The bound: once the kubelet answers again, a
+// node whose pods all ended loses their owners at the
+// (maxUnsyncedAnswers+1)-th answer listing no pod, i.e. about
+// (maxUnsyncedAnswers+1) refresh intervals later; a new outage meanwhile
+// starts the count again. Without an outage an answer listing no pod is
+// believed at once (TestRefresherHoldIsBounded).
 func (r *Refresher) holdBack(pods int) bool {
 	if !r.awaitingPods {
 		return false
