@@ -120,6 +120,26 @@ func TestHelmChart(t *testing.T) {
 		return len(pods) == 2 && len(nodes) == 2, "pods " + state, nil
 	})
 	slices.Sort(aggregatorPods)
+	// Spread by the chart's anti-affinity (the default "soft" preset), not
+	// by chance: the Deployment the cluster runs asks for it, per node,
+	// against its own pods.
+	d, err := cluster.Client.AppsV1().Deployments(ns).Get(t.Context(), deploy.GetName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var antiAffinity []string
+	if a := d.Spec.Template.Spec.Affinity; a != nil && a.PodAntiAffinity != nil {
+		for _, w := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			s, err := metav1.LabelSelectorAsSelector(w.PodAffinityTerm.LabelSelector)
+			if err != nil {
+				t.Fatal(err)
+			}
+			antiAffinity = append(antiAffinity, fmt.Sprintf("%s %s", w.PodAffinityTerm.TopologyKey, s))
+		}
+	}
+	if want := []string{corev1.LabelHostname + " " + aggregatorSelector}; !slices.Equal(antiAffinity, want) {
+		t.Errorf("the aggregator Deployment's preferred pod anti-affinity is %q, want %q", antiAffinity, want)
+	}
 
 	// Its PodDisruptionBudget selects exactly those pods.
 	pdb, err := cluster.Client.PolicyV1().PodDisruptionBudgets(ns).Get(t.Context(), one("PodDisruptionBudget").GetName(), metav1.GetOptions{})
