@@ -3,11 +3,13 @@
 #   make demo      run the one-process demo: simulated GPUs and pods, the
 #                  custom metrics API on 127.0.0.1 (no cluster, no GPU)
 #   make test      every test: lint, unit (race), chart, end-to-end against a
-#                  real kube-apiserver + kube-controller-manager (what CI runs)
+#                  real cluster: kube-apiserver, kube-controller-manager,
+#                  kube-scheduler and kubelets (what CI runs; needs root)
 #   make test-unit the quick loop: unit tests only
 #
-# Heavy tools (kube-apiserver, kube-controller-manager, helm) are built from
-# the Go module proxy once and cached by version under $(GMS_TOOLS_DIR).
+# Heavy tools (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, helm) are built from the Go module proxy once and cached by
+# version under $(GMS_TOOLS_DIR).
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -66,7 +68,7 @@ test-chart: ## helm lint/template tests of the chart (offline).
 	HELM="$$(bash hack/build-helm.sh)" $(GO) test -tags chart -count=1 ./deploy/...
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end tests against a real control plane.
+test-e2e: build ## End-to-end tests against a real cluster (root: nodes in mount namespaces).
 	bash hack/e2e.sh
 
 .PHONY: manifests

@@ -29,10 +29,8 @@ import (
 // server, an upgrade keeps it so, an upgrade that would drop the takeover
 // is refused, and `helm uninstall` puts the APIService back exactly as it
 // was, after which the other server answers custom metrics again. (The
-// chart's pods never run: the cluster has no kubelet.)
+// chart's pods run no process: the nodes' runtime is a fake.)
 func TestChartTakeOverAndHandBack(t *testing.T) {
-	dir := framework.TempDir(t, "gms-e2e-chart-")
-
 	// The previous owner: a real custom metrics server (an aggregator with
 	// one GPU pod) behind the Service prev/prometheus-adapter.
 	prevNS := cluster.NewNamespace(t, "prev")
@@ -72,7 +70,7 @@ func TestChartTakeOverAndHandBack(t *testing.T) {
 	relNS := cluster.NewNamespace(t, "gms-chart")
 	const rel = "gms"
 	helm := func(args ...string) (string, error) {
-		return cluster.Helm(t.Context(), t, dir, append(args, "--namespace", relNS)...)
+		return cluster.Helm(t.Context(), append(args, "--namespace", relNS)...)
 	}
 	chart := framework.ChartDir(t)
 	out, err := helm("install", rel, chart, "--set", "apiService.takeOver=true")

@@ -15,13 +15,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/hack/deviceplugin/devices"
 )
 
 // TestControlPlane proves the harness without the project's binary:
-// kubectl talks to the API server, the controller manager turns a
-// Deployment into pods, the pod faker runs them, and the HPA controller
-// evaluates a gpu_utilization HPA, reporting that no custom metrics API
-// answers (none is registered in this test).
+// kubectl talks to the API server; the controller manager turns a
+// Deployment into pods; the scheduler places those that fit on the GPU
+// node, whose kubelet runs them (fake runtime) with devices its device
+// manager allocated from the test device plugin, reported on its
+// pod-resources socket, and leaves the one that does not fit Pending (the
+// node without GPUs takes none); and the HPA controller evaluates a
+// gpu_utilization HPA, reporting that no custom metrics API answers (none
+// is registered in this test).
 func TestControlPlane(t *testing.T) {
 	out, err := cluster.Kubectl(t.Context(), nil, "version", "-o", "json")
 	if err != nil {
@@ -41,11 +46,13 @@ func TestControlPlane(t *testing.T) {
 	t.Logf("API server %s", version.ServerVersion.GitVersion)
 
 	ns := cluster.NewNamespace(t, "smoke")
+	gpuNode := cluster.StartNode(t, framework.NodeOptions{Name: ns + "-gpu", GPUs: 2})
+	cluster.DeleteWorkloadsAtEnd(t, ns)
 	manifest := fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: smoke, namespace: %[1]s}
 spec:
-  replicas: 2
+  replicas: 3
   selector: {matchLabels: {app: smoke}}
   template:
     metadata: {labels: {app: smoke}}
@@ -72,23 +79,53 @@ spec:
 		t.Fatal(err)
 	}
 
-	// No GPU nodes: the faker only runs the pods.
-	framework.StartPodFaker(t, cluster.Client, ns, nil, nil)
-	framework.WaitFor(t, 60*time.Second, "2 Running pods", func(ctx context.Context) (bool, string, error) {
+	// Two GPUs: two pods run on the GPU node, the third finds no node.
+	var running []string
+	framework.WaitFor(t, 2*time.Minute, "2 pods Running on "+gpuNode.Name+" and 1 unschedulable", func(ctx context.Context) (bool, string, error) {
 		pods, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=smoke"})
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		running := 0
-		var phases []string
+		running = nil
+		unschedulable := 0
+		var states []string
 		for _, p := range pods.Items {
-			phases = append(phases, p.Name+"="+string(p.Status.Phase))
-			if p.Status.Phase == corev1.PodRunning {
-				running++
+			states = append(states, fmt.Sprintf("%s=%s@%s", p.Name, p.Status.Phase, p.Spec.NodeName))
+			if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName == gpuNode.Name {
+				running = append(running, p.Name)
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable &&
+					p.Spec.NodeName == "" && strings.Contains(c.Message, "Insufficient "+framework.GPUResource) {
+					unschedulable++
+				}
 			}
 		}
-		return running == 2 && len(pods.Items) == 2, strings.Join(phases, " "), nil
+		return len(pods.Items) == 3 && len(running) == 2 && unschedulable == 1, strings.Join(states, " "), nil
 	})
+
+	// Each running pod holds its own GPU, as the kubelet reports it.
+	held := map[string]string{}
+	for _, pod := range running {
+		framework.WaitFor(t, 30*time.Second, "the kubelet to list the device of "+pod, func(ctx context.Context) (bool, string, error) {
+			ids, err := gpuNode.DeviceIDs(ctx, ns, pod)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			got := ids[framework.GPUResource]
+			if len(got) != 1 {
+				return false, fmt.Sprintf("devices %v", ids), nil
+			}
+			if _, _, ok := devices.Find(gpuNode.Resources, got[0]); !ok {
+				return false, "", fmt.Errorf("%s holds %s, which the device plugin does not advertise", pod, got[0])
+			}
+			if other, dup := held[got[0]]; dup {
+				return false, "", fmt.Errorf("%s and %s both hold %s", pod, other, got[0])
+			}
+			held[got[0]] = pod
+			return true, "", nil
+		})
+	}
 
 	framework.WaitFor(t, 60*time.Second, "the HPA controller to report the missing custom metrics API", func(ctx context.Context) (bool, string, error) {
 		h, err := cluster.GetHPA(ctx, ns, "smoke")
@@ -104,8 +141,8 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if replicas != 2 {
-		t.Errorf("Deployment replicas %d, want 2 (unchanged without metrics)", replicas)
+	if replicas != 3 {
+		t.Errorf("Deployment replicas %d, want 3 (unchanged without metrics)", replicas)
 	}
 	out, err = cluster.Kubectl(t.Context(), nil, "get", "hpa", "-n", ns, "-o", "name")
 	if err != nil {

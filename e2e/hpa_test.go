@@ -145,16 +145,15 @@ func TestStoppedAgentMetricsGoStale(t *testing.T) {
 	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{1, 1}})
 	env.SetAllUtilization(50)
 
-	// The faker fills nodes in order: the first pod lands on node 0.
+	// One GPU per node: the scheduler puts the second workload's pod on
+	// the node the first one left free.
 	cluster.CreateDeployment(t, framework.GPUDeployment(ns, "victim", 1))
 	victim := cluster.WaitPods(t, ns, "app=victim", 1)[0]
-	if s := env.GPUOf(victim); s.Node != 0 {
-		t.Fatalf("victim pod on node %d, want 0", s.Node)
-	}
+	victimNode := env.GPUOf(victim).Node
 	cluster.CreateDeployment(t, framework.GPUDeployment(ns, "bystander", 1))
 	bystander := cluster.WaitPods(t, ns, "app=bystander", 1)[0]
-	if s := env.GPUOf(bystander); s.Node != 1 {
-		t.Fatalf("bystander pod on node %d, want 1", s.Node)
+	if s := env.GPUOf(bystander); s.Node == victimNode {
+		t.Fatalf("bystander pod on the victim's node %s", env.Nodes[victimNode].Name)
 	}
 	replicas := cluster.RecordReplicas(t, ns, "victim")
 	cluster.CreateHPA(t, framework.GPUHPA(ns, "victim", 1, 2, autoscalingv2.MetricTarget{
@@ -165,7 +164,7 @@ func TestStoppedAgentMetricsGoStale(t *testing.T) {
 	waitPodValues(t, ns, "app=bystander", func(v map[string]float64) bool { return v[bystander] == 50 })
 
 	stopped := time.Now()
-	env.Nodes[0].Agent.Stop()
+	env.Nodes[victimNode].Agent.Stop()
 	gone := waitPodValues(t, ns, "app=victim", func(v map[string]float64) bool {
 		_, ok := v[victim]
 		return !ok

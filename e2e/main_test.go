@@ -19,5 +19,5 @@ const hpaSyncPeriod = 5 * time.Second
 var cluster *framework.ControlPlane
 
 func TestMain(m *testing.M) {
-	os.Exit(framework.Main(m, framework.Config{HPASyncPeriod: hpaSyncPeriod}, func(cp *framework.ControlPlane) { cluster = cp }))
+	os.Exit(framework.Main(m, framework.Config{HPASyncPeriod: hpaSyncPeriod, Kubelets: true}, func(cp *framework.ControlPlane) { cluster = cp }))
 }

@@ -134,6 +134,13 @@ func decodeManifests(t *testing.T, path string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeObjects(t, path, data)
+}
+
+// decodeObjects decodes every object of multi-document YAML (from path),
+// in order, expanding Lists.
+func decodeObjects(t *testing.T, path string, data []byte) []*unstructured.Unstructured {
+	t.Helper()
 	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
 	for {

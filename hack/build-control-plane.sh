@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane the end-to-end tests run against
-# (kube-apiserver and kube-controller-manager from k8s.io/kubernetes, through
-# the tools module in hack/tools/k8s) and makes sure etcd is installed.
+# Builds the Kubernetes components the end-to-end tests run against
+# (kube-apiserver, kube-controller-manager, kube-scheduler and kubelet from
+# k8s.io/kubernetes, through the tools module in hack/tools/k8s) and makes sure
+# etcd is installed.
 #
 # The binaries are cached by version under
 #   ${GMS_TOOLS_DIR:-$HOME/.cache/gpu-metrics-server/tools}/kubernetes-<version>/
@@ -10,7 +11,7 @@
 # a half-written binary behind. On success the script prints that directory
 # (and nothing else) on stdout; progress goes to stderr.
 #
-# A cold build is about 20 CPU-minutes and 3 GB of memory. It runs under
+# A cold build is about 40 CPU-minutes and 3 GB of memory. It runs under
 # `nice` with GOFLAGS=-p=1 by default so other work on the machine can still
 # compile; set GMS_BUILD_PARALLEL=N to use N parallel compile jobs instead.
 set -euo pipefail
@@ -61,7 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for cmd in kube-apiserver kube-controller-manager; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
   target="${out_dir}/${cmd}"
   if [[ -x "${target}" ]] && "${target}" --version 2>/dev/null | grep -qx "Kubernetes ${version}"; then
     echo "hack/build-control-plane.sh: ${cmd} ${version} is cached" >&2

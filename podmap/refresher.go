@@ -30,6 +30,10 @@ const (
 	// maxTrackedUnknownIDs bounds the memory of unknown device IDs already
 	// logged and counted.
 	maxTrackedUnknownIDs = 1024
+	// maxUnsyncedAnswers is how many answers in a row listing no pod at
+	// all, after an outage, leave the mapping in use as it is (see
+	// holdBack).
+	maxUnsyncedAnswers = 10
 )
 
 // Options configure a Refresher.
@@ -65,8 +69,13 @@ type Refresher struct {
 	running atomic.Bool
 
 	// Owned by the Run goroutine.
-	everUp                bool
-	inOutage              bool
+	everUp   bool
+	inOutage bool
+	// awaitingPods is set by an outage and cleared by the first answer
+	// listing a pod (or by maxUnsyncedAnswers answers listing none);
+	// emptyAnswers counts the answers held back meanwhile.
+	awaitingPods          bool
+	emptyAnswers          int
 	outageStart           time.Time
 	allocatableGone       bool
 	lastSkipped           int
@@ -175,7 +184,8 @@ func (r *Refresher) Run(ctx context.Context) {
 }
 
 // refresh lists the pods, publishes the new mapping and updates the
-// allocatable count. On failure the previous mapping stays in use.
+// allocatable count. On failure the previous mapping stays in use, and
+// after an outage also while the kubelet lists no pod (holdBack).
 func (r *Refresher) refresh(ctx context.Context) {
 	start := time.Now()
 	m, pods, err := r.list(ctx)
@@ -186,13 +196,24 @@ func (r *Refresher) refresh(ctx context.Context) {
 		}
 		return
 	}
+	r.publish(m, pods)
+	klog.V(4).InfoS("Refreshed pod mapping", "pods", pods, "mappedDevices", r.Current().Devices(), "duration", time.Since(start))
+	r.refreshAllocatable(ctx)
+}
+
+// publish records a successful List answer listing pods pods, whose
+// mapping is m: m replaces the mapping in use unless holdBack keeps the
+// last one.
+func (r *Refresher) publish(m *Mapping, pods int) {
+	if r.holdBack(pods) {
+		r.setUp(pods, r.Current())
+		return
+	}
 	r.current.Store(m)
 	r.metrics.mappedDevices.Set(float64(m.Devices()))
 	r.noteUnknown(m.UnknownDeviceIDs())
 	r.noteSkipped(m.Skipped())
 	r.setUp(pods, m)
-	klog.V(4).InfoS("Refreshed pod mapping", "pods", pods, "mappedDevices", m.Devices(), "duration", time.Since(start))
-	r.refreshAllocatable(ctx)
 }
 
 func (r *Refresher) list(ctx context.Context) (m *Mapping, pods int, err error) {
@@ -204,6 +225,39 @@ func (r *Refresher) list(ctx context.Context) (m *Mapping, pods int, err error) 
 		return nil, 0, err
 	}
 	return buildMapping(resp.GetPodResources(), r.resources), len(resp.GetPodResources()), nil
+}
+
+// holdBack reports whether an answer listing pods pods must leave the
+// mapping in use as it is. A kubelet that has just restarted answers before
+// it has read its pods from the API server: it lists no pod at all, though
+// its device allocations (restored from its checkpoint) are all in place,
+// and lists them all a moment later. So after an outage an answer listing
+// no pod does not replace a mapping with owners until the kubelet lists a
+// pod, or until maxUnsyncedAnswers answers in a row have listed none (the
+// pods did end meanwhile). The bound: once the kubelet answers again, a
+// node whose pods all ended loses their owners at the
+// (maxUnsyncedAnswers+1)-th answer listing no pod, i.e. about
+// (maxUnsyncedAnswers+1) refresh intervals later; a new outage meanwhile
+// starts the count again. Without an outage an answer listing no pod is
+// believed at once (TestRefresherHoldIsBounded).
+func (r *Refresher) holdBack(pods int) bool {
+	if !r.awaitingPods {
+		return false
+	}
+	if pods > 0 || r.Current().Devices() == 0 || r.emptyAnswers >= maxUnsyncedAnswers {
+		if pods == 0 && r.emptyAnswers >= maxUnsyncedAnswers {
+			klog.InfoS("Kubelet still lists no pod after its outage; dropping the last known pod mapping",
+				"socket", r.socket, "answers", r.emptyAnswers+1)
+		}
+		r.awaitingPods, r.emptyAnswers = false, 0
+		return false
+	}
+	if r.emptyAnswers == 0 {
+		klog.InfoS("Kubelet lists no pod after its outage (restarted and not yet synced with the API server?); keeping the last known pod mapping until it lists one",
+			"socket", r.socket, "mappedDevices", r.Current().Devices(), "maxAnswers", maxUnsyncedAnswers)
+	}
+	r.emptyAnswers++
+	return true
 }
 
 // refreshAllocatable updates the allocatable-devices gauge, unless the
@@ -246,6 +300,8 @@ func (r *Refresher) setDown(err error) {
 		return
 	}
 	r.inOutage = true
+	r.awaitingPods = r.everUp
+	r.emptyAnswers = 0
 	r.outageStart = time.Now()
 	r.transitioned(outageBegan)
 	if r.everUp {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,6 +123,67 @@ func TestRefresherKeepsMappingThroughKubeletRestart(t *testing.T) {
 	}
 	if got := r.Current().Owners(keyA); !slices.Equal(got, []Owner{owner("ns", "stays", "c", resGPU, "")}) {
 		t.Errorf("after recovery Owners(A) = %+v", got)
+	}
+}
+
+// TestRefresherWaitsForRestartedKubeletToListPods: a kubelet that has just
+// restarted lists no pod until it has synced with the API server; the
+// mapping in use stays until it lists one.
+func TestRefresherWaitsForRestartedKubeletToListPods(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "stays", "c", resGPU, uuidA)})
+	var mu sync.Mutex
+	var atRecovery []Owner
+	recovered := false
+	r := startRefresher(t, Options{Socket: path}, func(r *Refresher) {
+		r.onTransition = func(tr transition) {
+			if tr == outageEnded {
+				mu.Lock()
+				defer mu.Unlock()
+				atRecovery, recovered = r.Current().Owners(keyA), true
+			}
+		}
+	})
+	testutil.Eventually(t, "the first refresh", up(r))
+
+	fake.Stop()
+	testutil.Eventually(t, "the outage to be noticed", func() bool { return !isUp(r) })
+	fake = startFake(t, path) // lists no pod yet
+	testutil.Eventually(t, "the restarted kubelet's first answer", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return recovered
+	})
+	want := []Owner{owner("ns", "stays", "c", resGPU, "")}
+	mu.Lock()
+	if !slices.Equal(atRecovery, want) {
+		t.Errorf("after the first empty answer Owners(A) = %+v, want the last known %+v", atRecovery, want)
+	}
+	mu.Unlock()
+
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "other", "c", resGPU, uuidB)})
+	testutil.Eventually(t, "the synced kubelet's answer", func() bool { return r.Current().Owners(keyB) != nil })
+	if got := r.Current().Owners(keyA); got != nil {
+		t.Errorf("Owners(A) = %+v once the kubelet listed its pods, want none", got)
+	}
+}
+
+// TestRefresherBelievesLastingEmptyAnswers: after an outage, answers that
+// keep listing no pod are believed after maxUnsyncedAnswers of them.
+func TestRefresherBelievesLastingEmptyAnswers(t *testing.T) {
+	path := socketPath(t)
+	fake := startFake(t, path)
+	fake.SetPods([]*podresourcesv1.PodResources{fakekubelet.GPUPod("ns", "ends", "c", resGPU, uuidA)})
+	r := startRefresher(t, Options{Socket: path})
+	testutil.Eventually(t, "the first refresh", up(r))
+
+	fake.Stop()
+	testutil.Eventually(t, "the outage to be noticed", func() bool { return !isUp(r) })
+	fake = startFake(t, path)
+	testutil.Eventually(t, "the ended pod to drop out", func() bool { return r.Current().Owners(keyA) == nil })
+	if calls := fake.ListCalls(); calls <= maxUnsyncedAnswers {
+		t.Errorf("the mapping was dropped after %d empty answers, want more than %d", calls, maxUnsyncedAnswers)
 	}
 }
 

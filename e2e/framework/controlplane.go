@@ -27,7 +27,17 @@ type Config struct {
 	// HPASyncPeriod is the HPA controller's resync period: the granularity
 	// of every scaling decision (the controller's own default is 15 s).
 	HPASyncPeriod time.Duration
+	// Kubelets makes the cluster real down to the nodes: kube-scheduler,
+	// one node without GPUs (CPUNodeName) for the whole run, and
+	// StartNode/StartGMS start real kubelets with the fake container
+	// runtime and the test device plugin. Without it no pod is scheduled
+	// or run (the pod faker stands in: the benchmark's world).
+	Kubelets bool
 }
+
+// CPUNodeName is the node without GPUs that a suite with Kubelets runs
+// for its whole length.
+const CPUNodeName = "cpu-node"
 
 // kcmControllers are the only controllers the scenarios need: service
 // accounts and their tokens (pods and the per-controller credentials),
@@ -40,15 +50,40 @@ var kcmControllers = []string{
 	"horizontal-pod-autoscaler-controller",
 }
 
+// kcmNodeControllers are the further controllers a cluster with kubelets
+// needs: node lifecycle (it lifts the not-ready taint a kubelet registers
+// its Node with), the kube-root-ca.crt ConfigMap every pod's
+// service-account volume mounts, DaemonSets (the chart's agent), the garbage collector (a deleted
+// Deployment's or DaemonSet's pods go, e.g. at helm uninstall), the pod
+// garbage collector (pods of a stopped test node) and namespace deletion
+// (each test's namespace at its end).
+var kcmNodeControllers = []string{
+	"node-lifecycle-controller",
+	"root-ca-certificate-publisher-controller",
+	"daemonset-controller",
+	"garbage-collector-controller",
+	"pod-garbage-collector-controller",
+	"namespace-controller",
+}
+
 // controlPlaneBinaries locates the executables to run.
 type controlPlaneBinaries struct {
 	etcd, apiserver, controllerManager string
+	// scheduler is set with Config.Kubelets.
+	scheduler string
+	// node is set with Config.Kubelets.
+	node *nodeBinaries
+}
+
+// nodeBinaries are what a node runs.
+type nodeBinaries struct {
+	kubelet, fakeCRI, devicePlugin string
 }
 
 // controlPlanePorts are the loopback ports of the components, chosen
 // together so that they differ.
 type controlPlanePorts struct {
-	etcdClient, etcdPeer, apiserver, controllerManager int
+	etcdClient, etcdPeer, apiserver, controllerManager, scheduler int
 }
 
 // ControlPlane is a running etcd + kube-apiserver + kube-controller-manager
@@ -68,6 +103,7 @@ type ControlPlane struct {
 
 	cfg          Config
 	bins         controlPlaneBinaries
+	nodeBins     *nodeBinaries // nil without Config.Kubelets
 	pki          string
 	ca           *authority // serving and client CA
 	frontProxyCA *authority // the aggregation layer's client CA
@@ -76,29 +112,39 @@ type ControlPlane struct {
 	etcdURL      string
 	apiserverURL string
 	procs        []*Process // in start order
+	// CPUNode is the node without GPUs (Config.Kubelets).
+	CPUNode *Node
 }
 
 // startControlPlane prepares the certificates and credentials, then starts
 // the components one step at a time, each waited on until it serves. On
 // error, whatever was started is stopped.
 func startControlPlane(ctx context.Context, bins controlPlaneBinaries, dir string, cfg Config) (cp *ControlPlane, err error) {
-	cp = &ControlPlane{Dir: dir, LogDir: filepath.Join(dir, "logs"), cfg: cfg, bins: bins, pki: filepath.Join(dir, "pki")}
+	cp = &ControlPlane{Dir: dir, LogDir: filepath.Join(dir, "logs"), cfg: cfg, bins: bins, nodeBins: bins.node, pki: filepath.Join(dir, "pki")}
 	defer func() {
 		if err != nil {
-			cp.stop()
+			_ = cp.stop() // the start's error is the one to report
 		}
 	}()
 	if err := cp.prepare(); err != nil {
 		return cp, err
 	}
-	for _, step := range []struct {
+	type step struct {
 		name string
 		run  func(context.Context) error
-	}{
+	}
+	steps := []step{
 		{"etcd", cp.startEtcd},
 		{"kube-apiserver", cp.startAPIServer},
 		{"kube-controller-manager", cp.startControllerManager},
-	} {
+	}
+	if cfg.Kubelets {
+		steps = append(steps,
+			step{"kube-scheduler", cp.startScheduler},
+			step{"node " + CPUNodeName, cp.startCPUNode},
+		)
+	}
+	for _, step := range steps {
 		if err := step.run(ctx); err != nil {
 			return cp, fmt.Errorf("%s: %w", step.name, err)
 		}
@@ -115,11 +161,11 @@ func (cp *ControlPlane) prepare() error {
 			return err
 		}
 	}
-	ports, err := FreePorts(4)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return err
 	}
-	cp.ports = controlPlanePorts{etcdClient: ports[0], etcdPeer: ports[1], apiserver: ports[2], controllerManager: ports[3]}
+	cp.ports = controlPlanePorts{etcdClient: ports[0], etcdPeer: ports[1], apiserver: ports[2], controllerManager: ports[3], scheduler: ports[4]}
 	cp.etcdURL = loopbackURL("http", cp.ports.etcdClient)
 	cp.apiserverURL = loopbackURL("https", cp.ports.apiserver)
 
@@ -194,13 +240,16 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 		"--tls-cert-file="+serving.CertFile,
 		"--tls-private-key-file="+serving.KeyFile,
 		"--client-ca-file="+cp.ca.certFile,
-		"--authorization-mode=RBAC",
+		// The Node authorizer gives each kubelet (system:node:<name>) what
+		// its node's pods need; NodeRestriction (on by default) limits it
+		// to its own Node and pods.
+		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+cp.saKey.CertFile,
 		"--service-account-signing-key-file="+cp.saKey.KeyFile,
 		"--service-cluster-ip-range=10.96.0.0/24",
-		// No kubelet or kube-proxy: nothing would serve the kubernetes
-		// Service's endpoints, and they may not hold loopback addresses.
+		// No kube-proxy: nothing would serve the kubernetes Service's
+		// endpoints, and they may not hold loopback addresses.
 		"--endpoint-reconciler-type=none",
 		// The aggregation layer: the API server proxies
 		// custom.metrics.k8s.io to the aggregator with this client
@@ -223,26 +272,62 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{
-		"--kubeconfig=" + kubeconfig,
-		"--authentication-kubeconfig=" + kubeconfig,
-		"--authorization-kubeconfig=" + kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(cp.ports.controllerManager),
-		"--cert-dir=" + filepath.Join(cp.Dir, "kcm-serving"),
-		"--leader-elect=false",
-		"--controllers=" + strings.Join(kcmControllers, ","),
+	controllers := kcmControllers
+	if cp.cfg.Kubelets {
+		controllers = append(slices.Clone(controllers), kcmNodeControllers...)
+	}
+	args := append(cp.componentArgs(kubeconfig, cp.ports.controllerManager, "kcm-serving"),
+		"--controllers="+strings.Join(controllers, ","),
 		// Each controller uses its own service account, so the HPA
 		// controller reads custom metrics under its built-in RBAC.
 		"--use-service-account-credentials=true",
-		"--service-account-private-key-file=" + cp.saKey.KeyFile,
-		"--root-ca-file=" + cp.ca.certFile,
-	}
+		"--service-account-private-key-file="+cp.saKey.KeyFile,
+		"--root-ca-file="+cp.ca.certFile,
+	)
 	if cp.cfg.HPASyncPeriod > 0 {
 		args = append(args, "--horizontal-pod-autoscaler-sync-period="+cp.cfg.HPASyncPeriod.String())
 	}
 	_, err = cp.start(ctx, "kube-controller-manager", cp.bins.controllerManager,
 		cp.selfSignedClient(), loopbackURL("https", cp.ports.controllerManager)+"/healthz", args...)
+	return err
+}
+
+// startScheduler starts kube-scheduler with its own credentials
+// (system:kube-scheduler, bound by the bootstrap RBAC). Ready: GET
+// /healthz = 200.
+func (cp *ControlPlane) startScheduler(ctx context.Context) error {
+	kubeconfig, _, err := cp.clientKubeconfig("kube-scheduler", "system:kube-scheduler")
+	if err != nil {
+		return err
+	}
+	_, err = cp.start(ctx, "kube-scheduler", cp.bins.scheduler,
+		cp.selfSignedClient(), loopbackURL("https", cp.ports.scheduler)+"/healthz",
+		cp.componentArgs(kubeconfig, cp.ports.scheduler, "scheduler-serving")...)
+	return err
+}
+
+// componentArgs are the flags the controller manager and the scheduler
+// share: their credentials (for the API and for delegated authentication
+// and authorization), a self-signed serving certificate in the run
+// directory's certDir on the loopback port, and no leader election.
+func (cp *ControlPlane) componentArgs(kubeconfig string, port int, certDir string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(cp.Dir, certDir),
+		"--leader-elect=false",
+	}
+}
+
+// startCPUNode starts the node without GPUs that stays for the whole run.
+func (cp *ControlPlane) startCPUNode(ctx context.Context) error {
+	n, err := cp.startNode(ctx, NodeOptions{Name: CPUNodeName})
+	if n != nil {
+		cp.CPUNode = n
+	}
 	return err
 }
 
@@ -300,16 +385,28 @@ func (cp *ControlPlane) selfSignedClient() *http.Client {
 	return c
 }
 
-// stop stops the components in reverse order of their start.
-func (cp *ControlPlane) stop() {
+// stop stops the components in reverse order of their start, the
+// suite's node first. It returns what the node's stop reported.
+func (cp *ControlPlane) stop() error {
+	var err error
+	if cp.CPUNode != nil {
+		err = cp.CPUNode.Stop()
+	}
 	for _, p := range slices.Backward(cp.procs) {
 		p.Stop()
 	}
+	return err
 }
 
 // dumpLogs writes the tail of each component's log to w.
 func (cp *ControlPlane) dumpLogs(w io.Writer) {
-	for _, p := range cp.procs {
+	procs := slices.Clone(cp.procs)
+	if cp.CPUNode != nil {
+		cp.CPUNode.mu.Lock()
+		procs = append(procs, cp.CPUNode.procs...)
+		cp.CPUNode.mu.Unlock()
+	}
+	for _, p := range procs {
 		fmt.Fprintf(w, "---- last %d lines of %s (%s) ----\n%s\n", LogTailLines, p.Name, p.LogPath, p.Tail(LogTailLines))
 	}
 }

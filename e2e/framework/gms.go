@@ -18,9 +18,12 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/hack/deviceplugin/devices"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
 
@@ -66,12 +69,18 @@ func GMSBinary(t testing.TB) string {
 
 // GMSOptions says what StartGMS starts.
 type GMSOptions struct {
-	// GPUsPerNode has one entry per simulated GPU node: a fake kubelet and
-	// an agent with that many simulated GPUs reading it.
+	// GPUsPerNode has one entry per GPU node: a node with that many
+	// simulated GPUs and an agent reading them.
 	GPUsPerNode []int
-	// TimeSlices time-slices every GPU into that many replicas, so that up
-	// to that many pods share it (0: each GPU is held whole).
+	// MIG, when set, has one entry per node: the indexes of its GPUs in MIG
+	// mode (mixed strategy).
+	MIG [][]int
+	// TimeSlices time-slices every device into that many replicas, so
+	// that up to that many pods share it (0: each is held whole).
 	TimeSlices int
+	// RenameShared advertises time-sliced devices as "<name>.shared"
+	// (nvidia.com/gpu.shared), as NVIDIA's renameByDefault does.
+	RenameShared bool
 	// AgentsOnly starts no aggregator and registers none.
 	AgentsOnly bool
 	// AggregatorArgs are further aggregator flags (e.g. --delegate-to).
@@ -79,37 +88,50 @@ type GMSOptions struct {
 	// Unregistered starts the aggregator but leaves its registration as
 	// custom.metrics.k8s.io to the test.
 	Unregistered bool
+	// FakeKubelets replaces the nodes with in-process fake kubelets
+	// (podmap/fakekubelet) and the pod faker, which marks the namespace's
+	// pods Running and hands out GPUs itself: for the faults a real kubelet
+	// cannot be made to show (a pod-resources API that hangs or answers
+	// garbage). MIG and RenameShared do not apply.
+	FakeKubelets bool
 }
 
-// GMS is gpu-metrics-server deployed for one test: agents with simulated
-// GPUs, a pod faker that runs the test namespace's pods and gives each a
-// GPU, and the aggregator registered as custom.metrics.k8s.io.
+// GMS is gpu-metrics-server deployed for one test: GPU nodes, each a real
+// kubelet with the test device plugin and an agent with simulated GPUs
+// reading its pod-resources socket (or, with FakeKubelets, fake kubelets
+// and the pod faker), and the aggregator registered as
+// custom.metrics.k8s.io.
 type GMS struct {
 	t          testing.TB
 	cp         *ControlPlane
 	dir        string
 	Namespace  string
 	Nodes      []*GPUNode
-	Faker      *PodFaker
+	Faker      *PodFaker   // only with FakeKubelets
 	Aggregator *Aggregator // nil with AgentsOnly
 }
 
-// GPUNode is one simulated GPU node: a fake kubelet pod-resources socket
-// and the agent that reads it.
+// GPUNode is one GPU node and the agent that reads its kubelet.
 type GPUNode struct {
-	Name    string
+	Name string
+	// Node is the real node; nil with FakeKubelets.
+	Node *Node
+	// Kubelet is the fake kubelet; nil without FakeKubelets.
 	Kubelet *fakekubelet.Server
 	Agent   *Process
 	URL     string         // the agent's base URL
-	GPUs    map[int]string // index → UUID, as the agent's /metrics reports them
+	GPUs    map[int]string // index → UUID, as the agent's /metrics reports them (GPUs in MIG mode have none)
 }
 
-// StartGMS starts the project's processes for one test: one agent per
-// entry of opts.GPUsPerNode, each reading its own fake kubelet; a pod faker
-// that runs the pods of namespace and gives each a free GPU slot (nodes in
-// order, GPUs by index); and, unless opts.AgentsOnly, the aggregator
-// scraping the agents, registered as the custom.metrics.k8s.io
-// APIService (unless opts.Unregistered). Everything stops at the end of the test; on failure the
+// StartGMS starts the project's processes for one test: one GPU node per
+// entry of opts.GPUsPerNode (named <namespace>-gpu-<i>), each with an agent
+// in the node's mount namespace reading its kubelet's pod-resources socket,
+// and, unless opts.AgentsOnly, the aggregator scraping the agents,
+// registered as the custom.metrics.k8s.io APIService (unless
+// opts.Unregistered). The scheduler places
+// the test's pods and the kubelets allocate their devices. At the end of
+// the test the namespace's workloads are deleted (and their pods waited
+// for) while the nodes still run, then everything stops; on failure the
 // tail of each component's log is printed.
 func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions) *GMS {
 	t.Helper()
@@ -121,23 +143,30 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 		}
 	})
 
-	var slots []GPUSlot
-	var kubelets []PodResourcesSetter
-	for i, n := range opts.GPUsPerNode {
-		node := g.startNode(bin, i, n)
-		g.Nodes = append(g.Nodes, node)
-		kubelets = append(kubelets, node.Kubelet)
-		for _, idx := range slices.Sorted(maps.Keys(node.GPUs)) {
-			if opts.TimeSlices == 0 {
-				slots = append(slots, GPUSlot{Node: i, Index: idx, UUID: node.GPUs[idx]})
-				continue
-			}
-			for r := range opts.TimeSlices {
-				slots = append(slots, GPUSlot{Node: i, Index: idx, UUID: node.GPUs[idx], Replica: strconv.Itoa(r)})
-			}
+	if opts.FakeKubelets {
+		g.startFakeNodes(bin, opts)
+		if cp.cfg.Kubelets {
+			// The scheduler finds no node for the faked pods; they
+			// must not wait for the next test's nodes.
+			cp.DeleteWorkloadsAtEnd(t, namespace)
 		}
+	} else {
+		for i, gpus := range opts.GPUsPerNode {
+			no := NodeOptions{
+				Name:         fmt.Sprintf("%s-gpu-%d", namespace, i),
+				Labels:       map[string]string{GPUPresentLabel: "true"},
+				GPUs:         gpus,
+				TimeSlices:   opts.TimeSlices,
+				RenameShared: opts.RenameShared,
+			}
+			if i < len(opts.MIG) {
+				no.MIG = opts.MIG[i]
+			}
+			g.Nodes = append(g.Nodes, g.startNode(bin, cp.StartNode(t, no)))
+		}
+		// Registered after the nodes, so it runs before they stop.
+		cp.DeleteWorkloadsAtEnd(t, namespace)
 	}
-	g.Faker = StartPodFaker(t, cp.Client, namespace, kubelets, slots)
 	if opts.AgentsOnly {
 		return g
 	}
@@ -159,35 +188,90 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 	return g
 }
 
-// startNode starts a fake kubelet and an agent with gpus simulated GPUs,
-// and waits until the agent reports them all.
-func (g *GMS) startNode(bin string, i, gpus int) *GPUNode {
+// startNode starts the agent of a real node, in the node's mount
+// namespace (as the chart's DaemonSet pod would be), and waits until it
+// reports the node's GPUs: those the device plugin advertises.
+func (g *GMS) startNode(bin string, node *Node) *GPUNode {
 	t := g.t
 	t.Helper()
-	name := fmt.Sprintf("gpu-node-%d", i)
-	kubelet, err := fakekubelet.Start(filepath.Join(g.dir, name+".sock"))
-	if err != nil {
-		t.Fatalf("starting the fake kubelet of %s: %v", name, err)
+	o := node.opts
+	args := []string{"--sim-gpus=" + strconv.Itoa(o.GPUs), "--pod-resources-socket=" + PodResourcesSocket}
+	if len(o.MIG) > 0 {
+		args = append(args, "--sim-mig="+joinInts(o.MIG))
 	}
-	t.Cleanup(kubelet.Stop)
+	n := g.startAgent(bin, node.Name, "agent", node.Exec, o.GPUs-len(o.MIG), args...)
+	n.Node = node
+	// The agent and the device plugin must agree on the hardware.
+	want := map[int]string{}
+	for _, r := range node.Resources {
+		for _, d := range r.Devices {
+			if d.GPUInstance < 0 {
+				want[d.GPU] = d.UUID
+			}
+		}
+	}
+	if !maps.Equal(n.GPUs, want) {
+		t.Fatalf("%s: the agent reports GPUs %v, the device plugin advertises %v", node.Name, n.GPUs, want)
+	}
+	return n
+}
+
+// startFakeNodes starts, per entry of opts.GPUsPerNode, a fake kubelet and
+// an agent reading it, and the pod faker handing out their GPUs.
+func (g *GMS) startFakeNodes(bin string, opts GMSOptions) {
+	t := g.t
+	t.Helper()
+	var slots []GPUSlot
+	var kubelets []PodResourcesSetter
+	for i, gpus := range opts.GPUsPerNode {
+		name := fmt.Sprintf("gpu-node-%d", i)
+		kubelet, err := fakekubelet.Start(filepath.Join(g.dir, name+".sock"))
+		if err != nil {
+			t.Fatalf("starting the fake kubelet of %s: %v", name, err)
+		}
+		t.Cleanup(kubelet.Stop)
+		start := func(logName, bin string, args ...string) (*Process, error) {
+			return StartProcess(g.dir, logName, bin, args...)
+		}
+		node := g.startAgent(bin, name, "agent-"+name, start, gpus, "--sim-gpus="+strconv.Itoa(gpus), "--pod-resources-socket="+kubelet.Path())
+		node.Kubelet = kubelet
+		g.Nodes = append(g.Nodes, node)
+		kubelets = append(kubelets, kubelet)
+		for _, idx := range slices.Sorted(maps.Keys(node.GPUs)) {
+			if opts.TimeSlices == 0 {
+				slots = append(slots, GPUSlot{Node: i, Index: idx, UUID: node.GPUs[idx]})
+				continue
+			}
+			for r := range opts.TimeSlices {
+				slots = append(slots, GPUSlot{Node: i, Index: idx, UUID: node.GPUs[idx], Replica: strconv.Itoa(r)})
+			}
+		}
+	}
+	g.Faker = StartPodFaker(t, g.cp.Client, g.Namespace, kubelets, slots)
+}
+
+// startAgent starts an agent for node name through start (in the node's
+// namespace, or on the host), logging as logName, and waits until it
+// reports its gpus whole GPUs (those not in MIG mode).
+func (g *GMS) startAgent(bin, name, logName string, start func(logName, bin string, args ...string) (*Process, error), gpus int, args ...string) *GPUNode {
+	t := g.t
+	t.Helper()
 	ports, err := FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	agent, err := StartProcess(g.dir, "agent-"+name, bin, "agent",
+	agent, err := start(logName, bin, append([]string{"agent",
 		"--backend=sim",
-		"--sim-gpus="+strconv.Itoa(gpus),
-		"--node-name="+name,
-		"--web.listen-address="+addr,
-		"--pod-resources-socket="+kubelet.Path(),
+		"--node-name=" + name,
+		"--web.listen-address=" + addr,
 		"--pod-resources-interval=1s",
-	)
+	}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(agent.Stop)
-	node := &GPUNode{Name: name, Kubelet: kubelet, Agent: agent, URL: "http://" + addr}
+	node := &GPUNode{Name: name, Agent: agent, URL: "http://" + addr}
 	if err := WaitServing(t.Context(), agent, PlainHTTP, node.URL+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
@@ -274,9 +358,8 @@ type Series struct {
 	Value  float64
 }
 
-// ScrapeSeries reads an agent's /metrics and returns the samples of the
-// gauge name.
-func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error) {
+// ScrapeFamilies reads an agent's /metrics.
+func ScrapeFamilies(ctx context.Context, metricsURL string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return nil, err
@@ -294,6 +377,21 @@ func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error
 	if err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", metricsURL, err)
 	}
+	return families, nil
+}
+
+// ScrapeSeries reads an agent's /metrics and returns the samples of the
+// gauge name.
+func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error) {
+	families, err := ScrapeFamilies(ctx, metricsURL)
+	if err != nil {
+		return nil, err
+	}
+	return gaugeSeries(families, name), nil
+}
+
+// gaugeSeries returns the samples of the gauge name.
+func gaugeSeries(families map[string]*dto.MetricFamily, name string) []Series {
 	var out []Series
 	for _, m := range families[name].GetMetric() {
 		labels := map[string]string{}
@@ -302,7 +400,48 @@ func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error
 		}
 		out = append(out, Series{Labels: labels, Value: m.GetGauge().GetValue()})
 	}
-	return out, nil
+	return out
+}
+
+// AgentState is one scrape of an agent: its device series and what it
+// says of its own rounds.
+type AgentState struct {
+	// Series are the samples of the scraped gauge.
+	Series []Series
+	// Refreshes counts the pod-mapping refreshes that have called the
+	// kubelet, failed ones included; each publishes its mapping before
+	// the next one starts.
+	Refreshes uint64
+	// RefreshErrors counts the failed calls to the kubelet.
+	RefreshErrors float64
+	// KubeletUp is the last refresh's outcome.
+	KubeletUp bool
+	// Sampled is the start of the sampling round the series come from;
+	// the round attributed devices with the mapping current then.
+	Sampled time.Time
+}
+
+// ScrapeAgent reads an agent's /metrics: the gauge name and the agent's
+// own refresh and sampling counters.
+func ScrapeAgent(ctx context.Context, metricsURL, name string) (AgentState, error) {
+	families, err := ScrapeFamilies(ctx, metricsURL)
+	if err != nil {
+		return AgentState{}, err
+	}
+	st := AgentState{Series: gaugeSeries(families, name)}
+	for _, m := range families["gpu_metrics_server_pod_resources_refresh_duration_seconds"].GetMetric() {
+		st.Refreshes = m.GetHistogram().GetSampleCount()
+	}
+	for _, m := range families["gpu_metrics_server_pod_resources_refresh_errors_total"].GetMetric() {
+		st.RefreshErrors += m.GetCounter().GetValue()
+	}
+	for _, m := range families["gpu_metrics_server_pod_resources_up"].GetMetric() {
+		st.KubeletUp = m.GetGauge().GetValue() == 1
+	}
+	for _, m := range families["gpu_metrics_server_sample_timestamp_seconds"].GetMetric() {
+		st.Sampled = time.UnixMilli(int64(m.GetGauge().GetValue() * 1000))
+	}
+	return st, nil
 }
 
 // ScrapeGPUs returns an agent's GPUs (index → UUID) from its utilization
@@ -323,31 +462,120 @@ func ScrapeGPUs(ctx context.Context, metricsURL string) (map[int]string, error) 
 	return gpus, nil
 }
 
-// dumpLogs prints the tail of each component's log into the test log.
+// dumpLogs prints the tail of the aggregator's log, and of the agents'
+// of fake nodes, into the test log (a real node prints its own, agent
+// included).
 func (g *GMS) dumpLogs() {
 	var procs []*Process
 	if g.Aggregator != nil {
 		procs = append(procs, g.Aggregator.Process)
 	}
 	for _, n := range g.Nodes {
-		procs = append(procs, n.Agent)
+		if n.Node == nil {
+			procs = append(procs, n.Agent)
+		}
 	}
 	for _, p := range procs {
 		g.t.Logf("---- last %d lines of %s ----\n%s", LogTailLines, p.Name, p.Tail(LogTailLines))
 	}
 }
 
-// GPUOf waits until the pod faker has given pod a GPU and returns it.
+// GPUOf waits until pod holds a GPU and returns it: on real nodes the
+// device the kubelet's device manager allocated to it, as its
+// pod-resources API reports it, on the node the scheduler chose; with
+// FakeKubelets the one the faker gave it. A MIG instance is not a GPUSlot:
+// see Allocation.
 func (g *GMS) GPUOf(pod string) GPUSlot {
 	t := g.t
 	t.Helper()
 	var slot GPUSlot
-	WaitFor(t, 30*time.Second, "a GPU for pod "+pod, func(context.Context) (bool, string, error) {
-		s, ok := g.Faker.Assignment(pod)
-		slot = s
-		return ok, "unassigned", nil
+	WaitFor(t, 60*time.Second, "a GPU for pod "+pod, func(ctx context.Context) (bool, string, error) {
+		if g.Faker != nil {
+			s, ok := g.Faker.Assignment(pod)
+			slot = s
+			return ok, "unassigned", nil
+		}
+		a, state, err := g.allocation(ctx, pod)
+		if a == nil || err != nil {
+			return false, state, err
+		}
+		if len(a.Devices) != 1 || a.Devices[0].GPUInstance >= 0 {
+			return false, "", fmt.Errorf("pod %s holds %+v, not one whole GPU", pod, a.Devices)
+		}
+		d := a.Devices[0]
+		if g.Nodes[a.Node].GPUs[d.GPU] != d.UUID {
+			return false, "", fmt.Errorf("pod %s holds %s, which the agent of %s does not report as GPU %d (it reports %v)", pod, d.ID, a.NodeName, d.GPU, g.Nodes[a.Node].GPUs)
+		}
+		slot = GPUSlot{Node: a.Node, Index: d.GPU, UUID: d.UUID, Replica: d.Replica}
+		return true, "", nil
 	})
 	return slot
+}
+
+// Allocation is what a kubelet allocated to one pod.
+type Allocation struct {
+	// Node indexes GMS.Nodes; NodeName is its name.
+	Node     int
+	NodeName string
+	// Resource is the extended resource, Devices what the IDs stand for.
+	Resource string
+	Devices  []devices.Device
+}
+
+// Allocation waits until a kubelet has allocated devices to pod and
+// returns them, mapped to the node's hardware.
+func (g *GMS) Allocation(pod string) Allocation {
+	t := g.t
+	t.Helper()
+	var out Allocation
+	WaitFor(t, 60*time.Second, "devices for pod "+pod, func(ctx context.Context) (bool, string, error) {
+		a, state, err := g.allocation(ctx, pod)
+		if a != nil {
+			out = *a
+		}
+		return a != nil, state, err
+	})
+	return out
+}
+
+// allocation reads pod's devices from the pod-resources API of the node
+// it was scheduled to: nil (and the state) while it has none yet, an error
+// when they are not what the node advertises.
+func (g *GMS) allocation(ctx context.Context, pod string) (*Allocation, string, error) {
+	p, err := g.cp.Client.CoreV1().Pods(g.Namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	if p.Spec.NodeName == "" {
+		return nil, "not scheduled", nil
+	}
+	i := slices.IndexFunc(g.Nodes, func(n *GPUNode) bool { return n.Name == p.Spec.NodeName })
+	if i < 0 {
+		return nil, "", fmt.Errorf("pod %s was scheduled to %s, not one of this test's GPU nodes", pod, p.Spec.NodeName)
+	}
+	node := g.Nodes[i].Node
+	ids, err := node.DeviceIDs(ctx, g.Namespace, pod)
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Sprintf("on %s, no devices listed yet", node.Name), nil
+	}
+	if len(ids) > 1 {
+		return nil, "", fmt.Errorf("pod %s holds devices of several resources: %v", pod, ids)
+	}
+	a := &Allocation{Node: i, NodeName: node.Name}
+	for res, list := range ids {
+		a.Resource = res
+		for _, id := range list {
+			d, name, ok := devices.Find(node.Resources, id)
+			if !ok || name != res {
+				return nil, "", fmt.Errorf("pod %s holds %s under %s, which %s does not advertise", pod, id, res, node.Name)
+			}
+			a.Devices = append(a.Devices, d)
+		}
+	}
+	return a, "", nil
 }
 
 // SetUtilization sets the simulated utilization of one GPU (gpu is its
@@ -378,6 +606,14 @@ func (g *GMS) simSet(node int, q url.Values) time.Time {
 		t.Fatalf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return time.Now()
+}
+
+// SetInstanceUtilization sets the activity of MIG instance gi of GPU gpu
+// of node (percent of its graphics engine), and returns when the agent
+// accepted it.
+func (g *GMS) SetInstanceUtilization(node, gpu, gi, percent int) time.Time {
+	g.t.Helper()
+	return g.simSet(node, url.Values{"gpu": {strconv.Itoa(gpu)}, "gpu_i_id": {strconv.Itoa(gi)}, "utilization": {strconv.Itoa(percent)}})
 }
 
 // SetAllUtilization sets every simulated GPU of every node.

@@ -15,41 +15,61 @@ import (
 	"time"
 )
 
-// envHelm is the helm binary; unset, hack/build-helm.sh builds (or finds in
-// its cache) the pinned version.
+// envHelm is the helm binary (as for the chart tests); unset,
+// hack/build-helm.sh builds it or finds it in its cache.
 const envHelm = "HELM"
 
-var helmBinary struct {
-	once sync.Once
-	path string
-	err  error
+var helmBin = sync.OnceValues(func() (string, error) {
+	if p := os.Getenv(envHelm); p != "" {
+		return exec.LookPath(p)
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	var stdout bytes.Buffer
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "build-helm.sh"))
+	cmd.Stdout = &stdout
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("hack/build-helm.sh: %w (or set %s)", err, envHelm)
+	}
+	return strings.TrimSpace(stdout.String()), nil
+})
+
+// Helm runs helm as the cluster's admin and returns its stdout. Its cache,
+// configuration and data go to the run directory, not the home directory.
+func (cp *ControlPlane) Helm(ctx context.Context, args ...string) (string, error) {
+	bin, err := helmBin()
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + cp.Kubeconfig}, args...)...)
+	home := filepath.Join(cp.Dir, "helm")
+	cmd.Env = append(os.Environ(),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }
 
-// HelmBinary returns helm ($HELM, else hack/build-helm.sh's cached build).
-func HelmBinary(t testing.TB) string {
+// HelmT is Helm failing the test on error.
+func (cp *ControlPlane) HelmT(t testing.TB, args ...string) string {
 	t.Helper()
-	helmBinary.once.Do(func() {
-		if p := os.Getenv(envHelm); p != "" {
-			helmBinary.path = p
-			return
-		}
-		root, err := RepoRoot()
-		if err != nil {
-			helmBinary.err = err
-			return
-		}
-		out, err := exec.Command("bash", filepath.Join(root, "hack", "build-helm.sh")).Output()
-		if err != nil {
-			helmBinary.err = fmt.Errorf("hack/build-helm.sh: %w (set %s to a helm binary)", err, envHelm)
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		helmBinary.path = lines[len(lines)-1]
-	})
-	if helmBinary.err != nil {
-		t.Fatal(helmBinary.err)
+	out, err := cp.Helm(t.Context(), args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return helmBinary.path
+	return out
 }
 
 // ChartDir is the project's Helm chart.
@@ -60,26 +80,4 @@ func ChartDir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(root, "deploy", "helm", "gpu-metrics-server")
-}
-
-// Helm runs helm as the admin against the cluster, with its own
-// configuration and cache directories under dir, and returns its stdout;
-// the error holds its stderr.
-func (cp *ControlPlane) Helm(ctx context.Context, t testing.TB, dir string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, HelmBinary(t), args...)
-	cmd.Env = append(os.Environ(),
-		"KUBECONFIG="+cp.Kubeconfig,
-		"HELM_CONFIG_HOME="+filepath.Join(dir, "helm-config"),
-		"HELM_CACHE_HOME="+filepath.Join(dir, "helm-cache"),
-		"HELM_DATA_HOME="+filepath.Join(dir, "helm-data"),
-	)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -53,7 +55,8 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, stdin []byte, args ...strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + cp.Kubeconfig}, args...)...)
+	// The discovery cache goes to the run directory, not ~/.kube.
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + cp.Kubeconfig, "--cache-dir=" + filepath.Join(cp.Dir, "kubectl-cache")}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
@@ -76,6 +79,17 @@ func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
 	if err != nil {
 		t.Fatalf("creating a namespace: %v", err)
 	}
+	if cp.cfg.Kubelets {
+		// Deleted at the end (by the namespace controller, not waited
+		// for): nothing of a test outlives it.
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := cp.Client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("deleting namespace %s: %v", ns.Name, err)
+			}
+		})
+	}
 	WaitFor(t, 60*time.Second, "the default service account of "+ns.Name, func(ctx context.Context) (bool, string, error) {
 		_, err := cp.Client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -86,9 +100,51 @@ func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
 	return ns.Name
 }
 
-// GPUDeployment is a workload whose pods each request one GPU. Its pods are
-// labelled app=<name>.
+// DeleteWorkloadsAtEnd deletes, at the end of the test, the Deployments,
+// DaemonSets and HPAs of namespace and waits until its pods are gone: the kubelets
+// stop them (a test node must still run then: register it after the
+// node's start). Nothing of the test then holds a device or waits for one
+// when the next test's nodes come.
+func (cp *ControlPlane) DeleteWorkloadsAtEnd(t testing.TB, namespace string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		background := metav1.DeletePropagationBackground
+		if err := cp.Client.AutoscalingV2().HorizontalPodAutoscalers(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Errorf("deleting the HPAs of %s: %v", namespace, err)
+		}
+		if err := cp.Client.AppsV1().Deployments(namespace).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
+			t.Errorf("deleting the Deployments of %s: %v", namespace, err)
+		}
+		if err := cp.Client.AppsV1().DaemonSets(namespace).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
+			t.Errorf("deleting the DaemonSets of %s: %v", namespace, err)
+		}
+		if err := waitUntil(ctx, 90*time.Second, "the pods of "+namespace+" to be gone", func(ctx context.Context) (bool, string, error) {
+			pods, err := cp.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			var left []string
+			for _, p := range pods.Items {
+				left = append(left, p.Name+" on "+p.Spec.NodeName)
+			}
+			return len(left) == 0, fmt.Sprintf("pods %v", left), nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// GPUDeployment is a workload whose pods each request one GPU
+// (nvidia.com/gpu). Its pods are labelled app=<name>.
 func GPUDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
+	return DeviceDeployment(namespace, name, replicas, GPUResource)
+}
+
+// DeviceDeployment is a workload whose pods each request one device of
+// the extended resource. Its pods are labelled app=<name>.
+func DeviceDeployment(namespace, name string, replicas int32, resourceName string) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
@@ -100,10 +156,10 @@ func GPUDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
 				Spec: corev1.PodSpec{
 					Containers: []corev1.Container{{
 						Name: WorkloadContainer,
-						// Never pulled: no kubelet runs in the e2e cluster.
+						// Never pulled: the nodes' container runtime is a fake.
 						Image: "registry.invalid/gpu-workload:e2e",
 						Resources: corev1.ResourceRequirements{
-							Limits: corev1.ResourceList{GPUResource: resource.MustParse("1")},
+							Limits: corev1.ResourceList{corev1.ResourceName(resourceName): resource.MustParse("1")},
 						},
 					}},
 				},
@@ -138,6 +194,15 @@ func (cp *ControlPlane) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 	t.Helper()
 	if _, err := cp.Client.AppsV1().Deployments(d.Namespace).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating Deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
+}
+
+// ScaleDeployment sets the Deployment's replicas.
+func (cp *ControlPlane) ScaleDeployment(t testing.TB, namespace, name string, replicas int32) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
+	if _, err := cp.Client.AppsV1().Deployments(namespace).Patch(t.Context(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("scaling Deployment %s/%s to %d: %v", namespace, name, replicas, err)
 	}
 }
 

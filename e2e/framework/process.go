@@ -15,10 +15,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 const (
@@ -44,6 +47,9 @@ type Process struct {
 	done    chan struct{} // closed once the process has been reaped
 	waitErr error         // valid after done is closed
 	stopMu  sync.Mutex
+	// stopping is set once Stop was called: the process's end is then
+	// expected.
+	stopping atomic.Bool
 }
 
 // running holds every started process so that a signal or the end of
@@ -54,11 +60,13 @@ var running = struct {
 }{procs: map[*Process]struct{}{}}
 
 // StartProcess starts bin with args in a new process group, logging to
-// logDir/<name>.log. The process gets SIGKILL if the test binary dies first
+// (the end of) logDir/<name>.log. The process gets SIGKILL if the test binary dies first
 // (Pdeathsig), so even a crashed run leaves nothing behind.
 func StartProcess(logDir, name, bin string, args ...string) (*Process, error) {
 	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// Appended to: a component started again (a restarted kubelet) keeps
+	// its earlier log.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating the %s log: %w", name, err)
 	}
@@ -103,6 +111,7 @@ func (p *Process) Exited() (bool, error) {
 // Stop sends SIGTERM to the process group, then SIGKILL after stopGrace,
 // and waits for the process to be reaped. Safe to call more than once.
 func (p *Process) Stop() {
+	p.stopping.Store(true)
 	p.stopMu.Lock()
 	defer p.stopMu.Unlock()
 	if done, _ := p.Exited(); done {
@@ -119,6 +128,11 @@ func (p *Process) Stop() {
 	// Reap any straggler of the group (none of the components forks, but a
 	// wrapper script might).
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// stopped reports whether Stop was called.
+func (p *Process) stopped() bool {
+	return p.stopping.Load()
 }
 
 // Tail returns the last n lines of the process's log.
@@ -174,6 +188,14 @@ func WaitServing(ctx context.Context, p *Process, client *http.Client, url strin
 	if err != nil && wait.Interrupted(err) {
 		return fmt.Errorf("%s not serving %s after %v: %v; last log lines:\n%s", p.Name, url, startTimeout, lastErr, p.Tail(LogTailLines))
 	}
+	return err
+}
+
+// waitUntil is WaitFor for the steps that run outside a test (the control
+// plane's, the nodes' stops): it returns an error naming what it waited
+// for and the last state cond described.
+func waitUntil(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) error {
+	_, err := testutil.Poll(ctx, PollInterval, timeout, what, cond)
 	return err
 }
 

@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -37,9 +38,21 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx con
 // not load the machine it waits on.
 func WaitForEvery(t testing.TB, interval, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) time.Time {
 	t.Helper()
+	at, err := Poll(t.Context(), interval, timeout, what, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// Poll is WaitForEvery for code that has no test to fail (a suite's
+// set-up, a cleanup after the test's context ended): it returns the time
+// at which cond first held, or an error naming what it waited for and the
+// last state cond described.
+func Poll(ctx context.Context, interval, timeout time.Duration, what string, cond func(ctx context.Context) (done bool, state string, err error)) (time.Time, error) {
 	state := "(not evaluated)"
 	var at time.Time
-	err := wait.PollUntilContextTimeout(t.Context(), interval, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		done, s, err := cond(ctx)
 		if s != "" {
 			state = s
@@ -51,11 +64,10 @@ func WaitForEvery(t testing.TB, interval, timeout time.Duration, what string, co
 	})
 	switch {
 	case err == nil:
-		return at
+		return at, nil
 	case wait.Interrupted(err):
-		t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
+		return at, fmt.Errorf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
 	default:
-		t.Fatalf("waiting for %s: %v", what, err)
+		return at, fmt.Errorf("waiting for %s: %w", what, err)
 	}
-	return at
 }
