@@ -30,7 +30,8 @@ const (
 	// (whitespace separated, e.g. "--scrape-timeout=200ms").
 	envFleetAggregatorArgs = "BENCH_FLEET_AGGREGATOR_ARGS"
 	// envProfile, set with BENCH_OUT, saves a CPU profile of the
-	// aggregator per fleet size, taken during the measurement window.
+	// aggregator per fleet size, taken during the measurement window, and
+	// a heap profile at its end.
 	envProfile = "BENCH_PROFILE"
 )
 
@@ -52,6 +53,10 @@ type fleetResult struct {
 	// bounds) of the aggregator's own time for the queries of the
 	// last latency run: the provider's, and its API server's in all.
 	ProviderP99, ServerP99 string
+	// Load is the machine's 1-minute load average at the start of the
+	// size's measurement and at its end: the figures are only comparable
+	// between quiet runs.
+	Load [2]float64
 }
 
 // fits reports whether the aggregator kept up: every round within the
@@ -126,6 +131,7 @@ func TestFleetScale(t *testing.T) {
 			time.Sleep(2 * defaultWindow / 3)
 
 			r := fleetResult{Nodes: nodes, Args: strings.Join(extraArgs, " ")}
+			r.Load[0] = loadAverage()
 			before, err := readAggregatorStats(t.Context(), p.metricsURL)
 			if err != nil {
 				t.Fatal(err)
@@ -149,6 +155,11 @@ func TestFleetScale(t *testing.T) {
 			time.Sleep(window)
 			if err := <-profiled; err != nil {
 				t.Errorf("CPU profile: %v", err)
+			}
+			if out := os.Getenv(envOut); out != "" && os.Getenv(envProfile) != "" {
+				if err := fetchDebug(t.Context(), p.metricsURL, "/debug/pprof/heap", time.Minute, filepath.Join(out, fmt.Sprintf("fleet-%d.heap.pprof", nodes))); err != nil {
+					t.Errorf("heap profile: %v", err)
+				}
 			}
 			after, err := readAggregatorStats(t.Context(), p.metricsURL)
 			if err != nil {
@@ -201,6 +212,7 @@ func TestFleetScale(t *testing.T) {
 				r.ProviderP99 = fmtBound(after.provider.quantileSince(before.provider, 0.99))
 				r.ServerP99 = fmtBound(after.server.quantileSince(before.server, 0.99))
 			}
+			r.Load[1] = loadAverage()
 			t.Logf("measured: %d nodes: %+v", nodes, r)
 			results = append(results, r)
 		})
@@ -219,8 +231,8 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "# Fleet scale: one aggregator %s (scrape %v, window %v)\n\n", args, defaultScrapeInterval, defaultWindow)
 	fmt.Fprintf(&b, "Each size measured over %v after warm-up; every GPU held by a pod; fleetsim on the same 2 cores. Run took %v.\n\n", window, took.Round(time.Second))
-	b.WriteString("| nodes (GPUs) | rounds / expected | mean round | scrape errors | samples stored/s | aggregator RSS (anon), MiB | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| nodes (GPUs) | rounds / expected | mean round | scrape errors | samples stored/s | aggregator RSS (anon), MiB | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval | load average (start / end) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	largest := 0
 	for _, r := range results {
 		lat := []string{"—", "—"}
@@ -229,11 +241,11 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 				lat[i] = fmt.Sprintf("%d: %s", l.Pods, fmtLatency(l))
 			}
 		}
-		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f | %.0f | %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f | %.0f | %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %.1f / %.1f |\n",
 			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.StoredPerSecond,
 			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.Aggregator.RSSMiB/float64(r.Nodes),
 			r.Aggregator.Millicores, r.Aggregator.Millicores/float64(r.Nodes), r.Fleet.Millicores,
-			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), map[bool]string{true: "yes", false: "no"}[r.fits()])
+			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), map[bool]string{true: "yes", false: "no"}[r.fits()], r.Load[0], r.Load[1])
 		if r.fits() && r.Nodes > largest {
 			largest = r.Nodes
 		}
@@ -279,6 +291,20 @@ func fetchDebug(ctx context.Context, metricsURL, path string, timeout time.Durat
 		return err
 	}
 	return f.Close()
+}
+
+// loadAverage returns the machine's 1-minute load average, or NaN when
+// /proc/loadavg cannot be read.
+func loadAverage() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return math.NaN()
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(data) + " x")[0], 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return f
 }
 
 // fmtBound prints a histogram bucket bound in seconds as a duration.
