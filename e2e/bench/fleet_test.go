@@ -42,8 +42,17 @@ type fleetResult struct {
 	Args string
 	// Rounds completed in the window, and how many the interval allows.
 	Rounds, Expected float64
-	RoundMean        time.Duration
-	ScrapeErrors     float64
+	// RoundMean is the mean over the rounds of the slowest scrape's time
+	// from its start slot to its end (before the spread rounds: the mean
+	// round duration).
+	RoundMean    time.Duration
+	ScrapeErrors float64
+	// Skipped counts the scrapes not started because the target's
+	// previous one still ran.
+	Skipped float64
+	// HeapMiB, StackMiB and Goroutines are the aggregator's Go heap in
+	// use, goroutine stacks and goroutines at the end of the window.
+	HeapMiB, StackMiB, Goroutines float64
 	StoredPerSecond  float64
 	StorePods        float64
 	Aggregator       footprint
@@ -62,7 +71,7 @@ type fleetResult struct {
 // fits reports whether the aggregator kept up: every round within the
 // interval, no scrape failed, and no round skipped.
 func (r fleetResult) fits() bool {
-	return r.RoundMean <= defaultScrapeInterval && r.ScrapeErrors == 0 && r.Rounds >= 0.9*r.Expected
+	return r.RoundMean <= defaultScrapeInterval && r.ScrapeErrors == 0 && r.Skipped == 0 && r.Rounds >= 0.9*r.Expected
 }
 
 // TestFleetScale runs our aggregator, at its defaults, against fleets of
@@ -177,6 +186,8 @@ func TestFleetScale(t *testing.T) {
 				r.RoundMean = time.Duration((after.roundSeconds - before.roundSeconds) / r.Rounds * float64(time.Second))
 			}
 			r.ScrapeErrors = after.errors - before.errors
+			r.Skipped = after.skipped - before.skipped
+			r.HeapMiB, r.StackMiB, r.Goroutines = after.heapMiB, after.stackMiB, after.goroutines
 			r.StoredPerSecond = (after.stored - before.stored) / r.Aggregator.Window.Seconds()
 			r.StorePods = after.storePods
 			for _, rate := range []float64{20, 100} {
@@ -231,8 +242,8 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "# Fleet scale: one aggregator %s (scrape %v, window %v)\n\n", args, defaultScrapeInterval, defaultWindow)
 	fmt.Fprintf(&b, "Each size measured over %v after warm-up; every GPU held by a pod; fleetsim on the same 2 cores. Run took %v.\n\n", window, took.Round(time.Second))
-	b.WriteString("| nodes (GPUs) | rounds / expected | mean round | scrape errors | samples stored/s | aggregator RSS (anon), MiB | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval | load average (start / end) |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| nodes (GPUs) | rounds / expected | mean round lag | scrape errors / skipped | samples stored/s | aggregator RSS (anon), MiB | Go heap / stacks, MiB (goroutines) | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval | load average (start / end) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	largest := 0
 	for _, r := range results {
 		lat := []string{"—", "—"}
@@ -241,9 +252,9 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 				lat[i] = fmt.Sprintf("%d: %s", l.Pods, fmtLatency(l))
 			}
 		}
-		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f | %.0f | %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %.1f / %.1f |\n",
-			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.StoredPerSecond,
-			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.Aggregator.RSSMiB/float64(r.Nodes),
+		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f / %.0f | %.0f | %.0f (%.0f) | %.0f / %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %.1f / %.1f |\n",
+			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.Skipped, r.StoredPerSecond,
+			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.HeapMiB, r.StackMiB, r.Goroutines, r.Aggregator.RSSMiB/float64(r.Nodes),
 			r.Aggregator.Millicores, r.Aggregator.Millicores/float64(r.Nodes), r.Fleet.Millicores,
 			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), map[bool]string{true: "yes", false: "no"}[r.fits()], r.Load[0], r.Load[1])
 		if r.fits() && r.Nodes > largest {
