@@ -53,11 +53,11 @@ type fleetResult struct {
 	// HeapMiB, StackMiB and Goroutines are the aggregator's Go heap in
 	// use, goroutine stacks and goroutines at the end of the window.
 	HeapMiB, StackMiB, Goroutines float64
-	StoredPerSecond  float64
-	StorePods        float64
-	Aggregator       footprint
-	Fleet            footprint
-	Latency          []latency
+	StoredPerSecond               float64
+	StorePods                     float64
+	Aggregator                    footprint
+	Fleet                         footprint
+	Latency                       []latency
 	// ProviderP99 and ServerP99 are the 99th percentiles (histogram bucket
 	// bounds) of the aggregator's own time for the queries of the
 	// last latency run: the provider's, and its API server's in all.

@@ -153,9 +153,9 @@ type aggregatorStats struct {
 	// heapMiB, stackMiB and goroutines are the Go runtime's heap in use,
 	// goroutine stacks and goroutine count.
 	heapMiB, stackMiB, goroutines float64
-	targets              float64
-	stored, duplicate    float64
-	storePods            float64
+	targets                       float64
+	stored, duplicate             float64
+	storePods                     float64
 	// provider is the provider's time to answer selector queries;
 	// server the whole request inside the aggregator's API server
 	// (authentication, authorization, provider, encoding). Cumulative
