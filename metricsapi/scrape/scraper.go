@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -73,7 +69,7 @@ func (c Config) Validate() error {
 // round (and counted), so that it never has two scrapes at once.
 type Scraper struct {
 	cfg     Config
-	client  *http.Client
+	client  *client
 	targets TargetSource
 	sink    Appender
 	metrics *metrics
@@ -98,6 +94,9 @@ type targetState struct {
 	// failing is whether the last scrape failed, to log state changes
 	// rather than every failure.
 	failing bool
+
+	// ep is the target's URL and kept connection.
+	ep endpoint
 }
 
 // worker is the reusable memory of one scrape: body buffer and parser.
@@ -111,13 +110,13 @@ func New(cfg Config, targets TargetSource, sink Appender) (*Scraper, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rt, err := newTransport(cfg)
+	c, err := newClient(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Scraper{
 		cfg:     cfg,
-		client:  &http.Client{Transport: rt},
+		client:  c,
 		targets: targets,
 		sink:    sink,
 		metrics: newMetrics(),
@@ -125,41 +124,6 @@ func New(cfg Config, targets TargetSource, sink Appender) (*Scraper, error) {
 	}
 	s.workers.New = func() any { return &worker{parser: NewParser()} }
 	return s, nil
-}
-
-// newTransport builds a keep-alive transport (connections are reused from
-// round to round: no TLS handshake per scrape) without compression (on a
-// cluster network gunzip costs more CPU than the bytes it saves).
-func newTransport(cfg Config) (http.RoundTripper, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificate found", cfg.CAFile)
-		}
-		tlsConfig.RootCAs = pool
-	}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		DisableCompression:    true,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       max(90*time.Second, 3*cfg.Interval),
-	}
-	if cfg.BearerTokenFile == "" {
-		return tr, nil
-	}
-	tok := &fileToken{path: cfg.BearerTokenFile}
-	if _, err := tok.get(); err != nil {
-		return nil, fmt.Errorf("bearer token file: %w", err)
-	}
-	return &bearerOverTLS{token: tok, next: tr}, nil
 }
 
 // fileToken reads a bearer token file, again at most once a minute, so that
@@ -195,26 +159,6 @@ func (f *fileToken) get() (string, error) {
 		return f.token, nil
 	}
 	return "", err
-}
-
-// bearerOverTLS adds the bearer token to https requests only, so that a
-// token never travels in clear text.
-type bearerOverTLS struct {
-	token *fileToken
-	next  http.RoundTripper
-}
-
-func (b *bearerOverTLS) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" {
-		return b.next.RoundTrip(req)
-	}
-	tok, err := b.token.get()
-	if err != nil {
-		return nil, err
-	}
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+tok)
-	return b.next.RoundTrip(req)
 }
 
 // HasSynced reports whether one full round has finished: the readiness
@@ -285,7 +229,7 @@ func (s *Scraper) startRound(ctx context.Context) <-chan struct{} {
 		t := targets[i]
 		ran[i] = true
 		wg.Go(func() {
-			err := s.scrapeOne(ctx, t)
+			err := s.scrapeOne(ctx, t, st)
 			lag[i] = time.Since(due)
 			s.settle(t, st, err)
 		})
@@ -329,6 +273,7 @@ func (s *Scraper) track(targets []Target) []*targetState {
 			continue
 		}
 		st.forgotten.Store(true)
+		st.ep.close()
 		if !st.busy.Load() {
 			s.metrics.forget(name)
 		}
@@ -418,42 +363,22 @@ func isTimeout(err error) bool {
 
 // scrapeOne fetches, parses and stores one target, and records its
 // duration and any error.
-func (s *Scraper) scrapeOne(ctx context.Context, t Target) error {
+func (s *Scraper) scrapeOne(ctx context.Context, t Target, st *targetState) error {
 	start := time.Now()
-	err := s.fetch(ctx, t)
+	err := s.fetch(ctx, t, st)
 	s.metrics.scraped(t.Name, time.Since(start), err)
 	return err
 }
 
-func (s *Scraper) fetch(ctx context.Context, t Target) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
-	if err != nil {
+func (s *Scraper) fetch(ctx context.Context, t Target, st *targetState) error {
+	if err := st.ep.prepare(t.URL); err != nil {
 		return fail(reasonConnect, err)
-	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fail(reasonConnect, err)
-	}
-	defer func() {
-		// Drain what is left (bounded) so that the connection is reused.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		_ = resp.Body.Close()
-	}()
-	if resp.StatusCode != http.StatusOK {
-		return fail(reasonStatus, fmt.Errorf("HTTP %s", resp.Status))
 	}
 	w := s.workers.Get().(*worker)
 	defer s.workers.Put(w)
 	w.buf.Reset()
-	n, err := w.buf.ReadFrom(io.LimitReader(resp.Body, s.cfg.MaxBodyBytes+1))
-	if err != nil {
-		return fail(reasonRead, err)
-	}
-	if n > s.cfg.MaxBodyBytes {
-		return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", s.cfg.MaxBodyBytes))
+	if err := s.client.get(ctx, &st.ep, &w.buf, s.cfg.MaxBodyBytes); err != nil {
+		return err
 	}
 	at := time.Now()
 	samples, stats, err := w.parser.Parse(w.buf.Bytes(), at)
