@@ -20,8 +20,9 @@ import (
 // objects next to the pods' with the same windows, sweep and queries.
 type objects struct {
 	shards [numShards]shard
-	held   atomic.Int64 // objects with at least one series
-	series atomic.Int64 // (object, device) series
+	held   atomic.Int64  // objects with at least one series
+	series atomic.Int64  // (object, device) series
+	added  atomic.Uint64 // objects that started holding a series, ever
 }
 
 // numShards splits the index so that adding an object copies a small map.
@@ -182,8 +183,11 @@ func (o *objects) update(key objectKey, samples []Sample, now, window, staleAfte
 		if next != cur {
 			e.view.Store(next)
 			o.series.Add(int64(newSeries))
-			if cur == nil || len(cur.devices) == 0 {
+			if cur == nil {
 				o.held.Add(1)
+				// After the view: a reader that sees the new count sees
+				// the object (see Store.Changed).
+				o.added.Add(1)
 			}
 		}
 		e.mu.Unlock()
