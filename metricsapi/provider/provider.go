@@ -72,8 +72,8 @@ var _ cmprovider.CustomMetricsProvider = (*Provider)(nil)
 // New returns a Provider of src's values, resolving selectors with pods.
 func New(src MetricsSource, pods PodLister) *Provider {
 	return &Provider{
-		src:   src,
-		pods:  pods,
+		src:       src,
+		pods:      pods,
 		now:       time.Now,
 		query:     newQueryDuration(),
 		freshness: cmmetrics.NewFreshnessObserver(custom_metrics.GroupName),
