@@ -2,7 +2,6 @@ package scrape
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -182,15 +181,14 @@ func (c *client) dial(ctx context.Context, e *endpoint) (net.Conn, error) {
 	return tc, nil
 }
 
-// errBodyTooLarge marks a body over the limit.
-var errBodyTooLarge = errors.New("body too large")
-
-// get fetches the endpoint's exposition into buf (at most limit bytes),
-// within the client's timeout and ctx, on the kept connection if there is
-// one: a kept connection the target closed meanwhile is replaced once.
-// The connection is kept for the next scrape when the response ended
-// cleanly.
-func (c *client) get(ctx context.Context, e *endpoint, buf *bytes.Buffer, limit int64) error {
+// get fetches the endpoint's exposition within the client's timeout and
+// ctx, on the kept connection if there is one (a kept connection the
+// target closed meanwhile is replaced once), and hands the body of a 200
+// answer to read with its declared length (-1: unknown) once the headers
+// are in: a scrape waiting for a slow target holds no body buffer. read
+// must read the body to its end or fail. The connection is kept for the
+// next scrape when the response ended cleanly.
+func (c *client) get(ctx context.Context, e *endpoint, read func(body io.Reader, length int64) error) error {
 	req, err := c.request(e)
 	if err != nil {
 		return fail(reasonConnect, err)
@@ -206,21 +204,17 @@ func (c *client) get(ctx context.Context, e *endpoint, buf *bytes.Buffer, limit 
 				return fail(reasonConnect, err)
 			}
 		}
-		retry, err := c.exchange(ctx, conn, deadline, req, buf, limit, e)
-		if err == nil {
-			return nil
-		}
-		if !(retry && reused && attempt == 0) {
+		retry, err := c.exchange(ctx, conn, deadline, req, e, read)
+		if err == nil || !(retry && reused && attempt == 0) {
 			return err
 		}
-		buf.Reset()
 	}
 }
 
-// exchange sends req on conn and reads the response into buf. It reports
-// whether the failure is one a fresh connection may not have: the target
-// closed the kept connection before answering.
-func (c *client) exchange(ctx context.Context, conn net.Conn, deadline time.Time, req []byte, buf *bytes.Buffer, limit int64, e *endpoint) (retry bool, err error) {
+// exchange sends req on conn and hands the response's body to read. It
+// reports whether the failure is one a fresh connection may not have: the
+// target closed the kept connection before answering.
+func (c *client) exchange(ctx context.Context, conn net.Conn, deadline time.Time, req []byte, e *endpoint, read func(io.Reader, int64) error) (retry bool, err error) {
 	keep := false
 	_ = conn.SetDeadline(deadline)
 	// Cancelling ctx (the round's end) interrupts a blocked read or write.
@@ -244,24 +238,12 @@ func (c *client) exchange(ctx context.Context, conn net.Conn, deadline time.Time
 	if err != nil {
 		return closedByPeer(err), fail(reasonConnect, err)
 	}
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		_ = resp.Body.Close()
 		return false, fail(reasonStatus, fmt.Errorf("HTTP %s", resp.Status))
 	}
-	if resp.ContentLength > limit {
-		_ = resp.Body.Close()
-		return false, fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
-	}
-	if resp.ContentLength > 0 {
-		buf.Grow(int(resp.ContentLength))
-	}
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
-	_ = resp.Body.Close()
-	if err != nil {
-		return false, fail(reasonRead, err)
-	}
-	if n > limit {
-		return false, fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
+	if err := read(resp.Body, resp.ContentLength); err != nil {
+		return false, err
 	}
 	// The body was read to its end: the connection is reusable unless
 	// the target said otherwise or sent more than one response.

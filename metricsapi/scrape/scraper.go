@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -97,6 +98,9 @@ type targetState struct {
 
 	// ep is the target's URL and kept connection.
 	ep endpoint
+	// lastSize is the size of the target's last body: the buffer a body
+	// of unknown length is read into starts at it.
+	lastSize atomic.Int64
 }
 
 // worker is the reusable memory of one scrape: body buffer and parser.
@@ -374,23 +378,40 @@ func (s *Scraper) fetch(ctx context.Context, t Target, st *targetState) error {
 	if err := st.ep.prepare(t.URL); err != nil {
 		return fail(reasonConnect, err)
 	}
-	w := s.workers.Get().(*worker)
-	defer s.workers.Put(w)
-	w.buf.Reset()
-	if err := s.client.get(ctx, &st.ep, &w.buf, s.cfg.MaxBodyBytes); err != nil {
-		return err
-	}
-	at := time.Now()
-	samples, stats, err := w.parser.Parse(w.buf.Bytes(), at)
-	if err != nil {
-		return fail(reasonParse, err)
-	}
-	if stats.Invalid > 0 {
-		klog.V(2).InfoS("Skipped invalid series", "target", t.Name, "count", stats.Invalid)
-	}
-	if _, err := s.sink.Append(t.Name, at, samples); err != nil {
-		return fail(reasonStore, err)
-	}
-	s.metrics.parsed(t.Name, stats)
-	return nil
+	return s.client.get(ctx, &st.ep, func(body io.Reader, length int64) error {
+		limit := s.cfg.MaxBodyBytes
+		if length > limit {
+			return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
+		}
+		w := s.workers.Get().(*worker)
+		defer s.workers.Put(w)
+		w.buf.Reset()
+		// Room for the whole body at once (its declared length, or the
+		// last one's and some): no doubling past it.
+		if length < 0 {
+			length = st.lastSize.Load() + 4096
+		}
+		w.buf.Grow(int(min(length, limit)) + bytes.MinRead)
+		n, err := w.buf.ReadFrom(io.LimitReader(body, limit+1))
+		if err != nil {
+			return fail(reasonRead, err)
+		}
+		if n > limit {
+			return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
+		}
+		st.lastSize.Store(n)
+		at := time.Now()
+		samples, stats, err := w.parser.Parse(w.buf.Bytes(), at)
+		if err != nil {
+			return fail(reasonParse, err)
+		}
+		if stats.Invalid > 0 {
+			klog.V(2).InfoS("Skipped invalid series", "target", t.Name, "count", stats.Invalid)
+		}
+		if _, err := s.sink.Append(t.Name, at, samples); err != nil {
+			return fail(reasonStore, err)
+		}
+		s.metrics.parsed(t.Name, stats)
+		return nil
+	})
 }
