@@ -62,6 +62,10 @@ type fleetResult struct {
 	// bounds) of the aggregator's own time for the queries of the
 	// last latency run: the provider's, and its API server's in all.
 	ProviderP99, ServerP99 string
+	// AnswerHits is, per latency run (20/s, then 100/s), the share of its
+	// selector queries answered from a kept encoded answer as it was (the
+	// rest were rebuilt: first asked, or a pod changed since).
+	AnswerHits []float64
 	// Load is the machine's 1-minute load average at the start of the
 	// size's measurement and at its end: the figures are only comparable
 	// between quiet runs.
@@ -220,6 +224,11 @@ func TestFleetScale(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if n := (after.hits - before.hits) + (after.rebuilt - before.rebuilt); n > 0 {
+					r.AnswerHits = append(r.AnswerHits, (after.hits-before.hits)/n)
+				} else {
+					r.AnswerHits = append(r.AnswerHits, math.NaN())
+				}
 				r.ProviderP99 = fmtBound(after.provider.quantileSince(before.provider, 0.99))
 				r.ServerP99 = fmtBound(after.server.quantileSince(before.server, 0.99))
 			}
@@ -242,8 +251,8 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "# Fleet scale: one aggregator %s (scrape %v, window %v)\n\n", args, defaultScrapeInterval, defaultWindow)
 	fmt.Fprintf(&b, "Each size measured over %v after warm-up; every GPU held by a pod; fleetsim on the same 2 cores. Run took %v.\n\n", window, took.Round(time.Second))
-	b.WriteString("| nodes (GPUs) | rounds / expected | mean round lag | scrape errors / skipped | samples stored/s | aggregator RSS (anon), MiB | Go heap / stacks, MiB (goroutines) | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval | load average (start / end) |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| nodes (GPUs) | rounds / expected | mean round lag | scrape errors / skipped | samples stored/s | aggregator RSS (anon), MiB | Go heap / stacks, MiB (goroutines) | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | answers kept hit, at 20/s / 100/s | within the interval | load average (start / end) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	largest := 0
 	for _, r := range results {
 		lat := []string{"—", "—"}
@@ -252,11 +261,11 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 				lat[i] = fmt.Sprintf("%d: %s", l.Pods, fmtLatency(l))
 			}
 		}
-		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f / %.0f | %.0f | %.0f (%.0f) | %.0f / %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %.1f / %.1f |\n",
+		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f / %.0f | %.0f | %.0f (%.0f) | %.0f / %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %s | %.1f / %.1f |\n",
 			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.Skipped, r.StoredPerSecond,
 			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.HeapMiB, r.StackMiB, r.Goroutines, r.Aggregator.RSSMiB/float64(r.Nodes),
 			r.Aggregator.Millicores, r.Aggregator.Millicores/float64(r.Nodes), r.Fleet.Millicores,
-			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), map[bool]string{true: "yes", false: "no"}[r.fits()], r.Load[0], r.Load[1])
+			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), fmtShares(r.AnswerHits), map[bool]string{true: "yes", false: "no"}[r.fits()], r.Load[0], r.Load[1])
 		if r.fits() && r.Nodes > largest {
 			largest = r.Nodes
 		}
@@ -302,6 +311,22 @@ func fetchDebug(ctx context.Context, metricsURL, path string, timeout time.Durat
 		return err
 	}
 	return f.Close()
+}
+
+// fmtShares prints shares as percentages separated by " / ", "—" for
+// none.
+func fmtShares(shares []float64) string {
+	if len(shares) == 0 {
+		return "—"
+	}
+	parts := make([]string, len(shares))
+	for i, v := range shares {
+		parts[i] = "—"
+		if !math.IsNaN(v) {
+			parts[i] = fmt.Sprintf("%.0f %%", 100*v)
+		}
+	}
+	return strings.Join(parts, " / ")
 }
 
 // loadAverage returns the machine's 1-minute load average, or NaN when

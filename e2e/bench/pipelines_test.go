@@ -156,6 +156,10 @@ type aggregatorStats struct {
 	targets                       float64
 	stored, duplicate             float64
 	storePods                     float64
+	// hits and rebuilt count the selector queries answered from a kept
+	// encoded answer as it was, and those whose answer was (re)built
+	// (gpu_metrics_server_answers_total).
+	hits, rebuilt float64
 	// provider is the provider's time to answer selector queries;
 	// server the whole request inside the aggregator's API server
 	// (authentication, authorization, provider, encoding). Cumulative
@@ -194,6 +198,10 @@ func (b buckets) quantileSince(before buckets, q float64) float64 {
 	return math.Inf(1)
 }
 
+// statsTimeout bounds one read of the aggregator's /metrics: thousands of
+// targets' series, read right after a latency run on a loaded machine.
+const statsTimeout = 30 * time.Second
+
 // readAggregatorStats reads our aggregator's /metrics.
 func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStats, error) {
 	st := aggregatorStats{provider: buckets{}, server: buckets{}}
@@ -201,7 +209,9 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	if err != nil {
 		return st, err
 	}
-	resp, err := cluster.HTTPClient().Do(req)
+	client := cluster.HTTPClient()
+	client.Timeout = statsTimeout
+	resp, err := client.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -243,6 +253,14 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	}
 	if m := mfs["gpu_metrics_server_store_pods"].GetMetric(); len(m) == 1 {
 		st.storePods = m[0].GetGauge().GetValue()
+	}
+	for _, m := range mfs["gpu_metrics_server_answers_total"].GetMetric() {
+		switch labelOf(m, "result") {
+		case "hit":
+			st.hits = m.GetCounter().GetValue()
+		case "rebuilt":
+			st.rebuilt = m.GetCounter().GetValue()
+		}
 	}
 	for _, m := range mfs["gpu_metrics_server_query_duration_seconds"].GetMetric() {
 		if labelOf(m, "kind") == "selector" && labelOf(m, "metric") == framework.MetricName {
