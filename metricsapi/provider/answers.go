@@ -44,8 +44,9 @@ type Generations interface {
 // served again until one of its pods changes (an append, the sweep, a
 // pod added, deleted or relabelled in the namespace) or a value would
 // change with time (a point leaving the window, a reading going stale).
-// An answer rebuilt after a change re-encodes only the pods whose value
-// changed. The kept answers are bounded in number and bytes.
+// An answer rebuilt after a change computes again only the values of the
+// pods that changed and re-encodes only the pods whose value changed. The
+// kept answers are bounded in number and bytes.
 const (
 	// maxAnswers bounds the answers kept; past it the least recently used
 	// go.
@@ -230,8 +231,22 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 	buf = append(buf, enc.prefix...)
 	first := true
 	var reused, encoded uint64
+	// While no value of the previous answer changed with time, a pod in
+	// the same state as then has the same value: only the pods that
+	// changed are computed again.
+	prevHolds := prev != nil && now.Before(prev.until)
 	for i, name := range a.names {
-		v, ok, until := src.StateValue(def.metric, a.states[i], now)
+		j, found := prevIndex(prev, prevAt, i, name)
+		var (
+			v     store.Value
+			ok    bool
+			until time.Time
+		)
+		if found && prevHolds && prev.states[j] == a.states[i] {
+			v, ok, until = prev.vals[j], prev.ok[j], prev.until
+		} else {
+			v, ok, until = src.StateValue(def.metric, a.states[i], now)
+		}
 		if until.Before(a.until) {
 			a.until = until
 		}
@@ -245,7 +260,7 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 			buf = append(buf, ',')
 		}
 		first = false
-		if j, found := prevIndex(prev, prevAt, i, name); found && prev.ok[j] && prev.vals[j] == v {
+		if found && prev.ok[j] && prev.vals[j] == v {
 			buf = append(buf, prev.item(j)...)
 			reused++
 		} else {

@@ -123,6 +123,16 @@ func TestAnswerInvalidation(t *testing.T) {
 		{"time: still within every value", func(_ *testing.T, _ *store.Store, _ *changingLister, now *time.Time) {
 			*now = now.Add(500 * time.Millisecond)
 		}, true, 0, 10},
+		{"a pod of the answer appended, time still within every value", func(t *testing.T, st *store.Store, _ *changingLister, now *time.Time) {
+			// The other pods' values are taken from the kept answer.
+			*now = now.Add(time.Second)
+			mustAppend(t, st, "node-p3", *now, utilSample("ml", "p3", *now, 99))
+		}, false, 1, 10},
+		{"a pod of the answer appended, the others gone stale", func(t *testing.T, st *store.Store, _ *changingLister, now *time.Time) {
+			// The kept answer no longer holds: every value computed again.
+			*now = now.Add(6500 * time.Millisecond)
+			mustAppend(t, st, "node-p3", *now, utilSample("ml", "p3", *now, 99))
+		}, false, 1, 1},
 		{"time: the pods go stale", func(_ *testing.T, _ *store.Store, _ *changingLister, now *time.Time) {
 			// The newest readings were received at t0: stale after
 			// t0+6s (before the oldest, t0-8s, leaves the window).
