@@ -54,7 +54,7 @@ BENCH_OUT="$(cd "${BENCH_OUT}" && pwd)"
 export BENCH_OUT
 
 bash hack/install-deps.sh || die "hack/install-deps.sh could not install etcd and prometheus"
-if [[ -z "${GMS_PROMETHEUS:-}" ]]; then
+if [[ "${mode}" != fleet && -z "${GMS_PROMETHEUS:-}" ]]; then
   command -v prometheus >/dev/null 2>&1 || die "prometheus is not on PATH (Debian's prometheus package; or set GMS_PROMETHEUS)"
 fi
 if [[ -z "${GMS_CONTROL_PLANE_DIR:-}" ]]; then
@@ -62,7 +62,7 @@ if [[ -z "${GMS_CONTROL_PLANE_DIR:-}" ]]; then
   GMS_CONTROL_PLANE_DIR="$(tail -n 1 <<<"${cp_out}")"
   export GMS_CONTROL_PLANE_DIR
 fi
-if [[ -z "${GMS_PROMETHEUS_ADAPTER:-}" ]]; then
+if [[ "${mode}" != fleet && -z "${GMS_PROMETHEUS_ADAPTER:-}" ]]; then
   pa_out="$(bash hack/build-prometheus-adapter.sh)" || die "prometheus-adapter could not be built (needs the Go module proxy once), or set GMS_PROMETHEUS_ADAPTER"
   GMS_PROMETHEUS_ADAPTER="$(tail -n 1 <<<"${pa_out}")"
   export GMS_PROMETHEUS_ADAPTER

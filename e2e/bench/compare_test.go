@@ -537,7 +537,7 @@ func renderCompare(cfg benchConfig, results []phaseResult, took time.Duration) s
 		row("value timestamp age / windowSeconds", func(r phaseResult) string {
 			return fmt.Sprintf("%.1f s / %s", r.TimestampAge.Seconds(), r.WindowSeconds)
 		}, func(phaseResult, phaseResult) string { return "—" }, "—")
-		fmt.Fprintf(&b, "\nOurs: %.0f scrape rounds in the freshness window, mean round %v, %v scrape errors. Footprint window %v (seed) / %v (ours).\n",
+		fmt.Fprintf(&b, "\nOurs: %.0f scrape rounds in the freshness window, mean round lag (slowest scrape, slot to end) %v, %v scrape errors. Footprint window %v (seed) / %v (ours).\n",
 			ours.Rounds, ours.RoundMean.Round(time.Millisecond), ours.ScrapeErrors, seeds[0].Footprint.Window.Round(time.Second), ours.Footprint.Window.Round(time.Second))
 		for _, r := range append(slices.Clone(seeds), *ours) {
 			noted := map[int]bool{}

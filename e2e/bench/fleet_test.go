@@ -30,7 +30,8 @@ const (
 	// (whitespace separated, e.g. "--scrape-timeout=200ms").
 	envFleetAggregatorArgs = "BENCH_FLEET_AGGREGATOR_ARGS"
 	// envProfile, set with BENCH_OUT, saves a CPU profile of the
-	// aggregator per fleet size, taken during the measurement window.
+	// aggregator per fleet size, taken during the measurement window, and
+	// a heap profile at its end.
 	envProfile = "BENCH_PROFILE"
 )
 
@@ -41,23 +42,40 @@ type fleetResult struct {
 	Args string
 	// Rounds completed in the window, and how many the interval allows.
 	Rounds, Expected float64
-	RoundMean        time.Duration
-	ScrapeErrors     float64
-	StoredPerSecond  float64
-	StorePods        float64
-	Aggregator       footprint
-	Fleet            footprint
-	Latency          []latency
+	// RoundMean is the mean over the rounds of the slowest scrape's time
+	// from its start slot to its end (before the spread rounds: the mean
+	// round duration).
+	RoundMean    time.Duration
+	ScrapeErrors float64
+	// Skipped counts the scrapes not started because the target's
+	// previous one still ran.
+	Skipped float64
+	// HeapMiB, StackMiB and Goroutines are the aggregator's Go heap in
+	// use, goroutine stacks and goroutines at the end of the window.
+	HeapMiB, StackMiB, Goroutines float64
+	StoredPerSecond               float64
+	StorePods                     float64
+	Aggregator                    footprint
+	Fleet                         footprint
+	Latency                       []latency
 	// ProviderP99 and ServerP99 are the 99th percentiles (histogram bucket
 	// bounds) of the aggregator's own time for the queries of the
 	// last latency run: the provider's, and its API server's in all.
 	ProviderP99, ServerP99 string
+	// AnswerHits is, per latency run (20/s, then 100/s), the share of its
+	// selector queries answered from a kept encoded answer as it was (the
+	// rest were rebuilt: first asked, or a pod changed since).
+	AnswerHits []float64
+	// Load is the machine's 1-minute load average at the start of the
+	// size's measurement and at its end: the figures are only comparable
+	// between quiet runs.
+	Load [2]float64
 }
 
 // fits reports whether the aggregator kept up: every round within the
 // interval, no scrape failed, and no round skipped.
 func (r fleetResult) fits() bool {
-	return r.RoundMean <= defaultScrapeInterval && r.ScrapeErrors == 0 && r.Rounds >= 0.9*r.Expected
+	return r.RoundMean <= defaultScrapeInterval && r.ScrapeErrors == 0 && r.Skipped == 0 && r.Rounds >= 0.9*r.Expected
 }
 
 // TestFleetScale runs our aggregator, at its defaults, against fleets of
@@ -126,6 +144,7 @@ func TestFleetScale(t *testing.T) {
 			time.Sleep(2 * defaultWindow / 3)
 
 			r := fleetResult{Nodes: nodes, Args: strings.Join(extraArgs, " ")}
+			r.Load[0] = loadAverage()
 			before, err := readAggregatorStats(t.Context(), p.metricsURL)
 			if err != nil {
 				t.Fatal(err)
@@ -150,6 +169,11 @@ func TestFleetScale(t *testing.T) {
 			if err := <-profiled; err != nil {
 				t.Errorf("CPU profile: %v", err)
 			}
+			if out := os.Getenv(envOut); out != "" && os.Getenv(envProfile) != "" {
+				if err := fetchDebug(t.Context(), p.metricsURL, "/debug/pprof/heap", time.Minute, filepath.Join(out, fmt.Sprintf("fleet-%d.heap.pprof", nodes))); err != nil {
+					t.Errorf("heap profile: %v", err)
+				}
+			}
 			after, err := readAggregatorStats(t.Context(), p.metricsURL)
 			if err != nil {
 				t.Fatal(err)
@@ -166,6 +190,8 @@ func TestFleetScale(t *testing.T) {
 				r.RoundMean = time.Duration((after.roundSeconds - before.roundSeconds) / r.Rounds * float64(time.Second))
 			}
 			r.ScrapeErrors = after.errors - before.errors
+			r.Skipped = after.skipped - before.skipped
+			r.HeapMiB, r.StackMiB, r.Goroutines = after.heapMiB, after.stackMiB, after.goroutines
 			r.StoredPerSecond = (after.stored - before.stored) / r.Aggregator.Window.Seconds()
 			r.StorePods = after.storePods
 			for _, rate := range []float64{20, 100} {
@@ -198,9 +224,15 @@ func TestFleetScale(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if n := (after.hits - before.hits) + (after.rebuilt - before.rebuilt); n > 0 {
+					r.AnswerHits = append(r.AnswerHits, (after.hits-before.hits)/n)
+				} else {
+					r.AnswerHits = append(r.AnswerHits, math.NaN())
+				}
 				r.ProviderP99 = fmtBound(after.provider.quantileSince(before.provider, 0.99))
 				r.ServerP99 = fmtBound(after.server.quantileSince(before.server, 0.99))
 			}
+			r.Load[1] = loadAverage()
 			t.Logf("measured: %d nodes: %+v", nodes, r)
 			results = append(results, r)
 		})
@@ -219,8 +251,8 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "# Fleet scale: one aggregator %s (scrape %v, window %v)\n\n", args, defaultScrapeInterval, defaultWindow)
 	fmt.Fprintf(&b, "Each size measured over %v after warm-up; every GPU held by a pod; fleetsim on the same 2 cores. Run took %v.\n\n", window, took.Round(time.Second))
-	b.WriteString("| nodes (GPUs) | rounds / expected | mean round | scrape errors | samples stored/s | aggregator RSS (anon), MiB | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | within the interval |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| nodes (GPUs) | rounds / expected | mean round lag | scrape errors / skipped | samples stored/s | aggregator RSS (anon), MiB | Go heap / stacks, MiB (goroutines) | per node | aggregator CPU, millicores | per node | fleetsim CPU | API p50 / p99, pods at 20/s | at 100/s | aggregator-side p99 at 100/s, bucket bound (provider / whole server) | CPU at 100/s: aggregator / kube-apiserver | answers kept hit, at 20/s / 100/s | within the interval | load average (start / end) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	largest := 0
 	for _, r := range results {
 		lat := []string{"—", "—"}
@@ -229,11 +261,11 @@ func renderFleet(results []fleetResult, window, took time.Duration) string {
 				lat[i] = fmt.Sprintf("%d: %s", l.Pods, fmtLatency(l))
 			}
 		}
-		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f | %.0f | %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s |\n",
-			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.StoredPerSecond,
-			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.Aggregator.RSSMiB/float64(r.Nodes),
+		fmt.Fprintf(&b, "| %d (%d) | %.0f / %.0f | %v | %.0f / %.0f | %.0f | %.0f (%.0f) | %.0f / %.0f (%.0f) | %.3f MiB | %.0f | %.3f m | %.0f m | %s | %s | %s / %s | %s | %s | %s | %.1f / %.1f |\n",
+			r.Nodes, r.Nodes*gpusPerNode, r.Rounds, r.Expected, r.RoundMean.Round(time.Millisecond), r.ScrapeErrors, r.Skipped, r.StoredPerSecond,
+			r.Aggregator.RSSMiB, r.Aggregator.AnonMiB, r.HeapMiB, r.StackMiB, r.Goroutines, r.Aggregator.RSSMiB/float64(r.Nodes),
 			r.Aggregator.Millicores, r.Aggregator.Millicores/float64(r.Nodes), r.Fleet.Millicores,
-			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), map[bool]string{true: "yes", false: "no"}[r.fits()])
+			lat[0], lat[1], r.ProviderP99, r.ServerP99, loadCPU(r.Latency), fmtShares(r.AnswerHits), map[bool]string{true: "yes", false: "no"}[r.fits()], r.Load[0], r.Load[1])
 		if r.fits() && r.Nodes > largest {
 			largest = r.Nodes
 		}
@@ -279,6 +311,36 @@ func fetchDebug(ctx context.Context, metricsURL, path string, timeout time.Durat
 		return err
 	}
 	return f.Close()
+}
+
+// fmtShares prints shares as percentages separated by " / ", "—" for
+// none.
+func fmtShares(shares []float64) string {
+	if len(shares) == 0 {
+		return "—"
+	}
+	parts := make([]string, len(shares))
+	for i, v := range shares {
+		parts[i] = "—"
+		if !math.IsNaN(v) {
+			parts[i] = fmt.Sprintf("%.0f %%", 100*v)
+		}
+	}
+	return strings.Join(parts, " / ")
+}
+
+// loadAverage returns the machine's 1-minute load average, or NaN when
+// /proc/loadavg cannot be read.
+func loadAverage() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return math.NaN()
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(data) + " x")[0], 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return f
 }
 
 // fmtBound prints a histogram bucket bound in seconds as a duration.

@@ -277,14 +277,16 @@ func (p *poller) firstAfter(pod string, since time.Time, ok func(float64) bool) 
 
 // latency is the result of one load run.
 type latency struct {
-	Pods    int
-	Rate    float64 // offered queries per second
-	Sent    int
-	Failed  int // errors, timeouts and answers without every pod
-	P50     time.Duration
-	P99     time.Duration
-	Max     time.Duration
-	Elapsed time.Duration
+	Pods   int
+	Rate   float64 // offered queries per second
+	Sent   int
+	Failed int // errors, timeouts and answers without every pod
+	// FirstFailure is the error of one failed query, for the log.
+	FirstFailure string
+	P50          time.Duration
+	P99          time.Duration
+	Max          time.Duration
+	Elapsed      time.Duration
 	// ServerMillicores and APIServerMillicores are the CPU the pipeline's
 	// processes and the kube-apiserver used during the run.
 	ServerMillicores, APIServerMillicores float64
@@ -364,6 +366,7 @@ func loadQueries(ctx context.Context, client *http.Client, u string, pods int, r
 	n := int(rate * d.Seconds())
 	took := make([]time.Duration, n)
 	failed := make([]bool, n)
+	var firstFailure sync.Once
 	var wg sync.WaitGroup
 	start := time.Now()
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -397,6 +400,9 @@ func loadQueries(ctx context.Context, client *http.Client, u string, pods int, r
 			}
 			took[i] = time.Since(t0)
 			failed[i] = err != nil
+			if err != nil {
+				firstFailure.Do(func() { res.FirstFailure = err.Error() })
+			}
 		})
 	}
 	wg.Wait()

@@ -143,11 +143,23 @@ func startAdapter(t *testing.T, dir, promURL string, port, restart int) *framewo
 // aggregatorStats is what our aggregator's self-metrics say about its
 // scraping.
 type aggregatorStats struct {
-	rounds, roundSeconds float64 // histogram count and sum
+	// rounds and roundSeconds are the count and sum of the scrape rounds'
+	// histogram: each round's slowest scrape from its start slot to its
+	// end (gpu_metrics_server_scrape_round_lag_seconds), or, from a binary
+	// before the spread rounds, each round's duration.
+	rounds, roundSeconds float64
+	skipped              float64 // scrapes skipped: the previous still running
 	errors               float64 // all scrape errors
-	targets              float64
-	stored, duplicate    float64
-	storePods            float64
+	// heapMiB, stackMiB and goroutines are the Go runtime's heap in use,
+	// goroutine stacks and goroutine count.
+	heapMiB, stackMiB, goroutines float64
+	targets                       float64
+	stored, duplicate             float64
+	storePods                     float64
+	// hits and rebuilt count the selector queries answered from a kept
+	// encoded answer as it was, and those whose answer was (re)built
+	// (gpu_metrics_server_answers_total).
+	hits, rebuilt float64
 	// provider is the provider's time to answer selector queries;
 	// server the whole request inside the aggregator's API server
 	// (authentication, authorization, provider, encoding). Cumulative
@@ -186,6 +198,10 @@ func (b buckets) quantileSince(before buckets, q float64) float64 {
 	return math.Inf(1)
 }
 
+// statsTimeout bounds one read of the aggregator's /metrics: thousands of
+// targets' series, read right after a latency run on a loaded machine.
+const statsTimeout = 30 * time.Second
+
 // readAggregatorStats reads our aggregator's /metrics.
 func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStats, error) {
 	st := aggregatorStats{provider: buckets{}, server: buckets{}}
@@ -193,7 +209,9 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	if err != nil {
 		return st, err
 	}
-	resp, err := cluster.HTTPClient().Do(req)
+	client := cluster.HTTPClient()
+	client.Timeout = statsTimeout
+	resp, err := client.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -207,9 +225,25 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	if err != nil {
 		return st, fmt.Errorf("parsing %s: %w", metricsURL, err)
 	}
-	if h := mfs["gpu_metrics_server_scrape_round_duration_seconds"].GetMetric(); len(h) == 1 {
-		st.rounds = float64(h[0].GetHistogram().GetSampleCount())
-		st.roundSeconds = h[0].GetHistogram().GetSampleSum()
+	for _, name := range []string{"gpu_metrics_server_scrape_round_lag_seconds", "gpu_metrics_server_scrape_round_duration_seconds"} {
+		if h := mfs[name].GetMetric(); len(h) == 1 {
+			st.rounds = float64(h[0].GetHistogram().GetSampleCount())
+			st.roundSeconds = h[0].GetHistogram().GetSampleSum()
+			break
+		}
+	}
+	if m := mfs["gpu_metrics_server_scrape_skipped_total"].GetMetric(); len(m) == 1 {
+		st.skipped = m[0].GetCounter().GetValue()
+	}
+	for name, dst := range map[string]*float64{
+		"go_memstats_heap_inuse_bytes": &st.heapMiB, "go_memstats_stack_inuse_bytes": &st.stackMiB, "go_goroutines": &st.goroutines,
+	} {
+		if m := mfs[name].GetMetric(); len(m) == 1 {
+			*dst = m[0].GetGauge().GetValue()
+			if name != "go_goroutines" {
+				*dst /= 1 << 20
+			}
+		}
 	}
 	for _, m := range mfs["gpu_metrics_server_scrape_errors_total"].GetMetric() {
 		st.errors += m.GetCounter().GetValue()
@@ -219,6 +253,14 @@ func readAggregatorStats(ctx context.Context, metricsURL string) (aggregatorStat
 	}
 	if m := mfs["gpu_metrics_server_store_pods"].GetMetric(); len(m) == 1 {
 		st.storePods = m[0].GetGauge().GetValue()
+	}
+	for _, m := range mfs["gpu_metrics_server_answers_total"].GetMetric() {
+		switch labelOf(m, "result") {
+		case "hit":
+			st.hits = m.GetCounter().GetValue()
+		case "rebuilt":
+			st.rebuilt = m.GetCounter().GetValue()
+		}
 	}
 	for _, m := range mfs["gpu_metrics_server_query_duration_seconds"].GetMetric() {
 		if labelOf(m, "kind") == "selector" && labelOf(m, "metric") == framework.MetricName {

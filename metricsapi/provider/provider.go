@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/metrics/pkg/apis/custom_metrics"
+	cmmetrics "sigs.k8s.io/custom-metrics-apiserver/pkg/apiserver/metrics"
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
@@ -58,6 +59,12 @@ type Provider struct {
 	pods  PodLister
 	now   func() time.Time
 	query *prometheus.HistogramVec
+
+	// answers are the encoded answers kept (see Answer).
+	answers answers
+	// freshness is the library's freshness metric, which Answer observes
+	// as the library's handler does.
+	freshness cmmetrics.FreshnessObserver
 }
 
 var _ cmprovider.CustomMetricsProvider = (*Provider)(nil)
@@ -65,10 +72,11 @@ var _ cmprovider.CustomMetricsProvider = (*Provider)(nil)
 // New returns a Provider of src's values, resolving selectors with pods.
 func New(src MetricsSource, pods PodLister) *Provider {
 	return &Provider{
-		src:   src,
-		pods:  pods,
-		now:   time.Now,
-		query: newQueryDuration(),
+		src:       src,
+		pods:      pods,
+		now:       time.Now,
+		query:     newQueryDuration(),
+		freshness: cmmetrics.NewFreshnessObserver(custom_metrics.GroupName),
 	}
 }
 
@@ -137,7 +145,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 
 // metricValue builds a pod's MetricValue; window receives windowSeconds.
 func metricValue(def metricDef, metric, namespace, name string, v store.Value, window *int64) custom_metrics.MetricValue {
-	*window = int64(math.Round(v.Window.Seconds()))
+	*window = windowSeconds(v)
 	return custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: namespace, Name: name},
 		Metric:          custom_metrics.MetricIdentifier{Name: metric},
@@ -146,3 +154,6 @@ func metricValue(def metricDef, metric, namespace, name string, v store.Value, w
 		Value:           def.quantity(v.Value),
 	}
 }
+
+// windowSeconds is the value's windowSeconds: its window, rounded.
+func windowSeconds(v store.Value) int64 { return int64(math.Round(v.Window.Seconds())) }

@@ -14,11 +14,8 @@ type metrics struct {
 	samples  *prometheus.GaugeVec
 	invalid  *prometheus.CounterVec
 	rounds   prometheus.Histogram
+	skipped  prometheus.Counter
 	targets  prometheus.Gauge
-
-	// known are the targets of the last round, whose series are deleted
-	// when they go away. Only the Run goroutine uses it.
-	known map[string]bool
 }
 
 func newMetrics() *metrics {
@@ -40,20 +37,24 @@ func newMetrics() *metrics {
 			Help: "Device series of the target skipped for a missing UUID or an implausible value.",
 		}, []string{"target"}),
 		rounds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "gpu_metrics_server_scrape_round_duration_seconds",
-			Help:    "Duration of a scrape round (all targets).",
-			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+			Name: "gpu_metrics_server_scrape_round_lag_seconds",
+			Help: "Per scrape round (every target once, each starting at its own offset within the interval): the longest time from a " +
+				"target's start slot to the end of its scrape. Below the scrape interval, every target keeps its cadence.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gpu_metrics_server_scrape_skipped_total",
+			Help: "Scrapes not started because the target's previous scrape was still running at its turn.",
 		}),
 		targets: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gpu_metrics_server_scrape_targets",
 			Help: "Targets in the last scrape round.",
 		}),
-		known: make(map[string]bool),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.duration, m.errors, m.samples, m.invalid, m.rounds, m.targets}
+	return []prometheus.Collector{m.duration, m.errors, m.samples, m.invalid, m.rounds, m.skipped, m.targets}
 }
 
 // scraped records one target's scrape.
@@ -78,25 +79,13 @@ func (m *metrics) parsed(target string, st ParseStats) {
 	}
 }
 
-// round records a finished round and forgets the series of targets gone.
-func (m *metrics) round(d time.Duration, targets []Target) {
-	m.rounds.Observe(d.Seconds())
-	m.targets.Set(float64(len(targets)))
-	current := make(map[string]bool, len(targets))
-	for _, t := range targets {
-		current[t.Name] = true
-	}
-	for name := range m.known {
-		if current[name] {
-			continue
-		}
-		l := prometheus.Labels{"target": name}
-		m.duration.DeletePartialMatch(l)
-		m.errors.DeletePartialMatch(l)
-		m.samples.DeletePartialMatch(l)
-		m.invalid.DeletePartialMatch(l)
-	}
-	m.known = current
+// forget deletes the series of a target gone.
+func (m *metrics) forget(target string) {
+	l := prometheus.Labels{"target": target}
+	m.duration.DeletePartialMatch(l)
+	m.errors.DeletePartialMatch(l)
+	m.samples.DeletePartialMatch(l)
+	m.invalid.DeletePartialMatch(l)
 }
 
 // Describe implements prometheus.Collector.

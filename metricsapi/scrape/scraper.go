@@ -2,16 +2,15 @@ package scrape
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"net"
-	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,8 +25,14 @@ type Config struct {
 	// Interval is the time between the starts of two rounds.
 	Interval time.Duration
 	// Timeout bounds one target's scrape (connect, headers, body); at most
-	// Interval. Targets start spread over Interval − Timeout.
+	// Interval.
 	Timeout time.Duration
+	// Spread is the span over which a round's scrapes start: each target
+	// at its own offset in [0, Spread), stable from round to round, so
+	// that a round is no burst and every target is scraped every Interval.
+	// At most Interval (the aggregator uses Interval); zero starts every
+	// target at once.
+	Spread time.Duration
 	// MaxBodyBytes bounds the exposition size of one target.
 	MaxBodyBytes int64
 	// CAFile, if set, holds the PEM CA bundle that verifies https targets
@@ -45,6 +50,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("interval must be positive, got %v", c.Interval)
 	case c.Timeout <= 0 || c.Timeout > c.Interval:
 		return fmt.Errorf("timeout must be positive and at most the interval (%v), got %v", c.Interval, c.Timeout)
+	case c.Spread < 0 || c.Spread > c.Interval:
+		return fmt.Errorf("spread must be between zero and the interval (%v), got %v", c.Interval, c.Spread)
 	case c.MaxBodyBytes <= 0:
 		return fmt.Errorf("max body bytes must be positive, got %d", c.MaxBodyBytes)
 	}
@@ -55,9 +62,15 @@ func (c Config) Validate() error {
 // to the store. A target that fails (unreachable, slow, oversized,
 // malformed) is counted and logged and skipped for the round; the others are
 // unaffected.
+//
+// A round starts every interval and places each target's scrape at the
+// target's own offset within Spread; it does not wait for its scrapes, so a
+// slow target delays no other and no later round. A target whose previous
+// scrape is still running when its turn comes again is skipped for that
+// round (and counted), so that it never has two scrapes at once.
 type Scraper struct {
 	cfg     Config
-	client  *http.Client
+	client  *client
 	targets TargetSource
 	sink    Appender
 	metrics *metrics
@@ -65,9 +78,29 @@ type Scraper struct {
 	workers sync.Pool // *worker
 	synced  atomic.Bool
 
-	// failing holds the targets whose last scrape failed, to log state
-	// changes rather than every failure. Only the Run goroutine uses it.
-	failing map[string]bool
+	// states holds the per-target state of the targets of the last round.
+	mu     sync.Mutex
+	states map[string]*targetState
+}
+
+// targetState is what the scraper keeps of one target between rounds.
+type targetState struct {
+	// busy is set while a scrape of the target runs.
+	busy atomic.Bool
+	// forgotten is set when the target left the list; its self-metrics
+	// series go once no scrape of it runs.
+	forgotten atomic.Bool
+
+	mu sync.Mutex
+	// failing is whether the last scrape failed, to log state changes
+	// rather than every failure.
+	failing bool
+
+	// ep is the target's URL and kept connection.
+	ep endpoint
+	// lastSize is the size of the target's last body: the buffer a body
+	// of unknown length is read into starts at it.
+	lastSize atomic.Int64
 }
 
 // worker is the reusable memory of one scrape: body buffer and parser.
@@ -81,55 +114,20 @@ func New(cfg Config, targets TargetSource, sink Appender) (*Scraper, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rt, err := newTransport(cfg)
+	c, err := newClient(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Scraper{
 		cfg:     cfg,
-		client:  &http.Client{Transport: rt},
+		client:  c,
 		targets: targets,
 		sink:    sink,
 		metrics: newMetrics(),
-		failing: make(map[string]bool),
+		states:  make(map[string]*targetState),
 	}
 	s.workers.New = func() any { return &worker{parser: NewParser()} }
 	return s, nil
-}
-
-// newTransport builds a keep-alive transport (connections are reused from
-// round to round: no TLS handshake per scrape) without compression (on a
-// cluster network gunzip costs more CPU than the bytes it saves).
-func newTransport(cfg Config) (http.RoundTripper, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificate found", cfg.CAFile)
-		}
-		tlsConfig.RootCAs = pool
-	}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		DisableCompression:    true,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       max(90*time.Second, 3*cfg.Interval),
-	}
-	if cfg.BearerTokenFile == "" {
-		return tr, nil
-	}
-	tok := &fileToken{path: cfg.BearerTokenFile}
-	if _, err := tok.get(); err != nil {
-		return nil, fmt.Errorf("bearer token file: %w", err)
-	}
-	return &bearerOverTLS{token: tok, next: tr}, nil
 }
 
 // fileToken reads a bearer token file, again at most once a minute, so that
@@ -167,33 +165,12 @@ func (f *fileToken) get() (string, error) {
 	return "", err
 }
 
-// bearerOverTLS adds the bearer token to https requests only, so that a
-// token never travels in clear text.
-type bearerOverTLS struct {
-	token *fileToken
-	next  http.RoundTripper
-}
-
-func (b *bearerOverTLS) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" {
-		return b.next.RoundTrip(req)
-	}
-	tok, err := b.token.get()
-	if err != nil {
-		return nil, err
-	}
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+tok)
-	return b.next.RoundTrip(req)
-}
-
 // HasSynced reports whether one full round has finished: the readiness
 // signal of the aggregator.
 func (s *Scraper) HasSynced() bool { return s.synced.Load() }
 
-// Run waits for the targets to sync, then scrapes a round at once and then
-// one every interval (from the start of the last; at once if it took
-// longer) until ctx is done.
+// Run waits for the targets to sync, then starts a round at once and then
+// one every interval until ctx is done.
 func (s *Scraper) Run(ctx context.Context) {
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		return s.targets.HasSynced(), nil
@@ -201,38 +178,134 @@ func (s *Scraper) Run(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	wait.NonSlidingUntilWithContext(ctx, s.round, s.cfg.Interval)
+	// startRound returns once its last scrape has started, within the
+	// interval: the next round starts on time.
+	wait.NonSlidingUntilWithContext(ctx, func(ctx context.Context) { s.startRound(ctx) }, s.cfg.Interval)
 }
 
-// round scrapes every target once, in parallel, each starting at its own
-// offset within the round so that the load is spread and every target is
-// scraped at a steady cadence.
+// round scrapes every target once, each starting at its offset within the
+// round, and returns when every scrape has ended.
 func (s *Scraper) round(ctx context.Context) {
+	<-s.startRound(ctx)
+}
+
+// startRound starts the round's scrapes, each at its target's offset from
+// now, and returns when the last has started (or ctx ended), with a channel
+// closed once every scrape of the round has ended and the round is
+// recorded.
+func (s *Scraper) startRound(ctx context.Context) <-chan struct{} {
 	start := time.Now()
 	targets := dedupe(s.targets.Targets())
-	errs := make([]error, len(targets))
-	spread := s.cfg.Interval - s.cfg.Timeout
-	var wg sync.WaitGroup
+	states := s.track(targets)
+	s.metrics.targets.Set(float64(len(targets)))
+	slots := make([]time.Duration, len(targets))
+	order := make([]int, len(targets))
 	for i, t := range targets {
-		wg.Go(func() {
-			if d := offset(t.Name, spread); d > 0 {
-				select {
-				case <-ctx.Done():
-					errs[i] = ctx.Err()
-					return
-				case <-time.After(d):
-				}
+		slots[i], order[i] = offset(t.Name, s.cfg.Spread), i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(slots[a], slots[b]) })
+
+	// lag is, per scrape, how long after its slot it ended: the round
+	// keeps every target's cadence while it stays under the interval.
+	lag := make([]time.Duration, len(targets))
+	ran := make([]bool, len(targets))
+	var wg sync.WaitGroup
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	for _, i := range order {
+		due := start.Add(slots[i])
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
 			}
-			errs[i] = s.scrapeOne(ctx, t)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		st := states[i]
+		if !st.busy.CompareAndSwap(false, true) {
+			s.metrics.skipped.Inc()
+			continue
+		}
+		t := targets[i]
+		ran[i] = true
+		wg.Go(func() {
+			err := s.scrapeOne(ctx, t, st)
+			lag[i] = time.Since(due)
+			s.settle(t, st, err)
 		})
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		var slowest time.Duration
+		for i := range lag {
+			if ran[i] {
+				slowest = max(slowest, lag[i])
+			}
+		}
+		s.metrics.rounds.Observe(slowest.Seconds())
+		s.synced.Store(true)
+	}()
+	return done
+}
+
+// track returns the state of each target, creating it for a new one, and
+// forgets the targets gone: their self-metrics series go once no scrape of
+// them runs.
+func (s *Scraper) track(targets []Target) []*targetState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*targetState, len(targets))
+	current := make(map[string]*targetState, len(targets))
+	for i, t := range targets {
+		st := s.states[t.Name]
+		if st == nil {
+			st = &targetState{}
+		}
+		current[t.Name], out[i] = st, st
 	}
-	s.metrics.round(time.Since(start), targets)
-	s.logChanges(targets, errs)
-	s.synced.Store(true)
+	for name, st := range s.states {
+		if current[name] != nil {
+			continue
+		}
+		st.forgotten.Store(true)
+		st.ep.close()
+		if !st.busy.Load() {
+			s.metrics.forget(name)
+		}
+	}
+	s.states = current
+	return out
+}
+
+// settle ends a target's scrape: it logs a target that starts or stops
+// failing (every failure at verbosity 4), frees the target for its next
+// scrape, and drops the self-metrics of a target forgotten meanwhile.
+func (s *Scraper) settle(t Target, st *targetState, err error) {
+	st.mu.Lock()
+	switch {
+	case err != nil && !st.failing:
+		klog.ErrorS(err, "Scraping failed; skipping the target until it recovers", "target", t.Name, "url", t.URL)
+		st.failing = true
+	case err != nil:
+		klog.V(4).InfoS("Scraping failed again", "target", t.Name, "err", err)
+	case st.failing:
+		klog.InfoS("Scraping recovered", "target", t.Name)
+		st.failing = false
+	}
+	st.mu.Unlock()
+	st.busy.Store(false)
+	if st.forgotten.Load() {
+		s.metrics.forget(t.Name)
+	}
 }
 
 // dedupe drops repeated target names (the same URL listed twice), keeping
@@ -249,7 +322,8 @@ func dedupe(ts []Target) []Target {
 	return out
 }
 
-// offset places a target within [0, spread), stable across rounds.
+// offset places a target within [0, spread), stable across rounds and
+// restarts, and spread evenly over targets (an FNV-1a hash of its name).
 func offset(name string, spread time.Duration) time.Duration {
 	if spread <= 0 {
 		return 0
@@ -257,31 +331,6 @@ func offset(name string, spread time.Duration) time.Duration {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(name))
 	return time.Duration(h.Sum64() % uint64(spread))
-}
-
-// logChanges logs a target that starts or stops failing, and forgets
-// targets that are gone. Every failure is logged at verbosity 4.
-func (s *Scraper) logChanges(targets []Target, errs []error) {
-	current := make(map[string]bool, len(targets))
-	for i, t := range targets {
-		current[t.Name] = true
-		err := errs[i]
-		switch {
-		case err != nil && !s.failing[t.Name]:
-			klog.ErrorS(err, "Scraping failed; skipping the target until it recovers", "target", t.Name, "url", t.URL)
-			s.failing[t.Name] = true
-		case err != nil:
-			klog.V(4).InfoS("Scraping failed again", "target", t.Name, "err", err)
-		case s.failing[t.Name]:
-			klog.InfoS("Scraping recovered", "target", t.Name)
-			delete(s.failing, t.Name)
-		}
-	}
-	for name := range s.failing {
-		if !current[name] {
-			delete(s.failing, name)
-		}
-	}
 }
 
 // Error reasons of the self-metrics.
@@ -318,54 +367,51 @@ func isTimeout(err error) bool {
 
 // scrapeOne fetches, parses and stores one target, and records its
 // duration and any error.
-func (s *Scraper) scrapeOne(ctx context.Context, t Target) error {
+func (s *Scraper) scrapeOne(ctx context.Context, t Target, st *targetState) error {
 	start := time.Now()
-	err := s.fetch(ctx, t)
+	err := s.fetch(ctx, t, st)
 	s.metrics.scraped(t.Name, time.Since(start), err)
 	return err
 }
 
-func (s *Scraper) fetch(ctx context.Context, t Target) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
-	if err != nil {
+func (s *Scraper) fetch(ctx context.Context, t Target, st *targetState) error {
+	if err := st.ep.prepare(t.URL); err != nil {
 		return fail(reasonConnect, err)
 	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fail(reasonConnect, err)
-	}
-	defer func() {
-		// Drain what is left (bounded) so that the connection is reused.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		_ = resp.Body.Close()
-	}()
-	if resp.StatusCode != http.StatusOK {
-		return fail(reasonStatus, fmt.Errorf("HTTP %s", resp.Status))
-	}
-	w := s.workers.Get().(*worker)
-	defer s.workers.Put(w)
-	w.buf.Reset()
-	n, err := w.buf.ReadFrom(io.LimitReader(resp.Body, s.cfg.MaxBodyBytes+1))
-	if err != nil {
-		return fail(reasonRead, err)
-	}
-	if n > s.cfg.MaxBodyBytes {
-		return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", s.cfg.MaxBodyBytes))
-	}
-	at := time.Now()
-	samples, stats, err := w.parser.Parse(w.buf.Bytes(), at)
-	if err != nil {
-		return fail(reasonParse, err)
-	}
-	if stats.Invalid > 0 {
-		klog.V(2).InfoS("Skipped invalid series", "target", t.Name, "count", stats.Invalid)
-	}
-	if _, err := s.sink.Append(t.Name, at, samples); err != nil {
-		return fail(reasonStore, err)
-	}
-	s.metrics.parsed(t.Name, stats)
-	return nil
+	return s.client.get(ctx, &st.ep, func(body io.Reader, length int64) error {
+		limit := s.cfg.MaxBodyBytes
+		if length > limit {
+			return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
+		}
+		w := s.workers.Get().(*worker)
+		defer s.workers.Put(w)
+		w.buf.Reset()
+		// Room for the whole body at once (its declared length, or the
+		// last one's and some): no doubling past it.
+		if length < 0 {
+			length = st.lastSize.Load() + 4096
+		}
+		w.buf.Grow(int(min(length, limit)) + bytes.MinRead)
+		n, err := w.buf.ReadFrom(io.LimitReader(body, limit+1))
+		if err != nil {
+			return fail(reasonRead, err)
+		}
+		if n > limit {
+			return fail(reasonTooLarge, fmt.Errorf("body exceeds %d bytes", limit))
+		}
+		st.lastSize.Store(n)
+		at := time.Now()
+		samples, stats, err := w.parser.Parse(w.buf.Bytes(), at)
+		if err != nil {
+			return fail(reasonParse, err)
+		}
+		if stats.Invalid > 0 {
+			klog.V(2).InfoS("Skipped invalid series", "target", t.Name, "count", stats.Invalid)
+		}
+		if _, err := s.sink.Append(t.Name, at, samples); err != nil {
+			return fail(reasonStore, err)
+		}
+		s.metrics.parsed(t.Name, stats)
+		return nil
+	})
 }

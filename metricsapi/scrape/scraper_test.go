@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -369,5 +370,83 @@ func TestRunStopsWithContext(t *testing.T) {
 	testutil.Receive(t, "Run to return after its context's end", done)
 	if _, ok := st.PodValue(store.Utilization, "ml", "trainer-0", time.Now()); !ok {
 		t.Error("Run's rounds did not reach the store")
+	}
+}
+
+// TestRoundDoesNotWaitForSlowTarget checks that a round started while a
+// target's scrape from the round before still hangs skips that target
+// (counted), scrapes the others and ends, and that the earlier round ends
+// only with the hung scrape.
+func TestRoundDoesNotWaitForSlowTarget(t *testing.T) {
+	good := serve(t, body(readTestdata(t, "agent.prom")))
+	slow := hung(t)
+	targets, err := NewStaticTargets([]string{slow.URL, good.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestStore(t)
+	s, err := New(generous(1<<20), targets, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := s.startRound(ctx)
+	testutil.Eventually(t, "the first round's good scrape in the store", func() bool { return st.Stats().Appended > 0 })
+	second := s.startRound(ctx)
+	testutil.Receive(t, "the second round to end while the first round's slow scrape hangs", second)
+	select {
+	case <-first:
+		t.Error("the first round ended while its slow scrape hung")
+	default:
+	}
+	if got := promtest.ToFloat64(s.metrics.skipped); got != 1 {
+		t.Errorf("skipped = %v, want 1 (the hung target's second turn)", got)
+	}
+	if st.Stats().Duplicates == 0 {
+		t.Error("the second round did not scrape the good target again")
+	}
+	if !s.HasSynced() {
+		t.Error("not synced after a round ended")
+	}
+	cancel()
+	testutil.Receive(t, "the first round to end with its context", first)
+}
+
+// TestSpreadPlacesTargetsAtTheirOffsets checks where a round places its
+// targets: each at offset(name) within the spread, the same in every round
+// and whatever the order of the list.
+func TestSpreadPlacesTargetsAtTheirOffsets(t *testing.T) {
+	const spread = 2 * time.Second
+	var names []string
+	for i := range 500 {
+		names = append(names, fmt.Sprintf("agent/gms/agent-%d", i))
+	}
+	slots := map[string]time.Duration{}
+	var lo, hi time.Duration = spread, 0
+	for _, n := range names {
+		d := offset(n, spread)
+		slots[n] = d
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	// 500 uniform draws cover nearly the whole spread: no burst.
+	if lo > spread/50 || hi < spread-spread/50 {
+		t.Errorf("offsets span [%v, %v], want nearly all of [0, %v)", lo, hi, spread)
+	}
+	// Stable: the same name, the same slot, in any round.
+	for _, n := range slices.Backward(names) {
+		if d := offset(n, spread); d != slots[n] {
+			t.Fatalf("offset(%q) = %v, then %v", n, slots[n], d)
+		}
+	}
+	// Evenly spread: no tenth of the spread holds more than twice its share.
+	var bins [10]int
+	for _, d := range slots {
+		bins[d*10/spread]++
+	}
+	for i, n := range bins {
+		if n > 2*len(names)/10 {
+			t.Errorf("tenth %d of the spread holds %d of %d targets: %v", i, n, len(names), bins)
+		}
 	}
 }

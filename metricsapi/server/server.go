@@ -133,6 +133,7 @@ type Delegate interface {
 type Server struct {
 	generic    *genericapiserver.GenericAPIServer
 	collectors []prometheus.Collector
+	provider   *provider.Provider
 }
 
 // New validates cfg and builds the server; it listens once Run is called
@@ -185,7 +186,8 @@ func New(cfg Config) (*Server, error) {
 	rc.OpenAPIV3Config.Info.Title, rc.OpenAPIV3Config.Info.Version = serverName, "1.0.0"
 	rc.EnableMetrics = true
 	rc.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
-		api := checkMetricLabelSelector(h)
+		// The HPA's query from the kept answers; the rest to the library.
+		api := checkMetricLabelSelector(serveAnswers(h, p))
 		if cfg.Delegate != nil {
 			// Inside the chain: the caller is authenticated and
 			// authorized before anything is forwarded.
@@ -208,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 	if err := srv.GenericAPIServer.AddReadyzChecks(checks...); err != nil {
 		return nil, err
 	}
-	return &Server{generic: srv.GenericAPIServer, collectors: append([]prometheus.Collector{p}, cfg.Collectors...)}, nil
+	return &Server{generic: srv.GenericAPIServer, collectors: append([]prometheus.Collector{p}, cfg.Collectors...), provider: p}, nil
 }
 
 // preferV1beta2 corrects the legacy discovery of the custom metrics group:

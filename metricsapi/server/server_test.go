@@ -34,6 +34,7 @@ type testServer struct {
 	rest  *rest.Config
 	url   string
 	ready *atomic.Bool
+	srv   *Server
 }
 
 // startServer runs a server of cfg (its Options set here) on a free
@@ -87,6 +88,7 @@ func startServerWith(t testing.TB, cfg Config, insecure bool, mod func(*Options)
 		rest:  &rest.Config{Host: "https://" + ln.Addr().String(), TLSClientConfig: rest.TLSClientConfig{Insecure: true}},
 		url:   "https://" + ln.Addr().String(),
 		ready: ready,
+		srv:   srv,
 	}
 	// /livez answers once the server serves (readiness waits on the
 	// test's check).

@@ -70,3 +70,39 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendFleet is the store's side of a scrape at fleet scale: one
+// op is one node's append of its 8 pods, the nodes taken in turn, into a
+// store holding 5,000 nodes × 8 pods with full windows (a live heap of the
+// size the aggregator has, so that allocation costs what it costs there).
+func BenchmarkAppendFleet(b *testing.B) {
+	const nodes = 5000
+	s := newStore(b)
+	at := fill(b, s, nodes*8)
+	sources := make([]string, nodes)
+	batches := make([][]Sample, nodes)
+	for node := range batches {
+		sources[node] = fmt.Sprintf("agent/gms/agent-%d", node)
+		batches[node] = make([]Sample, 8)
+		for j := range batches[node] {
+			batches[node][j] = Sample{Namespace: "team-a", Pod: fmt.Sprintf("worker-%d-%d", node, j), Container: "main",
+				Device:  fmt.Sprintf("GPU-8a1c6f0e-3b7d-4c52-9e1f-%012d", node*8+j),
+				Present: FieldUtilization | FieldMemoryUsed | FieldMemoryTotal | FieldPower, Utilization: 50, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 80 << 30, PowerWatts: 300}
+		}
+	}
+	b.ReportAllocs()
+	node := 0
+	for b.Loop() {
+		if node == 0 {
+			at = at.Add(2 * time.Second)
+		}
+		samples := batches[node]
+		for j := range samples {
+			samples[j].Time = at.Add(-500 * time.Millisecond)
+		}
+		if _, err := s.Append(sources[node], at, samples); err != nil {
+			b.Fatal(err)
+		}
+		node = (node + 1) % nodes
+	}
+}

@@ -65,13 +65,11 @@ type PodValue struct {
 // devices lacks a fresh reading m needs (a partial sum or mean would
 // misstate the pod).
 func (s *Store) PodValue(m Metric, namespace, name string, now time.Time) (Value, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	p := s.pods[podKey{namespace, name}]
-	if p == nil {
+	v := s.pods.load(objectKey{namespace, name})
+	if v == nil {
 		return Value{}, false
 	}
-	return s.aggregate(m, p, now.UnixNano())
+	return s.aggregate(m, v, now.UnixNano())
 }
 
 // PodValues appends to dst the values of m for those of the named pods of
@@ -79,22 +77,22 @@ func (s *Store) PodValue(m Metric, namespace, name string, now time.Time) (Value
 // the extended slice.
 func (s *Store) PodValues(m Metric, namespace string, names []string, now time.Time, dst []PodValue) []PodValue {
 	t := now.UnixNano()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
 	for _, name := range names {
-		p := s.pods[podKey{namespace, name}]
-		if p == nil {
+		v := s.pods.load(objectKey{namespace, name})
+		if v == nil {
 			continue
 		}
-		if v, ok := s.aggregate(m, p, t); ok {
-			dst = append(dst, PodValue{Name: name, Value: v})
+		if val, ok := s.aggregate(m, v, t); ok {
+			dst = append(dst, PodValue{Name: name, Value: val})
 		}
 	}
 	return dst
 }
 
-// aggregate computes m over the fresh devices of p. Callers hold s.mu.
-func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
+// aggregate computes m over the fresh devices of v. Its cost is a few
+// steps per device: the utilization mean comes from the points' running
+// sums, not from a walk over the window.
+func (s *Store) aggregate(m Metric, v *view, now int64) (Value, bool) {
 	staleBefore := now - s.staleAfter
 	windowStart := now - s.window
 	var (
@@ -103,8 +101,9 @@ func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
 		newest    int64
 		oldest    = int64(math.MaxInt64)
 	)
-	for _, sr := range p.devices {
-		if !sr.fresh(staleBefore) {
+	for i := range v.devices {
+		dv := &v.devices[i]
+		if !dv.fresh(staleBefore) {
 			continue
 		}
 		fresh++
@@ -114,35 +113,27 @@ func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
 		)
 		switch m {
 		case Utilization:
-			lv := sr.utilizationLevel(max(staleBefore, windowStart))
+			lv := dv.utilizationLevel(max(staleBefore, windowStart))
 			if lv == nil {
 				return Value{}, false
 			}
-			var dsum float64
-			var n int
-			for _, pt := range lv.points {
-				if pt.received < windowStart {
-					continue
-				}
-				dsum += pt.utilization
-				n++
-				oldest = min(oldest, pt.sampled)
-				newest = max(newest, pt.sampled)
-			}
-			sum += dsum / float64(n)
+			mean, first, last := lv.windowMean(windowStart)
+			sum += mean
+			oldest = min(oldest, first)
+			newest = max(newest, last)
 			continue
 		case MemoryUsedBytes:
-			r, ok = sr.reading(FieldMemoryUsed, staleBefore)
+			r, ok = dv.reading(FieldMemoryUsed, staleBefore)
 		case MemoryUtilization:
-			total, hasTotal := sr.reading(FieldMemoryTotal, staleBefore)
+			total, hasTotal := dv.reading(FieldMemoryTotal, staleBefore)
 			if !hasTotal {
 				return Value{}, false
 			}
 			sum2 += total.value
 			newest = max(newest, total.sampled)
-			r, ok = sr.reading(FieldMemoryUsed, staleBefore)
+			r, ok = dv.reading(FieldMemoryUsed, staleBefore)
 		case PowerWatts:
-			r, ok = sr.reading(FieldPower, staleBefore)
+			r, ok = dv.reading(FieldPower, staleBefore)
 		default:
 			return Value{}, false
 		}
@@ -155,30 +146,47 @@ func (s *Store) aggregate(m Metric, p *pod, now int64) (Value, bool) {
 	if fresh == 0 {
 		return Value{}, false
 	}
-	v := Value{Time: time.Unix(0, newest)}
+	val := Value{Time: time.Unix(0, newest)}
 	switch m {
 	case Utilization:
-		v.Value = sum / float64(fresh)
-		v.Window = time.Duration(newest - oldest)
+		val.Value = sum / float64(fresh)
+		val.Window = time.Duration(newest - oldest)
 	case MemoryUtilization:
 		if sum2 <= 0 {
 			return Value{}, false
 		}
-		v.Value = 100 * sum / sum2
+		val.Value = 100 * sum / sum2
 	default:
-		v.Value = sum
+		val.Value = sum
 	}
-	if math.IsNaN(v.Value) || math.IsInf(v.Value, 0) {
+	if math.IsNaN(val.Value) || math.IsInf(val.Value, 0) {
 		return Value{}, false
 	}
-	return v, true
+	return val, true
 }
 
-// fresh reports whether any level of the series received a reading at or
+// windowMean returns the mean of the level's points received at or after
+// windowStart, and the sample times of the first and the last of them.
+// The level has such a point (utilizationLevel chose it); the points
+// before it are the few that left the window since the level's last
+// append.
+func (lv *levelView) windowMean(windowStart int64) (mean float64, first, last int64) {
+	pts := lv.points
+	sum := lv.sum
+	i := 0
+	for pts[i].received < windowStart {
+		sum -= pts[i].utilization
+		i++
+	}
+	n := len(pts) - 1
+	return sum / float64(n-i+1), pts[i].sampled, pts[n].sampled
+}
+
+// fresh reports whether any level of the device received a reading at or
 // after staleBefore.
-func (sr *series) fresh(staleBefore int64) bool {
-	for i := range sr.levels {
-		if sr.levels[i].newestReceived >= staleBefore {
+func (dv *deviceView) fresh(staleBefore int64) bool {
+	for i := range dv.levels {
+		if dv.levels[i].newestReceived >= staleBefore {
 			return true
 		}
 	}
@@ -187,9 +195,9 @@ func (sr *series) fresh(staleBefore int64) bool {
 
 // utilizationLevel returns the highest level whose newest utilization point
 // was received at or after cutoff, or nil.
-func (sr *series) utilizationLevel(cutoff int64) *level {
-	for i := range sr.levels {
-		lv := &sr.levels[i]
+func (dv *deviceView) utilizationLevel(cutoff int64) *levelView {
+	for i := range dv.levels {
+		lv := &dv.levels[i]
 		if n := len(lv.points); n > 0 && lv.points[n-1].received >= cutoff {
 			return lv
 		}
@@ -200,9 +208,9 @@ func (sr *series) utilizationLevel(cutoff int64) *level {
 // reading returns field f (one of memory used, memory total, power) of the
 // highest level holding one received at or after staleBefore, and false when
 // there is none.
-func (sr *series) reading(f Fields, staleBefore int64) (reading, bool) {
-	for i := range sr.levels {
-		lv := &sr.levels[i]
+func (dv *deviceView) reading(f Fields, staleBefore int64) (reading, bool) {
+	for i := range dv.levels {
+		lv := &dv.levels[i]
 		if !lv.has.Has(f) {
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -53,59 +52,24 @@ func (c Config) Validate() error {
 
 // Store holds per-pod, per-device sample windows. It is safe for concurrent
 // use: appends from many scrapes and queries from many requests.
+//
+// A query takes no lock: every pod's state is an immutable view that an
+// append (or the sweep) replaces in one atomic step, so a query reads
+// either the view before an append or the one after it, never waits for
+// one, and never blocks a writer. Writers of one pod are serialised by the
+// pod's own lock; writers of different pods do not meet.
 type Store struct {
 	window     int64 // nanoseconds
 	staleAfter int64 // nanoseconds
 
-	mu        sync.RWMutex
-	pods      map[podKey]*pod
-	lastSweep int64 // receipt clock, nanoseconds
+	pods objects
+
+	lastSweep atomic.Int64 // receipt clock, nanoseconds
 
 	fed        atomic.Bool
-	seriesHeld atomic.Int64
-	podsHeld   atomic.Int64
 	appended   atomic.Uint64
 	duplicates atomic.Uint64
 	rejected   atomic.Uint64
-}
-
-type podKey struct{ namespace, name string }
-
-// pod is one pod's devices; a pod rarely holds more than a few, so a slice
-// beats a map.
-type pod struct {
-	devices []*series
-}
-
-// series is one pod's view of one device: the readings of each precedence
-// that reported it.
-type series struct {
-	device string
-	levels []level // highest precedence first; rarely more than two
-}
-
-// level is what the sources of one precedence reported of a series.
-type level struct {
-	precedence uint8
-	// newestSampled is the newest reading's Sample.Time (unix nanoseconds):
-	// readings not after it are duplicates. newestReceived is its receipt:
-	// the level is stale when that is.
-	newestSampled, newestReceived int64
-
-	has                      Fields // the readings below that were ever set
-	memUsed, memTotal, power reading
-	points                   []point // utilization readings in the window, oldest first
-}
-
-// reading is the newest value of one field at one precedence.
-type reading struct {
-	value             float64
-	sampled, received int64
-}
-
-type point struct {
-	received, sampled int64
-	utilization       float64
 }
 
 // New returns an empty store.
@@ -116,7 +80,6 @@ func New(cfg Config) (*Store, error) {
 	return &Store{
 		window:     int64(cfg.Window),
 		staleAfter: int64(cfg.StaleAfter),
-		pods:       make(map[podKey]*pod),
 	}, nil
 }
 
@@ -141,48 +104,33 @@ var ErrEmptySource = errors.New("store: empty source name")
 // source had failed: one round missing a field or a device neither wipes a
 // pod's window nor takes the pod off the API, and no reading older than
 // stale-after is ever served. The samples slice is not retained.
+//
+// The samples of one pod are published together when they are adjacent
+// in samples (the parser gives them so): a query sees all of them or none.
 func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (AppendResult, error) {
 	if sourceName == "" {
 		return AppendResult{}, ErrEmptySource
 	}
 	now := at.UnixNano()
 	var res AppendResult
-
-	s.mu.Lock()
-	for i := range samples {
+	for i := 0; i < len(samples); {
 		smp := &samples[i]
 		if smp.Namespace == "" || smp.Pod == "" || smp.Device == "" || smp.Time.IsZero() {
 			res.Rejected++
+			i++
 			continue
 		}
-		key := podKey{smp.Namespace, smp.Pod}
-		p := s.pods[key]
-		if p == nil {
-			p = &pod{}
-			s.pods[key] = p
+		// The run of valid samples of this pod.
+		j := i + 1
+		for j < len(samples) && samples[j].Namespace == smp.Namespace && samples[j].Pod == smp.Pod && valid(&samples[j]) {
+			j++
 		}
-		sr := p.find(smp.Device)
-		if sr == nil {
-			sr = &series{device: smp.Device}
-			p.devices = append(p.devices, sr)
-			s.seriesHeld.Add(1)
-			if len(p.devices) == 1 {
-				s.podsHeld.Add(1)
-			}
-		}
-		lv := sr.level(smp.Precedence)
-		sampled := smp.Time.UnixNano()
-		if sampled <= lv.newestSampled {
-			res.Duplicates++
-			continue
-		}
-		lv.store(smp, sampled, now, s.window, s.staleAfter)
-		res.Stored++
+		stored, dups := s.pods.update(objectKey{smp.Namespace, smp.Pod}, samples[i:j], now, s.window, s.staleAfter)
+		res.Stored += stored
+		res.Duplicates += dups
+		i = j
 	}
-	if now-s.lastSweep >= s.staleAfter {
-		s.sweep(now)
-	}
-	s.mu.Unlock()
+	s.maybeSweep(now)
 
 	s.fed.Store(true)
 	s.appended.Add(uint64(res.Stored))
@@ -191,119 +139,18 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 	return res, nil
 }
 
-// level returns the series' level of precedence prec, adding it (with no
-// reading yet) in order.
-func (sr *series) level(prec uint8) *level {
-	i := 0
-	for ; i < len(sr.levels); i++ {
-		if sr.levels[i].precedence == prec {
-			return &sr.levels[i]
-		}
-		if sr.levels[i].precedence < prec {
-			break
-		}
-	}
-	sr.levels = append(sr.levels, level{})
-	copy(sr.levels[i+1:], sr.levels[i:])
-	sr.levels[i] = level{precedence: prec, newestSampled: math.MinInt64, newestReceived: math.MinInt64}
-	return &sr.levels[i]
+func valid(smp *Sample) bool {
+	return smp.Namespace != "" && smp.Pod != "" && smp.Device != "" && !smp.Time.IsZero()
 }
 
-// store records a new reading: each field it carries replaces that field's
-// value; the others keep theirs (and their age). A level that had gone stale
-// starts a new window: points from before the gap are not mixed with the new
-// ones, whenever the sweep runs.
-func (lv *level) store(smp *Sample, sampled, received, window, staleAfter int64) {
-	if lv.newestReceived < received-staleAfter {
-		lv.points = lv.points[:0]
-	}
-	lv.newestSampled, lv.newestReceived = sampled, received
-	set := func(f Fields, r *reading, v float64) {
-		if smp.Present.Has(f) {
-			*r = reading{value: v, sampled: sampled, received: received}
-			lv.has |= f
-		}
-	}
-	set(FieldMemoryUsed, &lv.memUsed, smp.MemoryUsedBytes)
-	set(FieldMemoryTotal, &lv.memTotal, smp.MemoryTotalBytes)
-	set(FieldPower, &lv.power, smp.PowerWatts)
-	lv.trim(received - window)
-	if !smp.Present.Has(FieldUtilization) {
+// maybeSweep sweeps when the last sweep is at least stale-after old (on
+// the receipt clock); one caller sweeps, the others go on.
+func (s *Store) maybeSweep(now int64) {
+	last := s.lastSweep.Load()
+	if now-last < s.staleAfter || !s.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	if len(lv.points) == maxPoints {
-		lv.points = append(lv.points[:0], lv.points[1:]...)
-	}
-	lv.points = append(lv.points, point{received: received, sampled: sampled, utilization: smp.Utilization})
-}
-
-// trim drops the points received before cutoff.
-func (lv *level) trim(cutoff int64) {
-	n := 0
-	for n < len(lv.points) && lv.points[n].received < cutoff {
-		n++
-	}
-	if n > 0 {
-		lv.points = append(lv.points[:0], lv.points[n:]...)
-	}
-}
-
-func (p *pod) find(device string) *series {
-	for _, sr := range p.devices {
-		if sr.device == device {
-			return sr
-		}
-	}
-	return nil
-}
-
-// remove deletes the pod's i-th series, and the pod when it holds no more.
-// Callers hold s.mu for writing.
-func (s *Store) remove(key podKey, p *pod, i int) {
-	last := len(p.devices) - 1
-	p.devices[i] = p.devices[last]
-	p.devices[last] = nil
-	p.devices = p.devices[:last]
-	s.seriesHeld.Add(-1)
-	if len(p.devices) == 0 {
-		delete(s.pods, key)
-		s.podsHeld.Add(-1)
-	}
-}
-
-// sweep drops the levels whose newest reading is stale, the series and pods
-// left with none, and the points older than the window, so that memory
-// follows what is being served. Callers hold s.mu for writing.
-func (s *Store) sweep(now int64) {
-	s.lastSweep = now
-	staleBefore := now - s.staleAfter
-	for key, p := range s.pods {
-		for i := 0; i < len(p.devices); {
-			sr := p.devices[i]
-			if !sr.sweep(staleBefore, now-s.window) {
-				s.remove(key, p, i)
-				continue
-			}
-			i++
-		}
-	}
-}
-
-// sweep drops the series' stale levels and trims the others' points; it
-// reports whether any level is left.
-func (sr *series) sweep(staleBefore, windowStart int64) bool {
-	n := 0
-	for i := range sr.levels {
-		if sr.levels[i].newestReceived < staleBefore {
-			continue
-		}
-		sr.levels[n] = sr.levels[i]
-		sr.levels[n].trim(windowStart)
-		n++
-	}
-	clear(sr.levels[n:]) // drop references to the points of dropped levels
-	sr.levels = sr.levels[:n]
-	return n > 0
+	s.pods.sweep(now, s.staleAfter)
 }
 
 // HasSynced reports whether anything was ever appended: the readiness signal
@@ -321,8 +168,8 @@ type Stats struct {
 // Stats returns the store's current size and counters.
 func (s *Store) Stats() Stats {
 	return Stats{
-		Pods:       s.podsHeld.Load(),
-		Series:     s.seriesHeld.Load(),
+		Pods:       s.pods.held.Load(),
+		Series:     s.pods.series.Load(),
 		Appended:   s.appended.Load(),
 		Duplicates: s.duplicates.Load(),
 		Rejected:   s.rejected.Load(),

@@ -614,20 +614,18 @@ func TestSweepBoundsMemory(t *testing.T) {
 			if st := s.Stats(); st.Pods != 1 || st.Series != 1 {
 				t.Errorf("after the sweep Stats = %+v, want only the live pod", st)
 			}
-			s.mu.RLock()
-			defer s.mu.RUnlock()
-			for _, p := range s.pods {
-				for _, sr := range p.devices {
+			s.pods.each(func(_ objectKey, e *entry) {
+				for _, dv := range e.view.Load().devices {
 					// Receipts 7..21 are within the 15 s window of the
 					// last sweep's time at the latest; older points must
 					// be gone.
-					for _, lv := range sr.levels {
+					for _, lv := range dv.levels {
 						if len(lv.points) > 8 {
 							t.Errorf("series holds %d points, want at most 8 within the window", len(lv.points))
 						}
 					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -641,10 +639,8 @@ func TestSweepDropsStaleLevel(t *testing.T) {
 		steps = append(steps, appendStep{"agent", x, []Sample{at(PrecedenceAgent, util("ns", "p", "GPU-1", sec(x), 70))}})
 	}
 	mustAppend(t, s, steps)
-	s.mu.RLock()
-	levels := s.pods[podKey{"ns", "p"}].devices[0].levels
+	levels := s.pods.load(objectKey{"ns", "p"}).devices[0].levels
 	n, prec := len(levels), levels[0].precedence
-	s.mu.RUnlock()
 	if n != 1 || prec != PrecedenceAgent {
 		t.Errorf("series holds %d precedences (the first %d), want only the agent's", n, prec)
 	}
@@ -657,9 +653,7 @@ func TestPointsCapped(t *testing.T) {
 		x := 1 + float64(i)/600
 		mustAppend(t, s, []appendStep{{"fast", x, []Sample{util("ns", "p", "GPU-1", sec(x), float64(i)/10)}}})
 	}
-	s.mu.RLock()
-	n := len(s.pods[podKey{"ns", "p"}].devices[0].levels[0].points)
-	s.mu.RUnlock()
+	n := len(s.pods.load(objectKey{"ns", "p"}).devices[0].levels[0].points)
 	if n != maxPoints || maxPoints != 2*MaxWindowFeeds {
 		t.Errorf("points held = %d, want the cap %d (twice MaxWindowFeeds)", n, maxPoints)
 	}

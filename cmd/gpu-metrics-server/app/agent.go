@@ -26,7 +26,9 @@ func runAgent(ctx context.Context, o *options.Agent) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	wait := runInBackground(ctx, background)
+	// Once started, the agent hands back the pages of the binary that only
+	// start-up touched (the aggregator's libraries' initialisation).
+	wait := runInBackground(ctx, append(background, releaseStartupPages))
 	err = serveHTTP(ctx, o.Agent.ListenAddress, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
 		klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr))
 	})

@@ -135,7 +135,8 @@ func (o *ScrapeOptions) Validate() []error {
 // Config is the scraper's configuration.
 func (o *ScrapeOptions) Config() scrape.Config {
 	return scrape.Config{
-		Interval: o.Interval, Timeout: o.Timeout, MaxBodyBytes: int64(o.MaxBodyBytes),
+		// Each target starts at its own offset over the whole interval.
+		Interval: o.Interval, Timeout: o.Timeout, Spread: o.Interval, MaxBodyBytes: int64(o.MaxBodyBytes),
 		CAFile: o.CAFile, BearerTokenFile: o.BearerTokenFile,
 	}
 }
