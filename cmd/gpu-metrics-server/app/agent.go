@@ -26,9 +26,7 @@ func runAgent(ctx context.Context, o *options.Agent) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	// Once started, the agent hands back the pages of the binary that only
-	// start-up touched (the aggregator's libraries' initialisation).
-	wait := runInBackground(ctx, append(background, releaseStartupPages))
+	wait := runInBackground(ctx, background)
 	err = serveHTTP(ctx, o.Agent.ListenAddress, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
 		klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr))
 	})

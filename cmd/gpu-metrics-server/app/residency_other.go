@@ -1,8 +1,0 @@
-//go:build !linux
-
-package app
-
-import "context"
-
-// releaseStartupPages does nothing off Linux.
-func releaseStartupPages(context.Context) {}
