@@ -6,6 +6,9 @@ package kubeapi
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -135,4 +138,13 @@ func Explain(err error, verb, group, resource, namespace string) error {
 		r += "." + group
 	}
 	return fmt.Errorf("%s %s%s: %w", verb, r, where, err)
+}
+
+// IsGPUResource reports whether a container or node resource is GPUs:
+// NVIDIA's device plugin names (nvidia.com/gpu, nvidia.com/gpu.shared,
+// nvidia.com/mig-<profile>) and any other extended resource naming a GPU.
+func IsGPUResource(name corev1.ResourceName) bool {
+	n := string(name)
+	return strings.HasPrefix(n, "nvidia.com/gpu") || strings.HasPrefix(n, "nvidia.com/mig-") ||
+		(strings.Contains(n, "/") && strings.Contains(strings.ToLower(n), "gpu"))
 }

@@ -74,22 +74,13 @@ func (r *PodRow) served() bool {
 	return r.UtilizationPercent != nil || r.MemoryUsedBytes != nil || r.MemoryUtilizationPercent != nil || r.PowerWatts != nil
 }
 
-// isGPUResource reports whether a container resource holds GPUs: NVIDIA's
-// device plugin names (nvidia.com/gpu, nvidia.com/gpu.shared,
-// nvidia.com/mig-<profile>) and any other resource naming a GPU.
-func isGPUResource(name corev1.ResourceName) bool {
-	n := string(name)
-	return strings.HasPrefix(n, "nvidia.com/gpu") || strings.HasPrefix(n, "nvidia.com/mig-") ||
-		(strings.Contains(n, "/") && strings.Contains(strings.ToLower(n), "gpu"))
-}
-
 // gpuSpec fills the row's GPU count, sharing and resources from the pod's
 // container limits (extended resources have requests equal to limits).
 func gpuSpec(row *PodRow, pod *corev1.Pod) {
 	seen := map[string]bool{}
 	for _, c := range pod.Spec.Containers {
 		for name, q := range c.Resources.Limits {
-			if !isGPUResource(name) {
+			if !kubeapi.IsGPUResource(name) {
 				continue
 			}
 			row.GPUs += int(q.Value())
@@ -116,7 +107,7 @@ func holdsGPU(pod *corev1.Pod) bool {
 	}
 	for _, c := range pod.Spec.Containers {
 		for name := range c.Resources.Limits {
-			if isGPUResource(name) {
+			if kubeapi.IsGPUResource(name) {
 				return true
 			}
 		}

@@ -148,7 +148,7 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 	fs := root.PersistentFlags()
 	logsapi.AddFlags(logConfig, fs) // -v, --vmodule, --logging-format
 	root.AddCommand(NewAgentCommand(), NewAggregatorCommand(), NewStandaloneCommand(), NewVersionCommand(),
-		NewTopCommand())
+		NewTopCommand(), NewDoctorCommand())
 	usageErrors(root)
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
 )
 
 // TestNameFor: installed as kubectl-gpu the binary calls itself "kubectl
@@ -139,5 +141,22 @@ func TestTopPodsNoConfiguration(t *testing.T) {
 	var exit *exitError
 	if !errors.As(err, &exit) || exit.code != 1 || !strings.Contains(err.Error(), "no Kubernetes configuration") {
 		t.Errorf("Execute = %v, want exit 1 naming the missing configuration", err)
+	}
+}
+
+// TestDoctorCannotRun: no kube-apiserver answers: exit status 2, one error
+// line; invalid flags: exit status 2 through the usage path.
+func TestDoctorCannotRun(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	path := kubeconfig(t, "http://127.0.0.1:1", "broken")
+	err := testRoot("kubectl gpu", "doctor", "--kubeconfig="+path).Execute()
+	var exit *exitError
+	if !errors.As(err, &exit) || exit.code != doctorCannotRun || !strings.Contains(err.Error(), "cannot run: kube-apiserver") {
+		t.Errorf("Execute = %v, want exit status 2 saying kube-apiserver cannot be reached", err)
+	}
+	err = testRoot("kubectl gpu", "doctor", "--pod=a", "--hpa=b", "-o=yaml").Execute()
+	var fe *options.FlagError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "--output") || !strings.Contains(err.Error(), "--hpa") {
+		t.Errorf("Execute = %v, want FlagErrors for --output and --hpa", err)
 	}
 }
