@@ -26,9 +26,6 @@ type state struct {
 	agentsRead bool
 	// agentMetrics are the agents' parsed self-metrics by node.
 	agentMetrics map[string]*selfMetrics
-	// apiOK: the APIService of v1beta2 points at our Service and is
-	// Available.
-	apiOK bool
 }
 
 // APIServiceResource is the APIService resource (kube-aggregator), read
@@ -90,7 +87,7 @@ func owner(u *unstructured.Unstructured) string {
 		}
 	}
 	if len(parts) == 0 {
-		return "unknown owner (no Helm or app labels)"
+		return "no Helm release or app labels"
 	}
 	return strings.Join(parts, ", ")
 }
@@ -125,18 +122,14 @@ func (d *Doctor) checkAPIServices(ctx context.Context, cfg Config, r *report, st
 				"APIService %s is served locally by kube-apiserver (no spec.service), not by gpu-metrics-server", apiName)
 			continue
 		}
-		if ours != nil && (svcNS != cfg.ServerNamespace || !ours[svcName]) {
+		if len(ours) > 0 && (svcNS != cfg.ServerNamespace || !ours[svcName]) {
 			var names []string
 			for n := range ours {
 				names = append(names, cfg.ServerNamespace+"/"+n)
 			}
 			sort.Strings(names)
-			want := strings.Join(names, " or ")
-			if want == "" {
-				want = "a Service in " + cfg.ServerNamespace + " selecting the aggregator pods (none found)"
-			}
 			r.fail(name, fmt.Sprintf("only one server can own %s: remove the other server's APIServices (kubectl delete apiservice %s), then install gpu-metrics-server's (helm: apiService.create=true)", kubeapi.CustomMetricsGroup, apiName),
-				"APIService %s points at Service %s/%s (owned by %s), not at gpu-metrics-server's %s", apiName, svcNS, svcName, owner(u), want)
+				"APIService %s points at Service %s/%s (owner: %s), not at gpu-metrics-server's %s", apiName, svcNS, svcName, owner(u), strings.Join(names, " or "))
 			continue
 		}
 		status, reason, message := availability(u)
@@ -145,8 +138,13 @@ func (d *Doctor) checkAPIServices(ctx context.Context, cfg Config, r *report, st
 				"APIService %s (Service %s/%s) is not Available: %s: %s", apiName, svcNS, svcName, reason, message)
 			continue
 		}
-		if v == apiServiceVersions[0] {
-			st.apiOK = true
+		if len(ours) == 0 {
+			// No aggregator pod found (see the aggregator check), or not
+			// allowed to look: whose Service this is stays unknown.
+			r.warn(name, "the aggregator check below says why no aggregator pod was found",
+				"APIService %s points at Service %s/%s (owner: %s) and is Available, but no Service of an aggregator pod in %s is known to compare it with",
+				apiName, svcNS, svcName, owner(u), cfg.ServerNamespace)
+			continue
 		}
 		r.pass(name, "APIService %s points at Service %s/%s and is Available", apiName, svcNS, svcName)
 	}

@@ -387,6 +387,10 @@ func TestBroken(t *testing.T) {
 			a.SetAnnotations(map[string]string{"meta.helm.sh/release-name": "prom-adapter", "meta.helm.sh/release-namespace": "monitoring"})
 			c.apiServices[0] = a
 		}, Fail, "apiservice", []string{"v1beta2.custom.metrics.k8s.io points at Service monitoring/prometheus-adapter", "Helm release monitoring/prom-adapter", "not at gpu-metrics-server's gpu-metrics-server/gpu-metrics-server"}, 1},
+		{"no aggregator pod", func(c *cluster, _ *Config) { c.remove("*v1.Pod", "gms-aggregator-0") },
+			Fail, "aggregator", []string{"no aggregator pod in namespace gpu-metrics-server matches"}, 1},
+		{"no aggregator pod: whose Service is unknown", func(c *cluster, _ *Config) { c.remove("*v1.Pod", "gms-aggregator-0") },
+			Warn, "apiservice", []string{"points at Service gpu-metrics-server/gpu-metrics-server (owner: no Helm release or app labels) and is Available, but no Service of an aggregator pod"}, 1},
 		{"APIService missing", func(c *cluster, _ *Config) { c.apiServices = c.apiServices[1:] },
 			Fail, "apiservice", []string{"APIService v1beta2.custom.metrics.k8s.io does not exist"}, 1},
 		{"APIService not available", func(c *cluster, _ *Config) {
@@ -426,6 +430,7 @@ func TestBroken(t *testing.T) {
 			cfg.Namespace, cfg.HPA = "demo", "train"
 		}, Fail, "pod", []string{"pod demo/train-1 has no metric: its node gpu-2 runs no agent"}, 1},
 		{"pod not scheduled", func(c *cluster, cfg *Config) {
+			delete(c.served, "demo/train-0")
 			p := c.get("*v1.Pod", "train-0").(*corev1.Pod)
 			p.Spec.NodeName = ""
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
@@ -433,6 +438,7 @@ func TestBroken(t *testing.T) {
 			cfg.Namespace, cfg.Pod = "demo", "train-0"
 		}, Fail, "pod", []string{"it is not scheduled (Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.)"}, 1},
 		{"pod requests no GPU", func(c *cluster, cfg *Config) {
+			delete(c.served, "demo/train-0")
 			c.get("*v1.Pod", "train-0").(*corev1.Pod).Spec.Containers[0].Resources.Limits = nil
 			cfg.Namespace, cfg.Pod = "demo", "train-0"
 		}, Fail, "pod", []string{"it requests no GPU"}, 1},

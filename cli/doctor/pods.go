@@ -109,26 +109,11 @@ func requestsGPU(p *corev1.Pod) bool {
 	return false
 }
 
-// checkPod explains one pod's metrics.
+// checkPod explains one pod's metrics: the values served, else the first
+// link of the chain that is missing.
 func (d *Doctor) checkPod(ctx context.Context, p *corev1.Pod, r *report, st *state) {
 	const name = "pod"
 	id := p.Namespace + "/" + p.Name
-	if p.Spec.NodeName == "" {
-		why := "no PodScheduled condition yet"
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
-				why = strings.TrimSpace(c.Reason + ": " + c.Message)
-			}
-		}
-		r.fail(name, fmt.Sprintf("kubectl -n %s describe pod %s: the scheduler's events say what it lacks", p.Namespace, p.Name),
-			"pod %s has no metric: it is not scheduled (%s)", id, why)
-		return
-	}
-	if !requestsGPU(p) {
-		r.fail(name, "request a GPU in the container's resources.limits (nvidia.com/gpu: 1, or a shared or MIG resource)",
-			"pod %s has no metric: it requests no GPU (no nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-* limit)", id)
-		return
-	}
 	var served, missing []string
 	var freshness string
 	for _, metric := range PodMetrics {
@@ -158,6 +143,22 @@ func (d *Doctor) checkPod(ctx context.Context, p *corev1.Pod, r *report, st *sta
 			msg += "; not served: " + strings.Join(missing, ", ") + " (its GPUs do not report them)"
 		}
 		r.pass(name, "%s", msg)
+		return
+	}
+	if p.Spec.NodeName == "" {
+		why := "no PodScheduled condition yet"
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+				why = strings.TrimSpace(c.Reason + ": " + c.Message)
+			}
+		}
+		r.fail(name, fmt.Sprintf("kubectl -n %s describe pod %s: the scheduler's events say what it lacks", p.Namespace, p.Name),
+			"pod %s has no metric: it is not scheduled (%s)", id, why)
+		return
+	}
+	if !requestsGPU(p) {
+		r.fail(name, "request a GPU in the container's resources.limits (nvidia.com/gpu: 1, or a shared or MIG resource)",
+			"pod %s has no metric: it requests no GPU (no nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-* limit)", id)
 		return
 	}
 	node := p.Spec.NodeName
