@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/hack/deviceplugin/devices"
 )
 
 // runCLI runs the binary (as name: gpu-metrics-server, or the kubectl
@@ -51,6 +53,7 @@ func runCLI(ctx context.Context, t *testing.T, name string, args ...string) (str
 type topRow struct {
 	Name                     string   `json:"name"`
 	GPUs                     int      `json:"gpus"`
+	Sharing                  string   `json:"sharing"`
 	UtilizationPercent       *float64 `json:"utilizationPercent"`
 	MemoryUsedBytes          *float64 `json:"memoryUsedBytes"`
 	MemoryUtilizationPercent *float64 `json:"memoryUtilizationPercent"`
@@ -78,6 +81,44 @@ func TestTopPodsPrintsServedValues(t *testing.T) {
 		return v[a] == 70 && v[b] == 10, fmt.Sprintf("%v", v), nil
 	})
 
+	topMatchesAPI(t, ns, selector, map[string]string{a: "", b: ""})
+
+	out, code, err := runCLI(t.Context(), t, "kubectl-gpu", "top", "pods", "-n", ns, "--sort-by=gpu", "--no-headers")
+	if err != nil || code != 0 {
+		t.Fatalf("kubectl-gpu top pods: exit %d: %v", code, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], a+" ") || !strings.Contains(lines[0], " 70% ") ||
+		!strings.HasPrefix(lines[1], b+" ") || !strings.Contains(lines[1], " 10% ") {
+		t.Errorf("top pods --sort-by=gpu:\n%s\nwant %s at 70%% first, then %s at 10%%", out, a, b)
+	}
+}
+
+// TestTopPodsMIGAndWholeGPU: a pod on a MIG instance and a pod on a whole
+// GPU (real kubelet, device plugin): top pods prints the API's values for
+// each, and marks the MIG pod's GPU as such.
+func TestTopPodsMIGAndWholeGPU(t *testing.T) {
+	ns := cluster.NewNamespace(t, "topmig")
+	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2}, MIG: [][]int{{0}}})
+	cluster.CreateDeployment(t, framework.DeviceDeployment(ns, "small", 1, devices.MIGResourcePrefix+"1g.10gb"))
+	cluster.CreateDeployment(t, framework.DeviceDeployment(ns, "whole", 1, devices.GPUResource))
+	mig := cluster.WaitPods(t, ns, "app=small", 1)[0]
+	whole := cluster.WaitPods(t, ns, "app=whole", 1)[0]
+	m, w := env.Allocation(mig), env.Allocation(whole)
+	if len(m.Devices) != 1 || m.Devices[0].GPUInstance < 0 || len(w.Devices) != 1 || w.Devices[0].GPUInstance >= 0 {
+		t.Fatalf("allocations %+v, %+v: want a MIG instance and a whole GPU", m, w)
+	}
+	env.SetInstanceUtilization(m.Node, m.Devices[0].GPU, m.Devices[0].GPUInstance, 30)
+	env.SetUtilization(w.Node, strconv.Itoa(w.Devices[0].GPU), 60)
+	waitAllValues(t, ns, []string{"app=small", "app=whole"}, map[string]float64{mig: 30, whole: 60})
+	topMatchesAPI(t, ns, "app in (small,whole)", map[string]string{mig: "mig", whole: ""})
+}
+
+// topMatchesAPI waits until `top pods -o json` in namespace ns prints, for
+// each pod of pods (pod → its sharing), one GPU and exactly the values the
+// custom metrics API serves for the pods of selector.
+func topMatchesAPI(t *testing.T, ns, selector string, pods map[string]string) {
+	t.Helper()
 	metrics := map[string]func(*topRow) *float64{
 		"gpu_utilization":        func(r *topRow) *float64 { return r.UtilizationPercent },
 		"gpu_memory_used_bytes":  func(r *topRow) *float64 { return r.MemoryUsedBytes },
@@ -103,7 +144,7 @@ func TestTopPodsPrintsServedValues(t *testing.T) {
 			if err != nil {
 				return false, err.Error(), nil
 			}
-			for _, p := range pods {
+			for p, sharing := range pods {
 				r := rows[p]
 				if r == nil {
 					diffs = append(diffs, p+": no row")
@@ -114,23 +155,13 @@ func TestTopPodsPrintsServedValues(t *testing.T) {
 				if served != (got != nil) || served && *got != w {
 					diffs = append(diffs, fmt.Sprintf("%s %s: top %v, API %v (served %v)", p, metric, got, w, served))
 				}
-				if r.GPUs != 1 {
-					diffs = append(diffs, fmt.Sprintf("%s: %d GPUs, want 1", p, r.GPUs))
+				if r.GPUs != 1 || r.Sharing != sharing {
+					diffs = append(diffs, fmt.Sprintf("%s: %d GPUs (%q), want 1 (%q)", p, r.GPUs, r.Sharing, sharing))
 				}
 			}
 		}
 		return len(diffs) == 0, strings.Join(diffs, "; "), nil
 	})
-
-	out, code, err := runCLI(t.Context(), t, "kubectl-gpu", "top", "pods", "-n", ns, "--sort-by=gpu", "--no-headers")
-	if err != nil || code != 0 {
-		t.Fatalf("kubectl-gpu top pods: exit %d: %v", code, err)
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], a+" ") || !strings.Contains(lines[0], " 70% ") ||
-		!strings.HasPrefix(lines[1], b+" ") || !strings.Contains(lines[1], " 10% ") {
-		t.Errorf("top pods --sort-by=gpu:\n%s\nwant %s at 70%% first, then %s at 10%%", out, a, b)
-	}
 }
 
 // TestDoctorAgainstTheAPI: doctor reads the real API: it explains a served

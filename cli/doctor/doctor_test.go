@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +31,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 	cmfake "k8s.io/metrics/pkg/client/custom_metrics/fake"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -41,21 +41,10 @@ var now = time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 
 const serverNS = "gpu-metrics-server"
 
+// golden compares got with testdata/name.golden (rewritten with -update).
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
+	testutil.Golden(t, name, got, *update)
 }
 
 // cluster is a healthy installation, made of objects the tests break.

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cli/kubeapi"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -28,19 +27,7 @@ var now = time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 // golden compares got with testdata/name.golden (rewritten with -update).
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
+	testutil.Golden(t, name, got, *update)
 }
 
 func gpuPod(ns, name, node, app string, phase corev1.PodPhase, res corev1.ResourceList) corev1.Pod {
