@@ -21,6 +21,9 @@ const (
 	metricPodResourcesUp = "gpu_metrics_server_pod_resources_up"
 	metricDevices        = "gpu_metrics_server_devices"
 	metricSampleTime     = "gpu_metrics_server_sample_timestamp_seconds"
+	metricDelegateUp     = "gpu_metrics_server_delegate_up"
+	metricDelegateFound  = "gpu_metrics_server_delegate_discovered_metrics"
+	metricDelegateReqs   = "gpu_metrics_server_delegate_requests_total"
 )
 
 // podReady reports whether the pod is Ready, else why not.
@@ -125,6 +128,7 @@ func (d *Doctor) checkAggregatorMetrics(ctx context.Context, p *corev1.Pod, r *r
 			"could not read the scrape status of %s/%s: %v", p.Namespace, p.Name, err)
 		return
 	}
+	checkDelegate(p, m, r)
 	targets, ok := m.value(metricScrapeTargets)
 	if !ok || targets == 0 {
 		r.fail(name, "check --agent-namespace and --agent-selector against the agent pods (the agent checks below)",
@@ -274,4 +278,33 @@ func (d *Doctor) checkAgentMetrics(ctx context.Context, cfg Config, node string,
 	}
 	devices, _ := m.value(metricDevices)
 	r.pass(name, "node %s: agent %s is ready, reads %.0f GPU(s), pod-resources up, newest sample %v old", node, p.Name, devices, age.Round(time.Second))
+}
+
+// checkDelegate reports, for an aggregator run with --delegate-to, whether
+// the delegate (the adapter that served the group before) answers.
+func checkDelegate(p *corev1.Pod, m *selfMetrics, r *report) {
+	const name = "aggregator"
+	up, ok := m.value(metricDelegateUp)
+	if !ok {
+		return // no --delegate-to
+	}
+	var failed []string
+	for outcome, n := range m.byLabel(metricDelegateReqs, "outcome") {
+		if n > 0 && outcome != "success" && outcome != "client_error" && outcome != "canceled" {
+			failed = append(failed, fmt.Sprintf("%s %.0f", outcome, n))
+		}
+	}
+	sort.Strings(failed)
+	if up == 0 {
+		r.fail(name, "the delegate's Service and pods must be up (--delegate-to names them); the aggregator's log has the error",
+			"%s/%s: the delegate (--delegate-to) does not answer: its last discovery refresh failed, so the metrics it served are not served", p.Namespace, p.Name)
+		return
+	}
+	found, _ := m.value(metricDelegateFound)
+	if len(failed) > 0 {
+		r.warn(name, "the aggregator's log names the failed forwards",
+			"%s/%s: the delegate answers (%.0f metrics discovered), but forwarded requests failed since it started: %s", p.Namespace, p.Name, found, strings.Join(failed, ", "))
+		return
+	}
+	r.pass(name, "%s/%s: the delegate answers (%.0f metrics discovered)", p.Namespace, p.Name, found)
 }

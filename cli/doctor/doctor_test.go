@@ -394,6 +394,17 @@ func TestBroken(t *testing.T) {
 			Fail, "aggregator", []string{"Service gpu-metrics-server/gpu-metrics-server has no ready endpoint"}, 1},
 		{"aggregator scrapes nothing", func(c *cluster, _ *Config) { c.aggregatorMetrics = "gpu_metrics_server_scrape_targets 0\n" },
 			Fail, "aggregator", []string{"scrapes no target"}, 1},
+		{"delegate down", func(c *cluster, _ *Config) {
+			c.aggregatorMetrics += "gpu_metrics_server_delegate_up 0\ngpu_metrics_server_delegate_discovered_metrics{version=\"v1beta1\"} 0\n"
+		}, Fail, "aggregator", []string{"the delegate (--delegate-to) does not answer"}, 1},
+		{"delegate answers", func(c *cluster, _ *Config) {
+			c.aggregatorMetrics += "gpu_metrics_server_delegate_up 1\ngpu_metrics_server_delegate_discovered_metrics{version=\"v1beta1\"} 12\n" +
+				"gpu_metrics_server_delegate_requests_total{outcome=\"success\"} 40\ngpu_metrics_server_delegate_requests_total{outcome=\"unreachable\"} 0\n"
+		}, Pass, "aggregator", []string{"gms-aggregator-0: the delegate answers (12 metrics discovered)"}, 0},
+		{"delegate answers, some forwards failed", func(c *cluster, _ *Config) {
+			c.aggregatorMetrics += "gpu_metrics_server_delegate_up 1\ngpu_metrics_server_delegate_discovered_metrics{version=\"v1beta1\"} 12\n" +
+				"gpu_metrics_server_delegate_requests_total{outcome=\"success\"} 40\ngpu_metrics_server_delegate_requests_total{outcome=\"timeout\"} 3\n"
+		}, Warn, "aggregator", []string{"forwarded requests failed since it started: timeout 3"}, 0},
 		{"agent missing on a GPU node", func(c *cluster, _ *Config) { c.remove("*v1.Pod", "gms-agent-b") },
 			Fail, "agent", []string{"node gpu-2 has 4 allocatable GPUs but no agent pod"}, 1},
 		{"kubelet socket gone", func(c *cluster, _ *Config) { c.agentMetrics["gms-agent-b"] = agentText(1, 0, time.Second) },
