@@ -11,11 +11,15 @@ ARG VERSION=dev
 RUN --mount=type=cache,target=/root/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     make build VERSION=${VERSION}
+# The kubectl plugin (kubectl gpu ...) is the same binary under the name
+# kubectl-gpu; a directory is copied below so that the symlink stays one.
+RUN mkdir -p /out/usr/bin && cp bin/gpu-metrics-server /out/usr/bin/ && \
+    ln -s gpu-metrics-server /out/usr/bin/kubectl-gpu
 
 # distroless/base carries glibc (needed by cgo and by libnvidia-ml) and
 # nothing else: no shell, no package manager.
 FROM gcr.io/distroless/base-debian12:nonroot
-COPY --from=build /src/bin/gpu-metrics-server /usr/bin/gpu-metrics-server
+COPY --from=build /out/usr/bin/ /usr/bin/
 USER 65532:65532
 EXPOSE 9400 6443
 ENTRYPOINT ["gpu-metrics-server"]

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -39,6 +40,14 @@ func Main(args []string) int {
 	if err == nil {
 		return 0
 	}
+	var exit *exitError
+	if errors.As(err, &exit) {
+		// A command a person runs: kubectl's "error: ..." line, no log.
+		if exit.err != nil {
+			fmt.Fprintf(os.Stderr, "error: %s\n", exit.err)
+		}
+		return exit.code
+	}
 	var fe *options.FlagError
 	if errors.As(err, &fe) || isCobraUsageError(err) {
 		// One line per invalid flag.
@@ -61,11 +70,66 @@ func isCobraUsageError(err error) bool {
 	return errors.As(err, &u)
 }
 
-// NewRootCommand builds the command tree.
-func NewRootCommand() *cobra.Command {
+// exitError ends a command a person runs (top, doctor) with exit status
+// code, printing err as kubectl prints errors; a nil err prints nothing (the
+// command has printed its report).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// userError is err as a command a person runs reports it: one "error:" line
+// and exit status 1; nil stays nil.
+func userError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: 1, err: err}
+}
+
+// pluginPrefix starts the name of a kubectl plugin's binary.
+const pluginPrefix = "kubectl-"
+
+// displayName is how the binary named argv0 is invoked: "kubectl gpu" when
+// it is installed as the kubectl plugin kubectl-gpu, else its own name.
+func displayName(root *cobra.Command) string {
+	if n, ok := root.Annotations[cobra.CommandDisplayNameAnnotation]; ok {
+		return n
+	}
+	return root.Name()
+}
+
+// nameFor is the command's display name when the binary is called argv0.
+func nameFor(argv0 string) string {
+	base := filepath.Base(argv0)
+	if rest, ok := strings.CutPrefix(base, pluginPrefix); ok && rest != "" {
+		// kubectl maps "kubectl foo bar" to kubectl-foo-bar.
+		return "kubectl " + strings.ReplaceAll(rest, "-", " ")
+	}
+	return "gpu-metrics-server"
+}
+
+// NewRootCommand builds the command tree, named after the running binary
+// (os.Args[0]): as the kubectl plugin kubectl-gpu, help and messages say
+// "kubectl gpu".
+func NewRootCommand() *cobra.Command { return newRootCommand(nameFor(os.Args[0])) }
+
+func newRootCommand(name string) *cobra.Command {
 	logConfig := logsapi.NewLoggingConfiguration()
 	root := &cobra.Command{
-		Use:   "gpu-metrics-server",
+		Use: "gpu-metrics-server",
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: name,
+		},
 		Short: "GPU utilization for the Kubernetes HorizontalPodAutoscaler, without Prometheus",
 		Long: `gpu-metrics-server reads NVIDIA GPUs on every node (agent), attributes them
 to pods through the kubelet, and serves per-pod GPU utilization on the
@@ -83,11 +147,19 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fs := root.PersistentFlags()
 	logsapi.AddFlags(logConfig, fs) // -v, --vmodule, --logging-format
-	root.AddCommand(NewAgentCommand(), NewAggregatorCommand(), NewStandaloneCommand(), NewVersionCommand())
-	for _, c := range root.Commands() {
+	root.AddCommand(NewAgentCommand(), NewAggregatorCommand(), NewStandaloneCommand(), NewVersionCommand(),
+		NewTopCommand(), NewDoctorCommand())
+	usageErrors(root)
+	root.CompletionOptions.DisableDefaultCmd = true
+	return root
+}
+
+// usageErrors makes flag-parsing failures and stray arguments of every
+// subcommand of c usage errors (exit 2, one line).
+func usageErrors(c *cobra.Command) {
+	for _, c := range c.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 		if args := c.Args; args != nil {
-			// Stray arguments are a usage error too (exit 2, one line).
 			c.Args = func(cmd *cobra.Command, a []string) error {
 				if err := args(cmd, a); err != nil {
 					return usageError{err}
@@ -95,7 +167,6 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 				return nil
 			}
 		}
+		usageErrors(c)
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
-	return root
 }

@@ -38,7 +38,7 @@ type ScrapeOptions struct {
 func NewScrapeOptions() *ScrapeOptions {
 	return &ScrapeOptions{
 		AgentNamespace: os.Getenv("POD_NAMESPACE"),
-		AgentSelector:  "app.kubernetes.io/name=gpu-metrics-server,app.kubernetes.io/component=agent",
+		AgentSelector:  defaultAgentSelector,
 		AgentPort:      9400,
 		AgentScheme:    "http",
 		DCGMPort:       9400,
@@ -162,3 +162,6 @@ func (o *ScrapeOptions) Discovery() []scrape.DiscoveryConfig {
 	}
 	return d
 }
+
+// defaultAgentSelector selects the chart's agent pods.
+const defaultAgentSelector = "app.kubernetes.io/name=gpu-metrics-server,app.kubernetes.io/component=agent"

@@ -1,0 +1,99 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/gpu-metrics-server/gpu-metrics-server/cli/kubeapi"
+	"github.com/gpu-metrics-server/gpu-metrics-server/cli/top"
+	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
+)
+
+// NewTopCommand groups `top pods` (and `top nodes`).
+func NewTopCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "Show the GPU use of pods, read from the custom metrics API",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(NewTopPodsCommand())
+	return cmd
+}
+
+// NewTopPodsCommand is `top pods`.
+func NewTopPodsCommand() *cobra.Command {
+	o := options.NewTop(true)
+	var cmd *cobra.Command
+	cmd = newCommand(&cobra.Command{
+		Use:   "pods",
+		Short: "Show the pods holding GPUs: utilization, memory, power, GPUs, sample age",
+		Long: `Show the pods holding GPUs with the values the custom metrics API serves
+for them (what the HorizontalPodAutoscaler sees): GPU utilization (the window
+mean), GPU memory used and its percent of the pod's GPUs, power, the number
+of GPUs (shared: nvidia.com/gpu.shared, mig: a MIG instance) and the age of
+the newest sample. <unknown>: the API serves no value for the pod; the
+doctor subcommand tells why.`,
+	}, o, func(ctx context.Context) error { return runTopPods(ctx, cmd, o) })
+	return cmd
+}
+
+func runTopPods(ctx context.Context, cmd *cobra.Command, o *options.Top) error {
+	rc, err := o.Kube.RESTConfig("gpu-metrics-server/top")
+	if err != nil {
+		return userError(err)
+	}
+	clients, err := kubeapi.NewClients(rc)
+	if err != nil {
+		return userError(err)
+	}
+	q := top.PodQuery{AllNamespaces: o.Top.AllNamespaces, Namespace: o.Top.Namespace, Selector: o.Top.ParsedSelector()}
+	if q.Namespace == "" && !q.AllNamespaces {
+		if q.Namespace, err = o.Kube.Namespace(); err != nil {
+			return userError(err)
+		}
+	}
+	fetch := func(ctx context.Context) ([]top.PodRow, error) {
+		rows, err := top.Pods(ctx, clients, q)
+		if err != nil {
+			return nil, withDoctorHint(cmd, err)
+		}
+		top.SortPods(rows, o.Top.SortBy)
+		return rows, nil
+	}
+	out := cmd.OutOrStdout()
+	p := top.Printer{Out: out, Output: o.Top.Output, NoHeaders: o.Top.NoHeaders, Namespaces: q.AllNamespaces}
+	if o.Top.Watch {
+		terminal := isTerminal(out)
+		p.Bars = terminal && o.Top.Output != top.OutputJSON
+		title := fmt.Sprintf("Every %v: %s", o.Top.Interval, cmd.CommandPath())
+		return userError(top.Watch(ctx, o.Top.Interval, terminal, title, fetch, p, cmd.ErrOrStderr(), time.Now))
+	}
+	rows, err := fetch(ctx)
+	if err != nil {
+		return userError(err)
+	}
+	return userError(p.PrintPods(rows, time.Now()))
+}
+
+// withDoctorHint points at doctor when the custom metrics API is missing or
+// does not answer.
+func withDoctorHint(cmd *cobra.Command, err error) error {
+	var unavailable *kubeapi.Unavailable
+	if errors.Is(err, kubeapi.ErrNoCustomMetricsAPI) || errors.As(err, &unavailable) {
+		return fmt.Errorf("%w; run %q to find out why", err, displayName(cmd.Root())+" doctor")
+	}
+	return err
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
