@@ -16,7 +16,8 @@ import (
 
 // serveHTTP serves h on addr (TLS and basic auth through an
 // exporter-toolkit web config file when given) until ctx ends, then shuts
-// down gracefully. listening is called with the bound address.
+// down gracefully. listening is called with the bound address. Connections
+// are bounded (maxConnections) and time out (connbound.go).
 func serveHTTP(ctx context.Context, addr, webConfig string, h http.Handler, listening func(net.Addr)) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -25,11 +26,12 @@ func serveHTTP(ctx context.Context, addr, webConfig string, h http.Handler, list
 	if listening != nil {
 		listening(l.Addr())
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	bound := newConnBound(l, maxConnections())
+	srv := newHTTPServer(h, bound)
 	logger := slog.New(logr.ToSlogHandler(klog.Background()))
 	flags := &web.FlagConfig{WebConfigFile: &webConfig}
 	errc := make(chan error, 1)
-	go func() { errc <- web.Serve(l, srv, flags, logger) }()
+	go func() { errc <- web.Serve(bound, srv, flags, logger) }()
 	select {
 	case err := <-errc:
 		return err
@@ -45,4 +47,17 @@ func serveHTTP(ctx context.Context, addr, webConfig string, h http.Handler, list
 		return err
 	}
 	return nil
+}
+
+// newHTTPServer is the agent's HTTP server of h, its connections tracked by
+// bound.
+func newHTTPServer(h http.Handler, bound *connBound) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		ConnState:         bound.track,
+	}
 }
