@@ -168,6 +168,8 @@ func (o *AgentOptions) Validate() []error {
 		}
 		if o.PodResourcesTimeout <= 0 {
 			errs.add(flagErrorf("pod-resources-timeout", "must be positive, got %v", o.PodResourcesTimeout))
+		} else if o.PodResourcesTimeout > o.PodResourcesInterval && checkInterval(o.PodResourcesInterval) == nil {
+			errs.add(flagErrorf("pod-resources-timeout", "%v is longer than --pod-resources-interval (%v)", o.PodResourcesTimeout, o.PodResourcesInterval))
 		}
 	}
 	for _, n := range o.ResourceNames {
