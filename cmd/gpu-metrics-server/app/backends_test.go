@@ -3,6 +3,7 @@ package app
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -31,6 +32,38 @@ func TestLoopbackOnly(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		if rec.Code != tt.want {
 			t.Errorf("from %q: %d, want %d", tt.remote, rec.Code, tt.want)
+		}
+	}
+}
+
+func TestLandingPage(t *testing.T) {
+	for _, simulated := range []bool{false, true} {
+		h, err := landingPage(simulated)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			path string
+			want int
+			has  []string
+		}{
+			{"/", http.StatusOK, []string{"gpu-metrics-server agent", `href="/metrics"`, `href="/healthz"`, `href="/readyz"`}},
+			{"/nope", http.StatusNotFound, nil},
+			{"/metricsx", http.StatusNotFound, nil},
+		} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			if rec.Code != tt.want {
+				t.Errorf("simulated %v, %s: %d, want %d", simulated, tt.path, rec.Code, tt.want)
+			}
+			for _, want := range tt.has {
+				if !strings.Contains(rec.Body.String(), want) {
+					t.Errorf("simulated %v, %s: no %q in the page", simulated, tt.path, want)
+				}
+			}
+			if got := strings.Contains(rec.Body.String(), "/sim/set"); tt.want == http.StatusOK && got != simulated {
+				t.Errorf("simulated %v: /sim/set mentioned %v", simulated, got)
+			}
 		}
 	}
 }
