@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -254,11 +255,21 @@ func readyCheck(c ReadyCheck) healthz.HealthChecker {
 }
 
 // checkMetricLabelSelector answers 400 to a custom metrics request whose
-// metricLabelSelector does not parse (the library would answer 500).
+// namespace is no valid namespace name ("..", a NUL, 100 KB: the library
+// would answer an empty list) or whose metricLabelSelector does not parse
+// (the library would answer 500).
 func checkMetricLabelSelector(next http.Handler) http.Handler {
 	prefix := "/apis/" + custom_metrics.GroupName + "/"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, prefix) {
+			if ns, ok := pathNamespace(r.URL.Path); ok {
+				if errs := validation.ValidateNamespaceName(ns, false); len(errs) > 0 {
+					gv := schema.GroupVersion{Group: custom_metrics.GroupName, Version: "v1beta2"}
+					msg := fmt.Sprintf("invalid namespace %.64q: %s", ns, strings.Join(errs, "; "))
+					responsewriters.ErrorNegotiated(apierrors.NewBadRequest(msg), apiserver.Codecs, gv, w, r)
+					return
+				}
+			}
 			if sel := r.URL.Query().Get("metricLabelSelector"); sel != "" {
 				if _, err := labels.Parse(sel); err != nil {
 					gv := schema.GroupVersion{Group: custom_metrics.GroupName, Version: "v1beta2"}
@@ -270,6 +281,17 @@ func checkMetricLabelSelector(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// pathNamespace returns the namespace a custom metrics path names
+// (.../namespaces/<ns>/...), if any.
+func pathNamespace(path string) (string, bool) {
+	parts := strings.Split(path, "/")
+	// "", "apis", group, version, "namespaces", ns, ...
+	if len(parts) > 5 && parts[4] == "namespaces" {
+		return parts[5], true
+	}
+	return "", false
 }
 
 // Run serves until ctx is done, with the self-metrics registered in the
