@@ -31,6 +31,7 @@ const ExitUsage = 2
 func Main(args []string) int {
 	logs.InitLogs()
 	defer logs.FlushLogs()
+	quietGRPC()
 
 	root := NewRootCommand()
 	root.SetArgs(args)
