@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/spf13/pflag"
 	cliflag "k8s.io/component-base/cli/flag"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
@@ -103,6 +104,16 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs = fss.FlagSet(sectionAttribution)
 	fs.BoolVar(&o.ProcessAttribution, "process-attribution", o.ProcessAttribution, "Attribute shared GPUs to pods per process (needs the host's PIDs: hostPID: true or --host-proc, and read access to pods); false gives every pod holding a GPU the GPU's values.")
 	fs.StringVar(&o.HostProc, "host-proc", o.HostProc, "The host's /proc, where the PIDs of GPU processes are looked up (/proc with hostPID: true).")
+}
+
+// Complete bounds the default --pod-resources-timeout by
+// --pod-resources-interval: a call may not outlast the interval, and a
+// shorter interval given alone shortens the default; one given explicitly
+// is validated instead.
+func (o *AgentOptions) Complete(fs *pflag.FlagSet) {
+	if !fs.Changed("pod-resources-timeout") && o.PodResourcesInterval > 0 {
+		o.PodResourcesTimeout = min(o.PodResourcesTimeout, o.PodResourcesInterval)
+	}
 }
 
 // Validate reports every invalid agent flag. The checks that depend on

@@ -96,6 +96,27 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// TestPodResourcesTimeoutDefault: the default timeout is bounded by the
+// interval; a given one is kept (and validated).
+func TestPodResourcesTimeoutDefault(t *testing.T) {
+	cleanEnv(t)
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, time.Second},
+		{[]string{"--pod-resources-interval=200ms"}, 200 * time.Millisecond},
+		{[]string{"--pod-resources-interval=5s"}, time.Second},
+		{[]string{"--pod-resources-interval=200ms", "--pod-resources-timeout=1s"}, time.Second},
+	} {
+		o := NewAgent()
+		parse(t, o, tt.args...)
+		if got := o.Agent.PodResourcesTimeout; got != tt.want {
+			t.Errorf("%q: timeout %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
+
 func TestAgentValidation(t *testing.T) {
 	cleanEnv(t)
 	missing := filepath.Join(t.TempDir(), "missing")
@@ -131,6 +152,8 @@ func TestAgentValidation(t *testing.T) {
 		{"pod resources interval above the maximum", with("--pod-resources-interval=2h"), []string{"pod-resources-interval"}},
 		{"pod resources timeout over its interval", with("--pod-resources-timeout=1h"), []string{"pod-resources-timeout"}},
 		{"pod resources timeout at its interval", with("--pod-resources-timeout=2s"), nil},
+		{"short pod resources interval, timeout defaulted", with("--pod-resources-interval=200ms"), nil},
+		{"short pod resources interval, timeout given", with("--pod-resources-interval=200ms", "--pod-resources-timeout=1s"), []string{"pod-resources-timeout"}},
 		{"pod resources timeout beside an invalid interval", with("--pod-resources-interval=0s", "--pod-resources-timeout=1h"), []string{"pod-resources-interval"}},
 		{"web config", with("--web.config.file=" + missing), []string{"web.config.file"}},
 		{"pod resources interval", with("--pod-resources-interval=0s"), []string{"pod-resources-interval"}},
