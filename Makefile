@@ -35,6 +35,8 @@ export GMS_TOOLS_DIR ?= $(HOME)/.cache/gpu-metrics-server/tools
 
 RACE ?= -race
 FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 1000x
+FUZZ_MIN_EXECS ?= 1000
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK := $(GMS_TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
@@ -99,12 +101,8 @@ $(STATICCHECK):
 	GOBIN=$(abspath $(dir $@)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME each.
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+fuzz: ## Run every fuzz target for FUZZTIME each; fail if one crashes or runs under FUZZ_MIN_EXECS inputs.
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) FUZZ_MIN_EXECS=$(FUZZ_MIN_EXECS) bash hack/fuzz.sh
 
 .PHONY: bench
 bench: ## Micro-benchmarks of the hot paths.

@@ -1,12 +1,14 @@
 package collector
 
 import (
+	"bytes"
 	"compress/gzip"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,48 +16,170 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// MetricsHandler serves /metrics: the latest snapshot's device series
-// (cached bytes, no GPU access) followed by the self-metrics gathered from g.
-// A snapshot older than maxAge is not served: a stuck sampling loop shows as
-// missing series and a failing /readyz, never as frozen values.
+// MaxScrapesInFlight bounds the /metrics requests served at once; further
+// ones wait for a slot (or for their client to give up). Serving is a copy
+// of cached bytes, so the bound caps goroutines writing, not memory, which
+// the cached body already makes independent of the number of clients.
+const MaxScrapesInFlight = 8
+
+// MetricsHandler serves /metrics (GET and HEAD): the latest snapshot's
+// device series (cached bytes, no GPU access) followed by the self-metrics
+// gathered from g. A snapshot older than maxAge is not served: a stuck
+// sampling loop shows as missing series and a failing /readyz, never as
+// frozen values.
+//
+// The body is built once per snapshot, and gzipped at most once, on the
+// first scrape that asks for gzip: memory does not grow with the number of
+// concurrent clients. The self-metrics are gathered when the body is built,
+// so they are as old as the snapshot, at most one sampling interval (the
+// body is rebuilt after an interval even when no new snapshot came).
 func MetricsHandler(s *Sampler, g prometheus.Gatherer, maxAge time.Duration) http.Handler {
-	format := expfmt.NewFormat(expfmt.TypeTextPlain)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", string(format))
-		w.Header().Add("Vary", "Accept-Encoding")
-		var out io.Writer = w
-		if AcceptsGzip(r) {
-			w.Header().Set("Content-Encoding", "gzip")
-			gz := gzipWriters.Get().(*gzip.Writer)
-			gz.Reset(w)
-			defer func() {
-				_ = gz.Close()
-				gz.Reset(io.Discard) // drop the reference to w
-				gzipWriters.Put(gz)
-			}()
-			out = gz
-		}
-		if snap := s.Fresh(time.Now(), maxAge); snap != nil {
-			if _, err := out.Write(snap.Exposition()); err != nil {
-				return
-			}
-		}
-		mfs, err := g.Gather()
-		if err != nil {
-			// Gather returns what it could alongside the error.
-			klog.ErrorS(err, "Gathering self-metrics")
-		}
-		enc := expfmt.NewEncoder(out, format)
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				return
-			}
-		}
-	})
+	return newMetricsHandler(s, g, maxAge, MaxScrapesInFlight)
 }
 
-// gzipWriters reuses compressors across scrapes: a new gzip.Writer
-// allocates about 800 KB of tables.
+// metricsHandler is MetricsHandler's state.
+type metricsHandler struct {
+	s       *Sampler
+	g       prometheus.Gatherer
+	maxAge  time.Duration
+	refresh time.Duration    // rebuild the body at least this often
+	now     func() time.Time // time.Now; tests fix it
+
+	slots   chan struct{} // one per request in flight
+	waiting atomic.Int64  // requests waiting for a slot
+
+	mu   sync.Mutex // serialises building a body
+	body atomic.Pointer[metricsBody]
+
+	builds, compressions atomic.Int64 // for tests
+}
+
+func newMetricsHandler(s *Sampler, g prometheus.Gatherer, maxAge time.Duration, inFlight int) *metricsHandler {
+	return &metricsHandler{
+		s: s, g: g, maxAge: maxAge,
+		refresh: max(s.opts.Interval, time.Second),
+		now:     time.Now,
+		slots:   make(chan struct{}, inFlight),
+	}
+}
+
+// metricsBody is what /metrics serves for one snapshot (nil: none fresh)
+// and one gathering of the self-metrics.
+type metricsBody struct {
+	snap    *Snapshot
+	built   time.Time
+	trailer []byte // the self-metrics
+
+	gzOnce sync.Once
+	gz     []byte
+	h      *metricsHandler // counts compressions
+}
+
+var exposed = expfmt.NewFormat(expfmt.TypeTextPlain)
+
+func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		h.waiting.Add(1)
+		select {
+		case h.slots <- struct{}{}:
+			h.waiting.Add(-1)
+		case <-r.Context().Done():
+			h.waiting.Add(-1)
+			return // the client went away
+		}
+	}
+	defer func() { <-h.slots }()
+
+	b := h.current()
+	w.Header().Set("Content-Type", string(exposed))
+	w.Header().Add("Vary", "Accept-Encoding")
+	if AcceptsGzip(r) {
+		gz := b.gzipped()
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Length", strconv.Itoa(len(gz)))
+		_, _ = w.Write(gz)
+		return
+	}
+	var exp []byte
+	if b.snap != nil {
+		exp = b.snap.Exposition()
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(exp)+len(b.trailer)))
+	if _, err := w.Write(exp); err != nil {
+		return
+	}
+	_, _ = w.Write(b.trailer)
+}
+
+// current returns the body for the latest fresh snapshot, building it on
+// first use.
+func (h *metricsHandler) current() *metricsBody {
+	now := h.now()
+	snap := h.s.Fresh(now, h.maxAge)
+	valid := func(b *metricsBody) bool {
+		return b != nil && b.snap == snap && now.Sub(b.built) < h.refresh && !now.Before(b.built)
+	}
+	if b := h.body.Load(); valid(b) {
+		return b
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if b := h.body.Load(); valid(b) {
+		return b
+	}
+	b := &metricsBody{snap: snap, built: now, trailer: h.gather(), h: h}
+	h.builds.Add(1)
+	h.body.Store(b)
+	return b
+}
+
+// gather renders the self-metrics.
+func (h *metricsHandler) gather() []byte {
+	mfs, err := h.g.Gather()
+	if err != nil {
+		// Gather returns what it could alongside the error.
+		klog.ErrorS(err, "Gathering self-metrics")
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, exposed)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			klog.ErrorS(err, "Encoding self-metrics", "family", mf.GetName())
+			break
+		}
+	}
+	return buf.Bytes()
+}
+
+// gzipped returns the body compressed, compressing it on first use.
+func (b *metricsBody) gzipped() []byte {
+	b.gzOnce.Do(func() {
+		b.h.compressions.Add(1)
+		var buf bytes.Buffer
+		gz := gzipWriters.Get().(*gzip.Writer)
+		gz.Reset(&buf)
+		// Writes to a bytes.Buffer do not fail.
+		if b.snap != nil {
+			_, _ = gz.Write(b.snap.Exposition())
+		}
+		_, _ = gz.Write(b.trailer)
+		_ = gz.Close()
+		gz.Reset(io.Discard) // drop the reference to buf
+		gzipWriters.Put(gz)
+		b.gz = buf.Bytes()
+	})
+	return b.gz
+}
+
+// gzipWriters reuses compressors: a new gzip.Writer allocates about 800 KB
+// of tables.
 var gzipWriters = sync.Pool{New: func() any {
 	gz, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 	return gz

@@ -22,7 +22,17 @@ type Mapping struct {
 	// skipped counts containers holding GPU devices that were left out
 	// because their namespace, pod or container name was empty.
 	skipped int
+	// cut counts the owners left out beyond MaxOwnersPerDevice.
+	cut int
 }
+
+// MaxOwnersPerDevice bounds the containers one device is attributed to (its
+// time-slicing replicas or MPS clients; CUDA MPS serves at most 48): a
+// kubelet listing tens of thousands of containers on one GPU would make the
+// agent hold, and /metrics serve, a series per container per field. The
+// owners beyond it, in the mapping's order (namespace, pod, container), are
+// left out and counted (Cut).
+const MaxOwnersPerDevice = 128
 
 var _ Lookup = (*Mapping)(nil)
 
@@ -79,7 +89,12 @@ func buildMapping(pods []*podresourcesv1.PodResources, resources resourceSet) *M
 	}
 	for id, owners := range m.owners {
 		slices.SortFunc(owners, compareOwners)
-		m.owners[id] = slices.Clip(slices.Compact(owners))
+		owners = slices.Compact(owners)
+		if len(owners) > MaxOwnersPerDevice {
+			m.cut += len(owners) - MaxOwnersPerDevice
+			owners = owners[:MaxOwnersPerDevice]
+		}
+		m.owners[id] = slices.Clip(owners)
 	}
 	m.unknown = slices.Sorted(maps.Keys(unknown))
 	return m
@@ -185,6 +200,14 @@ func (m *Mapping) Skipped() int {
 		return 0
 	}
 	return m.skipped
+}
+
+// Cut returns how many owners were left out beyond MaxOwnersPerDevice.
+func (m *Mapping) Cut() int {
+	if m == nil {
+		return 0
+	}
+	return m.cut
 }
 
 // countDevices returns how many distinct devices devs names under GPU

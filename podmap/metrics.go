@@ -20,6 +20,7 @@ type refresherMetrics struct {
 	// answered GetAllocatableResources, so an unknown count is never 0.
 	allocatable *prometheus.GaugeVec
 	skipped     prometheus.Gauge
+	cut         prometheus.Gauge
 }
 
 func newRefresherMetrics() *refresherMetrics {
@@ -44,6 +45,8 @@ func newRefresherMetrics() *refresherMetrics {
 			"Devices under GPU resource names the kubelet reported as allocatable at the last successful GetAllocatableResources call.")), nil),
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts(opts("skipped_containers",
 			"Containers holding GPU devices left out of the last mapping because the kubelet gave no namespace, pod or container name."))),
+		cut: prometheus.NewGauge(prometheus.GaugeOpts(opts("cut_owners",
+			"Containers left out of the last mapping because their device already had the most owners one device is attributed to (128)."))),
 	}
 }
 
@@ -53,7 +56,7 @@ func (m *refresherMetrics) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	all := []prometheus.Collector{m.up, m.refreshDuration, m.errors, m.unknownIDs, m.mappedDevices, m.allocatable, m.skipped}
+	all := []prometheus.Collector{m.up, m.refreshDuration, m.errors, m.unknownIDs, m.mappedDevices, m.allocatable, m.skipped, m.cut}
 	for i, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, done := range all[:i] {

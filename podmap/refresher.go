@@ -79,6 +79,7 @@ type Refresher struct {
 	outageStart           time.Time
 	allocatableGone       bool
 	lastSkipped           int
+	lastCut               int
 	seenUnknown           map[string]struct{}
 	unknownOverflowLogged bool
 
@@ -213,6 +214,7 @@ func (r *Refresher) publish(m *Mapping, pods int) {
 	r.metrics.mappedDevices.Set(float64(m.Devices()))
 	r.noteUnknown(m.UnknownDeviceIDs())
 	r.noteSkipped(m.Skipped())
+	r.noteCut(m.Cut())
 	r.setUp(pods, m)
 }
 
@@ -350,6 +352,17 @@ func (r *Refresher) noteUnknown(ids []string) {
 		_, err := ParseDeviceID(id)
 		klog.ErrorS(err, "Ignoring a GPU device ID in no known form; its holder gets no pod labels", "socket", r.socket)
 	}
+}
+
+// noteCut publishes how many owners were left out beyond
+// MaxOwnersPerDevice, and logs when that changes to a count above zero.
+func (r *Refresher) noteCut(n int) {
+	r.metrics.cut.Set(float64(n))
+	if n != 0 && n != r.lastCut {
+		klog.ErrorS(nil, "Kubelet listed more containers on one device than are attributed; leaving the rest out",
+			"socket", r.socket, "maxPerDevice", MaxOwnersPerDevice, "containers", n)
+	}
+	r.lastCut = n
 }
 
 // noteSkipped publishes how many containers were left out for lack of a

@@ -366,6 +366,7 @@ func TestRefresherMetricsRegistered(t *testing.T) {
 	}
 	want := []string{
 		"gpu_metrics_server_pod_resources_allocatable_devices",
+		"gpu_metrics_server_pod_resources_cut_owners",
 		"gpu_metrics_server_pod_resources_mapped_devices",
 		"gpu_metrics_server_pod_resources_refresh_duration_seconds",
 		"gpu_metrics_server_pod_resources_refresh_errors_total",

@@ -264,6 +264,12 @@ func TestAgentPodAttribution(t *testing.T) {
 }
 
 func TestAgentFlagErrors(t *testing.T) {
+	// A web config with a key exporter-toolkit does not know: a YAML
+	// error of several lines, reported on one.
+	unknownKeyWebConfig := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(unknownKeyWebConfig, []byte("foo: bar\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		flag string
@@ -280,6 +286,16 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"agent", "--backend=sim", "--sample-interval=1ns"}, "--sample-interval"},
 		{[]string{"agent", "--backend=sim", "--web.listen-address=:99999"}, "--web.listen-address"},
 		{[]string{"agent", "--backend=sim", "stray-argument"}, "stray-argument"},
+		{[]string{"nosuchcmd"}, "nosuchcmd"},
+		{[]string{"agent", "--backend=sim", "--web.listen-address=999.1.1.1:19556"}, "--web.listen-address"},
+		// Valid, but not this machine's: found when listening, before
+		// anything else starts or logs.
+		{[]string{"agent", "--backend=sim", "--pod-resources-socket=", "--web.listen-address=192.0.2.1:0"}, "--web.listen-address"},
+		{[]string{"standalone", "--backend=sim", "--web.listen-address=192.0.2.1:0", "--secure-port=0"}, "--web.listen-address"},
+		{[]string{"agent", "--backend=sim", "--web.config.file=" + unknownKeyWebConfig}, "--web.config.file"},
+		{[]string{"agent", "--backend=sim", "--sample-interval=1000000h"}, "--sample-interval"},
+		{[]string{"agent", "--backend=sim", "--pod-resources-timeout=1h"}, "--pod-resources-timeout"},
+		{[]string{"standalone", "--backend=sim", "--tls-cert-file=/nonexistent", "--tls-private-key-file=" + unknownKeyWebConfig}, "--tls-cert-file"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=2s", "--stale-after=3s"}, "--stale-after"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--stale-after=-1s"}, "--stale-after"},
 		{[]string{"aggregator", "--agent-urls=http://127.0.0.1:1/metrics", "--scrape-interval=10ms"}, "--scrape-interval"},

@@ -179,6 +179,9 @@ func TestHandler(t *testing.T) {
 		{http.MethodPost, "utilization=1", http.StatusBadRequest},
 		{http.MethodPost, "gpu=x&utilization=1", http.StatusBadRequest},
 		{http.MethodPost, "gpu=5&utilization=1", http.StatusBadRequest},
+		{http.MethodPost, "gpu=-1&utilization=1", http.StatusBadRequest}, // AllGPUs's value is not "all"
+		{http.MethodPost, "gpu=-2&utilization=1", http.StatusBadRequest},
+		{http.MethodPost, "gpu=&utilization=1", http.StatusBadRequest},
 		{http.MethodPost, "gpu=0&utilization=abc", http.StatusBadRequest},
 		{http.MethodPost, "gpu=0&utilization=101", http.StatusBadRequest},
 		{http.MethodPost, "gpu=0", http.StatusBadRequest},

@@ -18,7 +18,7 @@ import (
 type StaticTargets []Target
 
 // NewStaticTargets returns targets for absolute http(s) URLs, each named by
-// its URL.
+// its URL as given; one without a path is scraped at /metrics.
 func NewStaticTargets(urls []string) (StaticTargets, error) {
 	t := make(StaticTargets, 0, len(urls))
 	for _, raw := range urls {
@@ -32,7 +32,12 @@ func NewStaticTargets(urls []string) (StaticTargets, error) {
 		if u.Host == "" {
 			return nil, fmt.Errorf("%q: no host", raw)
 		}
-		t = append(t, Target{Name: raw, URL: raw})
+		if u.Path == "" && u.RawPath == "" {
+			// A URL without a path means the exposition's usual one: an
+			// agent answers 404 at /.
+			u.Path = "/metrics"
+		}
+		t = append(t, Target{Name: raw, URL: u.String()})
 	}
 	return t, nil
 }

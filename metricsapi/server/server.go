@@ -17,9 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
 	"k8s.io/apiserver/pkg/endpoints/discovery"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
@@ -158,6 +162,13 @@ func New(cfg Config) (*Server, error) {
 	if o.InsecureLoopback {
 		klog.InfoS("Delegated authentication and authorization are OFF: every request to this loopback address is served",
 			"address", o.SecureServing.Listener.Addr().String())
+		// Every request is anonymous and allowed, so that the chain's
+		// filters that need a user (impersonation, audit) have one:
+		// without, an Impersonate-User header made a 500.
+		rc.Authentication.Authenticator = authenticator.RequestFunc(func(*http.Request) (*authenticator.Response, bool, error) {
+			return &authenticator.Response{User: &user.DefaultInfo{Name: user.Anonymous, Groups: []string{user.AllUnauthenticated}}}, true, nil
+		})
+		rc.Authorization.Authorizer = authorizerfactory.NewAlwaysAllowAuthorizer()
 	} else {
 		if err := o.Authentication.ApplyTo(&rc.Authentication, rc.SecureServing, nil); err != nil {
 			return nil, fmt.Errorf("authentication: %w", err)
@@ -244,11 +255,21 @@ func readyCheck(c ReadyCheck) healthz.HealthChecker {
 }
 
 // checkMetricLabelSelector answers 400 to a custom metrics request whose
-// metricLabelSelector does not parse (the library would answer 500).
+// namespace is no valid namespace name ("..", a NUL, 100 KB: the library
+// would answer an empty list) or whose metricLabelSelector does not parse
+// (the library would answer 500).
 func checkMetricLabelSelector(next http.Handler) http.Handler {
 	prefix := "/apis/" + custom_metrics.GroupName + "/"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, prefix) {
+			if ns, ok := pathNamespace(r.URL.Path); ok {
+				if errs := validation.ValidateNamespaceName(ns, false); len(errs) > 0 {
+					gv := schema.GroupVersion{Group: custom_metrics.GroupName, Version: "v1beta2"}
+					msg := fmt.Sprintf("invalid namespace %.64q: %s", ns, strings.Join(errs, "; "))
+					responsewriters.ErrorNegotiated(apierrors.NewBadRequest(msg), apiserver.Codecs, gv, w, r)
+					return
+				}
+			}
 			if sel := r.URL.Query().Get("metricLabelSelector"); sel != "" {
 				if _, err := labels.Parse(sel); err != nil {
 					gv := schema.GroupVersion{Group: custom_metrics.GroupName, Version: "v1beta2"}
@@ -260,6 +281,17 @@ func checkMetricLabelSelector(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// pathNamespace returns the namespace a custom metrics path names
+// (.../namespaces/<ns>/...), if any.
+func pathNamespace(path string) (string, bool) {
+	parts := strings.Split(path, "/")
+	// "", "apis", group, version, "namespaces", ns, ...
+	if len(parts) > 5 && parts[4] == "namespaces" {
+		return parts[5], true
+	}
+	return "", false
 }
 
 // Run serves until ctx is done, with the self-metrics registered in the

@@ -21,13 +21,18 @@ func NewAgentCommand() *cobra.Command {
 }
 
 func runAgent(ctx context.Context, o *options.Agent) error {
+	l, err := listenHTTP(o.Agent.ListenAddress)
+	if err != nil {
+		return err
+	}
 	routes, background, err := newNodeAgent(o.Agent, o.Kube, agentHooks{})
 	if err != nil {
+		_ = l.Close()
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	wait := runInBackground(ctx, background)
-	err = serveHTTP(ctx, o.Agent.ListenAddress, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
+	err = serveHTTP(ctx, l, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
 		klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr))
 	})
 	cancel()

@@ -2,7 +2,9 @@ package app
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
@@ -21,7 +23,7 @@ import (
 // openBackend opens the GPU backend --backend names, reading the selected
 // fields and, when processes is set, per-process samples; its self-metrics
 // go to reg. The simulation comes with its control handler (POST
-// /sim/set); nvml with none.
+// /sim/set), which answers loopback clients only; nvml with none.
 func openBackend(o *options.AgentOptions, processes bool, reg prometheus.Registerer) (collector.Backend, http.Handler, error) {
 	if o.Backend == "sim" {
 		simulated, err := sim.New(o.NodeName, o.SimGPUs, o.SimMIG)
@@ -29,7 +31,8 @@ func openBackend(o *options.AgentOptions, processes bool, reg prometheus.Registe
 			return nil, nil, err
 		}
 		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
-		return simulated, sim.Handler(simulated), nil
+		klog.InfoS("The simulation's control, POST /sim/set, answers loopback clients only (in a cluster: kubectl port-forward)")
+		return simulated, loopbackOnly(sim.Handler(simulated)), nil
 	}
 	c := o.Counters()
 	b, err := nvml.New(nvml.Options{Processes: processes, Fields: c.Fields, Labels: c.Labels, Registerer: reg})
@@ -58,4 +61,19 @@ func simPodResources(pods []provider.StaticPod, node string, gpus int) *podresou
 		})
 	}
 	return resp
+}
+
+// loopbackOnly serves h to clients on a loopback address only: whatever
+// address the agent listens on, the simulation's control (which drives
+// what the HPA sees) is not open to the network. Others get 403.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil || !ip.Unmap().IsLoopback() {
+			http.Error(w, "the simulation's control answers loopback clients only", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
 	"k8s.io/klog/v2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
@@ -118,5 +120,33 @@ func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agen
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	landing, err := landingPage(control != nil)
+	if err != nil {
+		closeBackend()
+		return nil, nil, err
+	}
+	mux.Handle("/", landing)
 	return mux, background, nil
+}
+
+// landingPage is the agent's page at / (exporter-toolkit's, as
+// node_exporter serves): what it is and links to its endpoints. Other
+// paths are not found.
+func landingPage(simulated bool) (http.Handler, error) {
+	links := []web.LandingLinks{
+		{Address: "/metrics", Text: "Metrics", Description: "GPU metrics (dcgm-exporter compatible) and self-metrics"},
+		{Address: "/healthz", Text: "Health", Description: "liveness"},
+		{Address: "/readyz", Text: "Readiness", Description: "ready once a fresh GPU sample is served"},
+	}
+	desc := "GPU metrics of this node, attributed to pods"
+	if simulated {
+		desc += " (simulated GPUs: POST /sim/set from loopback drives them)"
+	}
+	return web.NewLandingPage(web.LandingConfig{
+		Name:        "gpu-metrics-server agent",
+		Description: desc,
+		Version:     version.Info(),
+		Links:       links,
+		Profiling:   "false",
+	})
 }

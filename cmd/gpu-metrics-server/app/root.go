@@ -31,6 +31,7 @@ const ExitUsage = 2
 func Main(args []string) int {
 	logs.InitLogs()
 	defer logs.FlushLogs()
+	quietGRPC()
 
 	root := NewRootCommand()
 	root.SetArgs(args)
@@ -144,6 +145,15 @@ The agent's /metrics is dcgm-exporter compatible, so Prometheus can scrape it to
 			return nil
 		},
 	}
+	// Without a subcommand: help; with an unknown one, a usage error (exit
+	// 2, one line), not cobra's own error.
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unknown command %q: use one of agent, aggregator, standalone, version", args[0])}
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fs := root.PersistentFlags()
 	logsapi.AddFlags(logConfig, fs) // -v, --vmodule, --logging-format

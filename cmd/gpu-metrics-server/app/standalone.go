@@ -35,6 +35,16 @@ demo's) hold the simulated GPUs, and the custom metrics API answers on
 }
 
 func runStandalone(ctx context.Context, o *options.Standalone) error {
+	l, err := listenHTTP(o.Agent.ListenAddress)
+	if err != nil {
+		return err
+	}
+	served := false
+	defer func() {
+		if !served {
+			_ = l.Close()
+		}
+	}()
 	st, err := store.New(o.Store.Config())
 	if err != nil {
 		return err
@@ -99,13 +109,14 @@ func runStandalone(ctx context.Context, o *options.Standalone) error {
 	errc := make(chan error, 2)
 	background = append(background,
 		func(ctx context.Context) {
-			errc <- serveHTTP(ctx, o.Agent.ListenAddress, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
+			errc <- serveHTTP(ctx, l, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
 				klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr))
 				printDemoHints(o, simPods, addr)
 			})
 		},
 		func(ctx context.Context) { errc <- srv.Run(ctx) },
 	)
+	served = true
 	ctx, cancel := context.WithCancel(ctx)
 	wait := runInBackground(ctx, background)
 	err = <-errc

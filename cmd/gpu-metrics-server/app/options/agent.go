@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/spf13/pflag"
 	cliflag "k8s.io/component-base/cli/flag"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
@@ -105,6 +106,16 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.HostProc, "host-proc", o.HostProc, "The host's /proc, where the PIDs of GPU processes are looked up (/proc with hostPID: true).")
 }
 
+// Complete bounds the default --pod-resources-timeout by
+// --pod-resources-interval: a call may not outlast the interval, and a
+// shorter interval given alone shortens the default; one given explicitly
+// is validated instead.
+func (o *AgentOptions) Complete(fs *pflag.FlagSet) {
+	if !fs.Changed("pod-resources-timeout") && o.PodResourcesInterval > 0 {
+		o.PodResourcesTimeout = min(o.PodResourcesTimeout, o.PodResourcesInterval)
+	}
+}
+
 // Validate reports every invalid agent flag. The checks that depend on
 // --backend or --sim-gpus are left out while those are invalid.
 func (o *AgentOptions) Validate() []error {
@@ -168,6 +179,8 @@ func (o *AgentOptions) Validate() []error {
 		}
 		if o.PodResourcesTimeout <= 0 {
 			errs.add(flagErrorf("pod-resources-timeout", "must be positive, got %v", o.PodResourcesTimeout))
+		} else if o.PodResourcesTimeout > o.PodResourcesInterval && checkInterval(o.PodResourcesInterval) == nil {
+			errs.add(flagErrorf("pod-resources-timeout", "%v is longer than --pod-resources-interval (%v)", o.PodResourcesTimeout, o.PodResourcesInterval))
 		}
 	}
 	for _, n := range o.ResourceNames {

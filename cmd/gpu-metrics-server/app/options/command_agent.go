@@ -23,8 +23,8 @@ func NewAgent() *Agent {
 // Flags are the agent's flags in help sections.
 func (o *Agent) Flags() cliflag.NamedFlagSets { return flagSets(o.Agent, o.Kube) }
 
-// Complete has nothing to derive: every agent default is its own.
-func (o *Agent) Complete(*pflag.FlagSet) {}
+// Complete derives the pod-resources timeout's default.
+func (o *Agent) Complete(fs *pflag.FlagSet) { o.Agent.Complete(fs) }
 
 // Validate reports every invalid flag.
 func (o *Agent) Validate() []error { return validate(o.Agent, o.Kube) }

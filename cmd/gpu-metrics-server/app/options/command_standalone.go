@@ -43,6 +43,7 @@ func (o *Standalone) groups() []group {
 // with --backend=sim and no Kubernetes API, the custom metrics API is
 // served on loopback without authentication (the demo).
 func (o *Standalone) Complete(fs *pflag.FlagSet) {
+	o.Agent.Complete(fs)
 	o.Store.Complete(fs)
 	o.SimPods.Complete(fs)
 	o.Serving.InsecureLoopback = o.Agent.Backend == "sim" && !o.Kube.Available()

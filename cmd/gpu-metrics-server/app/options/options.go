@@ -16,10 +16,13 @@ package options
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	cliflag "k8s.io/component-base/cli/flag"
 )
 
@@ -64,9 +67,11 @@ type FlagError struct {
 	Err  error
 }
 
-// Error is "invalid --flag: reason", on one line.
+// Error is "invalid --flag: reason", on one line: the lines of a
+// multi-line reason (a YAML error's) are joined with their indentation
+// dropped.
 func (e *FlagError) Error() string {
-	return fmt.Sprintf("invalid --%s: %s", e.Flag, strings.ReplaceAll(e.Err.Error(), "\n", "; "))
+	return fmt.Sprintf("invalid --%s: %s", e.Flag, strings.Join(strings.Fields(e.Err.Error()), " "))
 }
 
 func (e *FlagError) Unwrap() error { return e.Err }
@@ -101,10 +106,19 @@ const (
 // is 1/6 s to 1 s).
 const minInterval = 100 * time.Millisecond
 
+// maxInterval is the longest sampling, refresh or scrape interval accepted:
+// beyond it the values served would be too old to scale on, and the
+// durations derived from an interval (ten times it, for liveness) could
+// overflow.
+const maxInterval = time.Hour
+
 // checkInterval validates a loop interval.
 func checkInterval(d time.Duration) error {
 	if d < minInterval {
 		return fmt.Errorf("%v is below the minimum of %v", d, minInterval)
+	}
+	if d > maxInterval {
+		return fmt.Errorf("%v is above the maximum of %v", d, maxInterval)
 	}
 	return nil
 }
@@ -118,14 +132,42 @@ func checkPort(flag string, port int) error {
 }
 
 // checkListenAddress validates a host:port to listen on (port 0: any free
-// port).
+// port; no host: every interface). The host is an IP address or a host
+// name; one of digits and dots only is meant as an IPv4 address and must be
+// one (999.1.1.1 is not). Whether a name resolves to a local address is
+// known only when listening, which reports it as this flag's error too.
 func checkListenAddress(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if strings.Trim(host, "0123456789.") == "" {
+		return fmt.Errorf("%q is not an IPv4 address", host)
+	}
+	if errs := validation.IsDNS1123Subdomain(strings.ToLower(host)); len(errs) > 0 {
+		return fmt.Errorf("%q is neither an IP address nor a host name", host)
+	}
+	return nil
+}
+
+// checkReadableFile validates a file to read at start.
+func checkReadableFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.IsDir() {
+		return fmt.Errorf("%s is not a file", path)
 	}
 	return nil
 }

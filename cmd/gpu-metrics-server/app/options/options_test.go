@@ -96,6 +96,27 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// TestPodResourcesTimeoutDefault: the default timeout is bounded by the
+// interval; a given one is kept (and validated).
+func TestPodResourcesTimeoutDefault(t *testing.T) {
+	cleanEnv(t)
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, time.Second},
+		{[]string{"--pod-resources-interval=200ms"}, 200 * time.Millisecond},
+		{[]string{"--pod-resources-interval=5s"}, time.Second},
+		{[]string{"--pod-resources-interval=200ms", "--pod-resources-timeout=1s"}, time.Second},
+	} {
+		o := NewAgent()
+		parse(t, o, tt.args...)
+		if got := o.Agent.PodResourcesTimeout; got != tt.want {
+			t.Errorf("%q: timeout %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
+
 func TestAgentValidation(t *testing.T) {
 	cleanEnv(t)
 	missing := filepath.Join(t.TempDir(), "missing")
@@ -121,6 +142,19 @@ func TestAgentValidation(t *testing.T) {
 		{"tiny sample interval", with("--sample-interval=1ns"), []string{"sample-interval"}},
 		{"listen address", with("--web.listen-address=nonsense"), []string{"web.listen-address"}},
 		{"listen port", with("--web.listen-address=:99999"), []string{"web.listen-address"}},
+		{"listen host not an IPv4 address", with("--web.listen-address=999.1.1.1:19556"), []string{"web.listen-address"}},
+		{"listen host not a name", with("--web.listen-address=a_b:9400"), []string{"web.listen-address"}},
+		{"listen host a name", with("--web.listen-address=localhost:9400"), nil},
+		{"listen host IPv6", with("--web.listen-address=[::1]:0"), nil},
+		{"listen host any IPv4", with("--web.listen-address=0.0.0.0:9400"), nil},
+		{"sample interval above the maximum", with("--sample-interval=1000000h"), []string{"sample-interval"}},
+		{"sample interval at the maximum", with("--sample-interval=1h"), nil},
+		{"pod resources interval above the maximum", with("--pod-resources-interval=2h"), []string{"pod-resources-interval"}},
+		{"pod resources timeout over its interval", with("--pod-resources-timeout=1h"), []string{"pod-resources-timeout"}},
+		{"pod resources timeout at its interval", with("--pod-resources-timeout=2s"), nil},
+		{"short pod resources interval, timeout defaulted", with("--pod-resources-interval=200ms"), nil},
+		{"short pod resources interval, timeout given", with("--pod-resources-interval=200ms", "--pod-resources-timeout=1s"), []string{"pod-resources-timeout"}},
+		{"pod resources timeout beside an invalid interval", with("--pod-resources-interval=0s", "--pod-resources-timeout=1h"), []string{"pod-resources-interval"}},
 		{"web config", with("--web.config.file=" + missing), []string{"web.config.file"}},
 		{"pod resources interval", with("--pod-resources-interval=0s"), []string{"pod-resources-interval"}},
 		{"pod resources timeout", with("--pod-resources-timeout=0s"), []string{"pod-resources-timeout"}},
@@ -247,6 +281,12 @@ func TestStandaloneValidation(t *testing.T) {
 		{"negative stale-after", with("--stale-after=-1s"), []string{"stale-after"}},
 		{"bind address off loopback without authentication", with("--bind-address=0.0.0.0"), []string{"bind-address"}},
 		{"secure port out of range", with("--secure-port=70000"), []string{"secure-port"}},
+		{"missing TLS certificate", with("--tls-cert-file="+missing, "--tls-private-key-file="+missing), []string{"tls-cert-file", "tls-private-key-file"}},
+		{"TLS certificate without its key", with("--tls-cert-file=" + kubeconfig), []string{"tls-private-key-file"}},
+		{"TLS key without its certificate", with("--tls-private-key-file=" + kubeconfig), []string{"tls-cert-file"}},
+		{"TLS certificate a directory", with("--tls-cert-file="+filepath.Dir(missing), "--tls-private-key-file="+kubeconfig), []string{"tls-cert-file"}},
+		{"missing client CA", with("--client-ca-file=" + missing), []string{"client-ca-file"}},
+		{"missing request-header CA", with("--requestheader-client-ca-file=" + missing), []string{"requestheader-client-ca-file"}},
 		{"all at once", with("--sim-pods=x", "--window=0s", "--stale-after=-1s", "--bind-address=0.0.0.0", "--pod-resources-interval=1ms"),
 			[]string{"pod-resources-interval", "sim-pods", "window", "stale-after", "bind-address"}},
 	})

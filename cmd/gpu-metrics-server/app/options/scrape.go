@@ -54,7 +54,7 @@ func (o *ScrapeOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.AgentSelector, "agent-selector", o.AgentSelector, "Label selector of the agent pods to scrape; empty disables agent discovery.")
 	fs.IntVar(&o.AgentPort, "agent-port", o.AgentPort, "Port of the agents' /metrics.")
 	fs.StringVar(&o.AgentScheme, "agent-scheme", o.AgentScheme, "Scheme of the agents' /metrics: http or https.")
-	fs.StringSliceVar(&o.AgentURLs, "agent-urls", o.AgentURLs, "Static exposition URLs to scrape besides (or instead of) discovered agents, comma separated.")
+	fs.StringSliceVar(&o.AgentURLs, "agent-urls", o.AgentURLs, "Static exposition URLs to scrape besides (or instead of) discovered agents, comma separated; one without a path is scraped at /metrics.")
 	fs.StringVar(&o.DCGMNamespace, "dcgm-exporter-namespace", o.DCGMNamespace, "Namespace of existing dcgm-exporter pods to scrape too.")
 	fs.StringVar(&o.DCGMSelector, "dcgm-exporter-selector", o.DCGMSelector, "Label selector of existing dcgm-exporter pods to scrape too; empty: off.")
 	fs.IntVar(&o.DCGMPort, "dcgm-exporter-port", o.DCGMPort, "Port of dcgm-exporter's /metrics (http).")

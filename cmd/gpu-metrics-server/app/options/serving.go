@@ -117,6 +117,37 @@ func (o *ServingOptions) Validate() []error {
 			errs = append(errs, servingFlagError(err, "secure-port"))
 		}
 	}
+	return append(errs, o.validateFiles()...)
+}
+
+// validateFiles checks the certificate files, which the server would read
+// only when it starts.
+func (o *ServingOptions) validateFiles() []error {
+	var errs errorList
+	ck := o.SecureServing.ServerCert.CertKey
+	switch {
+	case ck.CertFile != "" && ck.KeyFile == "":
+		errs.add(flagErrorf("tls-private-key-file", "required with --tls-cert-file"))
+	case ck.CertFile == "" && ck.KeyFile != "":
+		errs.add(flagErrorf("tls-cert-file", "required with --tls-private-key-file"))
+	}
+	files := []struct{ flag, path string }{
+		{"tls-cert-file", ck.CertFile},
+		{"tls-private-key-file", ck.KeyFile},
+	}
+	if a := o.Authentication; a != nil {
+		files = append(files,
+			struct{ flag, path string }{"client-ca-file", a.ClientCert.ClientCA},
+			struct{ flag, path string }{"requestheader-client-ca-file", a.RequestHeader.ClientCAFile})
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if err := checkReadableFile(f.path); err != nil {
+			errs.add(&FlagError{Flag: f.flag, Err: err})
+		}
+	}
 	return errs
 }
 
