@@ -4,6 +4,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -65,11 +66,11 @@ type fleetResult struct {
 	// AnswerHits is, per latency run (20/s, then 100/s), the share of its
 	// selector queries answered from a kept encoded answer as it was (the
 	// rest were rebuilt: first asked, or a pod changed since).
-	AnswerHits []float64
+	AnswerHits []optional
 	// Load is the machine's 1-minute load average at the start of the
 	// size's measurement and at its end: the figures are only comparable
 	// between quiet runs.
-	Load [2]float64
+	Load [2]optional
 }
 
 // fits reports whether the aggregator kept up: every round within the
@@ -144,7 +145,7 @@ func TestFleetScale(t *testing.T) {
 			time.Sleep(2 * defaultWindow / 3)
 
 			r := fleetResult{Nodes: nodes, Args: strings.Join(extraArgs, " ")}
-			r.Load[0] = loadAverage()
+			r.Load[0] = optional(loadAverage())
 			before, err := readAggregatorStats(t.Context(), p.metricsURL)
 			if err != nil {
 				t.Fatal(err)
@@ -225,14 +226,14 @@ func TestFleetScale(t *testing.T) {
 					t.Fatal(err)
 				}
 				if n := (after.hits - before.hits) + (after.rebuilt - before.rebuilt); n > 0 {
-					r.AnswerHits = append(r.AnswerHits, (after.hits-before.hits)/n)
+					r.AnswerHits = append(r.AnswerHits, optional((after.hits-before.hits)/n))
 				} else {
-					r.AnswerHits = append(r.AnswerHits, math.NaN())
+					r.AnswerHits = append(r.AnswerHits, optional(math.NaN()))
 				}
 				r.ProviderP99 = fmtBound(after.provider.quantileSince(before.provider, 0.99))
 				r.ServerP99 = fmtBound(after.server.quantileSince(before.server, 0.99))
 			}
-			r.Load[1] = loadAverage()
+			r.Load[1] = optional(loadAverage())
 			t.Logf("measured: %d nodes: %+v", nodes, r)
 			results = append(results, r)
 		})
@@ -315,18 +316,30 @@ func fetchDebug(ctx context.Context, metricsURL, path string, timeout time.Durat
 
 // fmtShares prints shares as percentages separated by " / ", "—" for
 // none.
-func fmtShares(shares []float64) string {
+func fmtShares(shares []optional) string {
 	if len(shares) == 0 {
 		return "—"
 	}
 	parts := make([]string, len(shares))
 	for i, v := range shares {
 		parts[i] = "—"
-		if !math.IsNaN(v) {
+		if !math.IsNaN(float64(v)) {
 			parts[i] = fmt.Sprintf("%.0f %%", 100*v)
 		}
 	}
 	return strings.Join(parts, " / ")
+}
+
+// optional is a figure that may be missing (NaN: an aggregator without
+// the metric, an unreadable /proc/loadavg); JSON writes a missing one as
+// null, which encoding/json cannot do for a NaN float64.
+type optional float64
+
+func (o optional) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(o)) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(o))
 }
 
 // loadAverage returns the machine's 1-minute load average, or NaN when
