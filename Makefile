@@ -55,7 +55,7 @@ deps: ## Install system packages the tests need (etcd, promtool).
 	bash hack/install-deps.sh
 
 .PHONY: test
-test: deps lint test-unit test-chart verify-manifests test-e2e ## Every test (CI).
+test: deps lint test-unit test-fuzz test-chart verify-manifests test-e2e ## Every test (CI).
 
 .PHONY: test-unit
 test-unit: ## Unit and integration tests (no control plane).
@@ -99,6 +99,10 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck.
 $(STATICCHECK):
 	mkdir -p $(dir $@)
 	GOBIN=$(abspath $(dir $@)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: test-fuzz
+test-fuzz: ## Every fuzz target for FUZZTIME each, failing only on a finding (part of make test; make fuzz also fails a slow target).
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) FUZZ_MIN_EXECS=1 bash hack/fuzz.sh
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each; fail if one crashes or runs under FUZZ_MIN_EXECS inputs.
