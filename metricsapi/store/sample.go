@@ -54,9 +54,14 @@ const (
 // Sample is one reading of one device (a GPU, or a MIG instance) attributed
 // to one pod.
 type Sample struct {
-	// Namespace and Pod name the pod holding the device.
+	// Namespace and Pod name the pod holding the device (Append). A
+	// node sample (AppendNodes) leaves them empty.
 	Namespace string
 	Pod       string
+	// Node names the node the device is on: the key of a node sample
+	// (AppendNodes), which carries the whole device's readings whether a
+	// pod holds it or not. Append ignores it.
+	Node string
 	// Container names the container holding the device; the parser joins
 	// the names of several containers of the pod holding it (sorted,
 	// comma separated). The store ignores it: a pod holding a device
