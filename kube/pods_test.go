@@ -203,6 +203,7 @@ func TestTransformsPassTombstones(t *testing.T) {
 	for name, transform := range map[string]cache.TransformFunc{
 		"metadata": PodSelection{}.trimMetadata,
 		"typed":    PodSelection{}.trimPod,
+		"node":     trimNode,
 	} {
 		if got, err := transform(tomb); err != nil || !reflect.DeepEqual(got, tomb) {
 			t.Errorf("%s transform(tombstone) = %v, %v; want it unchanged", name, got, err)
