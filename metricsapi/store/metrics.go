@@ -12,7 +12,10 @@ var (
 	nodeSeriesDesc = prometheus.NewDesc("gpu_metrics_server_store_node_series",
 		"(node, device) sample windows the aggregator holds.", nil, nil)
 	samplesDesc = prometheus.NewDesc("gpu_metrics_server_store_samples_total",
-		"Samples (pods' and nodes') handed to the store, by result: stored, duplicate (a snapshot already stored), rejected (missing namespace, pod or node, device or time).",
+		"Samples handed to the store, by result: stored, duplicate (a snapshot already stored), rejected (missing namespace, pod, device or time).",
+		[]string{"result"}, nil)
+	nodeSamplesDesc = prometheus.NewDesc("gpu_metrics_server_store_node_samples_total",
+		"Node samples (every device of a node, held or idle) handed to the store, by result: stored, duplicate (a snapshot already stored), rejected (missing node, device or time).",
 		[]string{"result"}, nil)
 )
 
@@ -20,7 +23,8 @@ var (
 type collector struct{ s *Store }
 
 // NewCollector returns a Prometheus collector of the store's self-metrics:
-// pods, nodes and series held, and samples stored, duplicate and rejected.
+// pods, nodes and series held, and samples (pods' and nodes') stored,
+// duplicate and rejected.
 func NewCollector(s *Store) prometheus.Collector { return collector{s} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -29,6 +33,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- nodesDesc
 	ch <- nodeSeriesDesc
 	ch <- samplesDesc
+	ch <- nodeSamplesDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -40,4 +45,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(samplesDesc, prometheus.CounterValue, float64(st.Appended), "stored")
 	ch <- prometheus.MustNewConstMetric(samplesDesc, prometheus.CounterValue, float64(st.Duplicates), "duplicate")
 	ch <- prometheus.MustNewConstMetric(samplesDesc, prometheus.CounterValue, float64(st.Rejected), "rejected")
+	ch <- prometheus.MustNewConstMetric(nodeSamplesDesc, prometheus.CounterValue, float64(st.NodeAppended), "stored")
+	ch <- prometheus.MustNewConstMetric(nodeSamplesDesc, prometheus.CounterValue, float64(st.NodeDuplicates), "duplicate")
+	ch <- prometheus.MustNewConstMetric(nodeSamplesDesc, prometheus.CounterValue, float64(st.NodeRejected), "rejected")
 }

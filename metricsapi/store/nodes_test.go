@@ -135,8 +135,8 @@ func TestNodesApartFromPods(t *testing.T) {
 	if _, ok := s.PodValue(Utilization, "ns", "n1", sec(1)); ok {
 		t.Error("the node answered as a pod")
 	}
-	if st := s.Stats(); st.Nodes != 1 || st.NodeSeries != 1 || st.Pods != 0 {
-		t.Errorf("Stats = %+v, want 1 node, 1 node series, no pod", st)
+	if st := s.Stats(); st.Nodes != 1 || st.NodeSeries != 1 || st.Pods != 0 || st.NodeAppended != 1 || st.NodeRejected != 4 || st.Appended != 0 || st.Rejected != 1 {
+		t.Errorf("Stats = %+v, want 1 node, 1 node series, no pod; 1 node sample stored, 4 rejected; 1 pod sample rejected", st)
 	}
 	// A later append past stale-after sweeps the node.
 	mustAppend(t, s, []appendStep{{"agent/b", 20, []Sample{full("ns", "p", "GPU-9", sec(20), 1, 1, 1, 1)}}})

@@ -73,6 +73,8 @@ type Store struct {
 	appended   atomic.Uint64
 	duplicates atomic.Uint64
 	rejected   atomic.Uint64
+
+	nodeAppended, nodeDuplicates, nodeRejected atomic.Uint64
 }
 
 // New returns an empty store.
@@ -171,9 +173,9 @@ func (s *Store) AppendNodes(sourceName string, at time.Time, samples []Sample) (
 		i = j
 	}
 	s.maybeSweep(now)
-	s.appended.Add(uint64(res.Stored))
-	s.duplicates.Add(uint64(res.Duplicates))
-	s.rejected.Add(uint64(res.Rejected))
+	s.nodeAppended.Add(uint64(res.Stored))
+	s.nodeDuplicates.Add(uint64(res.Duplicates))
+	s.nodeRejected.Add(uint64(res.Rejected))
 	return res, nil
 }
 
@@ -209,6 +211,8 @@ type Stats struct {
 	Nodes, NodeSeries int64
 	// Appended, Duplicates and Rejected count Append's results since start.
 	Appended, Duplicates, Rejected uint64
+	// NodeAppended, NodeDuplicates and NodeRejected count AppendNodes'.
+	NodeAppended, NodeDuplicates, NodeRejected uint64
 }
 
 // Stats returns the store's current size and counters.
@@ -221,5 +225,9 @@ func (s *Store) Stats() Stats {
 		Appended:   s.appended.Load(),
 		Duplicates: s.duplicates.Load(),
 		Rejected:   s.rejected.Load(),
+
+		NodeAppended:   s.nodeAppended.Load(),
+		NodeDuplicates: s.nodeDuplicates.Load(),
+		NodeRejected:   s.nodeRejected.Load(),
 	}
 }
