@@ -1,6 +1,8 @@
 // Package store keeps, for every pod, a short window of the readings of the
 // GPUs it holds, and answers the aggregated values the custom metrics API
-// serves. It is fed by the scraper (aggregator mode) or in-process
+// serves; and, for every node, the same windows of all of its GPUs, held
+// by a pod or idle (AppendNodes, NodeValue), for the node metrics. It is
+// fed by the scraper (aggregator mode) or in-process
 // (standalone mode), and read by the provider; it does no I/O.
 //
 // Time has two meanings here. A sample's Time is the real time the reading
