@@ -1,5 +1,6 @@
-// Package top lists the pods holding GPUs with the values the custom
-// metrics API serves for them, as `kubectl top pods` does for CPU.
+// Package top lists the pods holding GPUs, and the GPU nodes, with the
+// values the custom metrics API serves for them, as `kubectl top pods` and
+// `kubectl top nodes` do for CPU.
 package top
 
 import (

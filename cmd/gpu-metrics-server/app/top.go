@@ -16,15 +16,66 @@ import (
 	"github.com/gpu-metrics-server/gpu-metrics-server/cmd/gpu-metrics-server/app/options"
 )
 
-// NewTopCommand groups `top pods` (and `top nodes`).
+// NewTopCommand groups `top pods` and `top nodes`.
 func NewTopCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "top",
-		Short: "Show the GPU use of pods, read from the custom metrics API",
+		Short: "Show the GPU use of pods and nodes, read from the custom metrics API",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(NewTopPodsCommand())
+	cmd.AddCommand(NewTopPodsCommand(), NewTopNodesCommand())
 	return cmd
+}
+
+// NewTopNodesCommand is `top nodes`.
+func NewTopNodesCommand() *cobra.Command {
+	o := options.NewTop(false)
+	var cmd *cobra.Command
+	cmd = newCommand(&cobra.Command{
+		Use:   "nodes",
+		Short: "Show the GPU nodes: utilization (mean and busiest GPU), memory, power, GPUs, pods holding GPUs",
+		Long: `Show the nodes offering GPUs with the values the custom metrics API serves
+for them, over all of each node's GPUs, held by a pod or idle: GPU
+utilization (the mean of the GPUs' window means) and that of the busiest GPU,
+GPU memory used and its percent, power, the GPUs reporting, the pods holding
+GPUs on the node (from the Kubernetes API) and the age of the newest sample.
+<unknown>: the API serves no value for the node (no agent on it, or, for
+utilization, a GPU in MIG mode); the doctor subcommand tells why.`,
+	}, o, func(ctx context.Context) error { return runTopNodes(ctx, cmd, o) })
+	return cmd
+}
+
+func runTopNodes(ctx context.Context, cmd *cobra.Command, o *options.Top) error {
+	rc, err := o.Kube.RESTConfig("gpu-metrics-server/top")
+	if err != nil {
+		return userError(err)
+	}
+	clients, err := kubeapi.NewClients(rc)
+	if err != nil {
+		return userError(err)
+	}
+	q := top.NodeQuery{Selector: o.Top.ParsedSelector()}
+	fetch := func(ctx context.Context) ([]top.NodeRow, error) {
+		rows, err := top.Nodes(ctx, clients, q)
+		if err != nil {
+			return nil, withDoctorHint(cmd, err)
+		}
+		top.SortNodes(rows, o.Top.SortBy)
+		return rows, nil
+	}
+	out := cmd.OutOrStdout()
+	p := top.Printer{Out: out, Output: o.Top.Output, NoHeaders: o.Top.NoHeaders}
+	if o.Top.Watch {
+		terminal := isTerminal(out)
+		p.Bars = terminal && o.Top.Output != top.OutputJSON
+		title := fmt.Sprintf("Every %v: %s", o.Top.Interval, cmd.CommandPath())
+		return userError(top.WatchNodes(ctx, o.Top.Interval, terminal, title, fetch, p, cmd.ErrOrStderr(), time.Now))
+	}
+	rows, err := fetch(ctx)
+	if err != nil {
+		return userError(err)
+	}
+	return userError(p.PrintNodes(rows, time.Now()))
 }
 
 // NewTopPodsCommand is `top pods`.
