@@ -38,21 +38,26 @@ type NodeRow struct {
 	// counts them: not finished).
 	Pods int `json:"pods"`
 
-	// GPUs is gpu_count: the GPUs reporting a fresh sample.
-	GPUs                     *float64 `json:"gpus,omitempty"`
-	UtilizationPercent       *float64 `json:"utilizationPercent,omitempty"`
-	UtilizationMaxPercent    *float64 `json:"utilizationMaxPercent,omitempty"`
-	MemoryUsedBytes          *float64 `json:"memoryUsedBytes,omitempty"`
-	MemoryUtilizationPercent *float64 `json:"memoryUtilizationPercent,omitempty"`
-	PowerWatts               *float64 `json:"powerWatts,omitempty"`
-	// Timestamp is the time of the newest sample served; nil: none.
-	Timestamp     *metav1.Time `json:"timestamp,omitempty"`
-	WindowSeconds *int64       `json:"windowSeconds,omitempty"`
+	// GPUs is gpu_count: the GPUs reporting a fresh sample;
+	// UtilizationMaxPercent the busiest GPU's utilization.
+	GPUs                  *float64 `json:"gpus,omitempty"`
+	UtilizationMaxPercent *float64 `json:"utilizationMaxPercent,omitempty"`
+	Values
 }
 
 func (r *NodeRow) served() bool {
-	return r.GPUs != nil || r.UtilizationPercent != nil || r.UtilizationMaxPercent != nil || r.MemoryUsedBytes != nil ||
-		r.MemoryUtilizationPercent != nil || r.PowerWatts != nil
+	return r.GPUs != nil || r.UtilizationMaxPercent != nil || r.Values.served()
+}
+
+// extra gives the field of a node-only metric.
+func (r *NodeRow) extra(metric string) **float64 {
+	switch metric {
+	case metricUtilizationMax:
+		return &r.UtilizationMaxPercent
+	case metricCount:
+		return &r.GPUs
+	}
+	return nil
 }
 
 // Nodes lists the nodes q selects that offer GPUs or have GPU values
@@ -108,7 +113,8 @@ func Nodes(ctx context.Context, c *kubeapi.Clients, q NodeQuery) ([]NodeRow, err
 }
 
 // addNodeValues reads the node metrics of the nodes matching sel into
-// rows (a node served but not listed is left out: it left the cluster).
+// rows (a node served but not listed is left out: it left the cluster, or
+// the selector's answer changed between the two reads).
 func addNodeValues(c *kubeapi.Clients, sel labels.Selector, rows map[string]*NodeRow) error {
 	for _, metric := range []string{metricUtilization, metricUtilizationMax, metricMemoryUsed, metricMemoryUtilization, metricPower, metricCount} {
 		list, err := c.Metrics.RootScopedMetrics().GetForObjects(schema.GroupKind{Kind: "Node"}, sel, metric, labels.Everything())
@@ -118,32 +124,9 @@ func addNodeValues(c *kubeapi.Clients, sel labels.Selector, rows map[string]*Nod
 		if err != nil {
 			return kubeapi.Explain(err, "get", kubeapi.CustomMetricsGroup, "nodes/"+metric, "")
 		}
-		for _, mv := range list.Items {
-			row, ok := rows[mv.DescribedObject.Name]
-			if !ok {
-				continue
-			}
-			v := float64(mv.Value.MilliValue()) / 1000 // exact for the API's milli-units
-			switch metric {
-			case metricUtilization:
-				row.UtilizationPercent = &v
-				if mv.WindowSeconds != nil {
-					w := *mv.WindowSeconds
-					row.WindowSeconds = &w
-				}
-			case metricUtilizationMax:
-				row.UtilizationMaxPercent = &v
-			case metricMemoryUsed:
-				row.MemoryUsedBytes = &v
-			case metricMemoryUtilization:
-				row.MemoryUtilizationPercent = &v
-			case metricPower:
-				row.PowerWatts = &v
-			case metricCount:
-				row.GPUs = &v
-			}
-			if t := mv.Timestamp; row.Timestamp == nil || t.After(row.Timestamp.Time) {
-				row.Timestamp = &t
+		for i := range list.Items {
+			if row := rows[list.Items[i].DescribedObject.Name]; row != nil {
+				row.set(metric, &list.Items[i], row.extra)
 			}
 		}
 	}
@@ -154,26 +137,5 @@ func addNodeValues(c *kubeapi.Clients, sel labels.Selector, rows map[string]*Nod
 // for gpu (mean utilization), memory and power (nodes without the value
 // last), by name for name.
 func SortNodes(rows []NodeRow, key string) {
-	var value func(*NodeRow) *float64
-	switch key {
-	case SortGPU:
-		value = func(r *NodeRow) *float64 { return r.UtilizationPercent }
-	case SortMemory:
-		value = func(r *NodeRow) *float64 { return r.MemoryUsedBytes }
-	case SortPower:
-		value = func(r *NodeRow) *float64 { return r.PowerWatts }
-	default:
-		sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-		return
-	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		a, b := value(&rows[i]), value(&rows[j])
-		switch {
-		case a != nil && b != nil && *a != *b:
-			return *a > *b
-		case (a == nil) != (b == nil):
-			return a != nil
-		}
-		return rows[i].Name < rows[j].Name
-	})
+	sortRows(rows, key, func(r *NodeRow) *Values { return &r.Values }, func(a, b *NodeRow) bool { return a.Name < b.Name })
 }

@@ -95,19 +95,24 @@ func orNone(s string) string {
 	return s
 }
 
+// printJSON prints rows as one indented JSON list of kind (items: [],
+// never null).
+func printJSON[R any](out io.Writer, kind string, rows []R) error {
+	if rows == nil {
+		rows = []R{}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		Kind  string `json:"kind"`
+		Items []R    `json:"items"`
+	}{kind, rows})
+}
+
 // PrintPods prints rows in p's format; now dates the sample ages.
 func (p Printer) PrintPods(rows []PodRow, now time.Time) error {
 	if p.Output == OutputJSON {
-		items := rows
-		if items == nil {
-			items = []PodRow{}
-		}
-		enc := json.NewEncoder(p.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Kind  string   `json:"kind"`
-			Items []PodRow `json:"items"`
-		}{"PodGPUMetricsList", items})
+		return printJSON(p.Out, "PodGPUMetricsList", rows)
 	}
 	w := tabwriter.NewWriter(p.Out, 6, 4, 3, ' ', 0)
 	wide := p.Output == OutputWide
@@ -161,16 +166,7 @@ func count(n *float64) string {
 // now dates the sample ages.
 func (p Printer) PrintNodes(rows []NodeRow, now time.Time) error {
 	if p.Output == OutputJSON {
-		items := rows
-		if items == nil {
-			items = []NodeRow{}
-		}
-		enc := json.NewEncoder(p.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Kind  string    `json:"kind"`
-			Items []NodeRow `json:"items"`
-		}{"NodeGPUMetricsList", items})
+		return printJSON(p.Out, "NodeGPUMetricsList", rows)
 	}
 	w := tabwriter.NewWriter(p.Out, 6, 4, 3, ' ', 0)
 	wide := p.Output == OutputWide
