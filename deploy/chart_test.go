@@ -707,7 +707,7 @@ func checkProbe(t *testing.T, what string, p *corev1.Probe, path, port string, s
 var readOnlyVerbs = []string{"get", "list", "watch"}
 
 // checkRBAC: the chart's own roles only read; the aggregator may read pods
-// and nothing else of its own; the bindings grant only those roles and the
+// and list/watch nodes, and nothing else of its own; the bindings grant only those roles and the
 // two built-in ones every aggregated API server needs; the agent is bound to
 // nothing.
 func checkRBAC(t *testing.T, r release, c chartCase) {
@@ -725,7 +725,10 @@ func checkRBAC(t *testing.T, r release, c chartCase) {
 	}
 	if slices.Contains(ours, r.aggregator()) {
 		cr := decode[rbacv1.ClusterRole](t, r.objs, keyClusterRole, r.aggregator())
-		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs}}
+		want := []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs},
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+		}
 		if fmt.Sprint(cr.Rules) != fmt.Sprint(want) {
 			t.Errorf("aggregator ClusterRole rules = %+v, want %+v", cr.Rules, want)
 		}

@@ -200,3 +200,108 @@ func hasLine(out, status, topic, text string) bool {
 	}
 	return false
 }
+
+// nodeTopRow is a row of `top nodes -o json`.
+type nodeTopRow struct {
+	Name                     string   `json:"name"`
+	Allocatable              int      `json:"allocatable"`
+	Pods                     int      `json:"pods"`
+	GPUs                     *float64 `json:"gpus"`
+	UtilizationPercent       *float64 `json:"utilizationPercent"`
+	UtilizationMaxPercent    *float64 `json:"utilizationMaxPercent"`
+	MemoryUsedBytes          *float64 `json:"memoryUsedBytes"`
+	MemoryUtilizationPercent *float64 `json:"memoryUtilizationPercent"`
+	PowerWatts               *float64 `json:"powerWatts"`
+}
+
+// TestTopNodesPrintsServedValues: two GPU nodes (two GPUs, one busy and
+// held by a pod, one idle; and one idle GPU); `top nodes -o json` prints,
+// row by row, the values the custom metrics API serves for each GPU node
+// through the aggregation layer, over all of its GPUs, held or idle.
+func TestTopNodesPrintsServedValues(t *testing.T) {
+	ns := cluster.NewNamespace(t, "topnodes")
+	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2, 1}})
+	busy, idle := ns+"-gpu-0", ns+"-gpu-1"
+	cluster.CreateDeployment(t, framework.GPUDeployment(ns, "train", 1))
+	pod := cluster.WaitPods(t, ns, "app=train", 1)[0]
+	a := env.Allocation(pod)
+	if a.NodeName != busy && a.NodeName != idle || len(a.Devices) != 1 {
+		t.Fatalf("allocation %+v: want one GPU on %s or %s", a, busy, idle)
+	}
+	// Whichever node the pod landed on, the first node's GPU 0 runs at
+	// 80 % and every other GPU at 0 %.
+	env.SetUtilization(0, "0", 80)
+	env.SetUtilization(0, "1", 0)
+	env.SetUtilization(1, "0", 0)
+	framework.WaitFor(t, 60*time.Second, "node utilization max 80 on "+busy+" (v1beta1 and v1beta2)", func(ctx context.Context) (bool, string, error) {
+		var got []map[string]float64
+		for _, version := range []string{"v1beta1", "v1beta2"} {
+			v, err := cluster.NodeMetrics(ctx, version, "", "gpu_utilization_max")
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			got = append(got, v)
+		}
+		return got[0][busy] == 80 && got[1][busy] == 80, fmt.Sprintf("%v", got), nil
+	})
+
+	metrics := map[string]func(*nodeTopRow) *float64{
+		"gpu_utilization":        func(r *nodeTopRow) *float64 { return r.UtilizationPercent },
+		"gpu_utilization_max":    func(r *nodeTopRow) *float64 { return r.UtilizationMaxPercent },
+		"gpu_memory_used_bytes":  func(r *nodeTopRow) *float64 { return r.MemoryUsedBytes },
+		"gpu_memory_utilization": func(r *nodeTopRow) *float64 { return r.MemoryUtilizationPercent },
+		"gpu_power_usage_watts":  func(r *nodeTopRow) *float64 { return r.PowerWatts },
+		"gpu_count":              func(r *nodeTopRow) *float64 { return r.GPUs },
+	}
+	wantGPUs := map[string]float64{busy: 2, idle: 1}
+	framework.WaitFor(t, 60*time.Second, "top nodes -o json = the API's values", func(ctx context.Context) (bool, string, error) {
+		out, code, err := runCLI(ctx, t, "kubectl-gpu", "top", "nodes", "-o", "json")
+		if err != nil || code != 0 {
+			return false, fmt.Sprintf("exit %d: %v", code, err), nil
+		}
+		var list struct{ Items []nodeTopRow }
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return false, "", err
+		}
+		rows := map[string]*nodeTopRow{}
+		for i := range list.Items {
+			rows[list.Items[i].Name] = &list.Items[i]
+		}
+		var diffs []string
+		for metric, field := range metrics {
+			want, err := cluster.NodeMetrics(ctx, "v1beta2", "", metric)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			for node := range wantGPUs {
+				r := rows[node]
+				if r == nil {
+					diffs = append(diffs, node+": no row")
+					continue
+				}
+				w, served := want[node]
+				got := field(r)
+				if !served || got == nil || *got != w {
+					diffs = append(diffs, fmt.Sprintf("%s %s: top %v, API %v (served %v)", node, metric, got, w, served))
+				}
+			}
+		}
+		for node, gpus := range wantGPUs {
+			r := rows[node]
+			if r == nil {
+				continue
+			}
+			wantPods := 0
+			if node == a.NodeName {
+				wantPods = 1
+			}
+			if r.GPUs == nil || *r.GPUs != gpus || r.Allocatable != int(gpus) || r.Pods != wantPods {
+				diffs = append(diffs, fmt.Sprintf("%s: %v GPUs served, %d allocatable, %d pods; want %v, %v, %d", node, r.GPUs, r.Allocatable, r.Pods, gpus, gpus, wantPods))
+			}
+		}
+		if r := rows[busy]; r != nil && (r.UtilizationPercent == nil || *r.UtilizationPercent != 40 || r.UtilizationMaxPercent == nil || *r.UtilizationMaxPercent != 80) {
+			diffs = append(diffs, fmt.Sprintf("%s: utilization %v, max %v; want 40 and 80", busy, r.UtilizationPercent, r.UtilizationMaxPercent))
+		}
+		return len(diffs) == 0, strings.Join(diffs, "; "), nil
+	})
+}

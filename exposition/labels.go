@@ -15,7 +15,8 @@ const (
 	// LabelHostname is the node label every released dcgm-exporter (4.x
 	// tags) writes; LabelHostnameLower is the one its unreleased main
 	// writes. The agent writes either (--hostname-label); the aggregator
-	// reads neither.
+	// reads either as the node of a static target's devices (node
+	// metrics).
 	LabelHostname      = "Hostname"
 	LabelHostnameLower = "hostname"
 	// LabelErrCode is on DCGM_FI_DEV_XID_ERRORS: the XID as a label.

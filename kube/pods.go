@@ -71,7 +71,8 @@ func NewPodMetadataInformer(client metadata.Interface, s PodSelection) (cache.Sh
 
 // NewPodInformer returns an informer of the selected pods (*corev1.Pod),
 // indexed by namespace, for users that need a pod's status: its cache keeps
-// the metadata s says, the phase and the pod IP, and nothing else. Run it
+// the metadata s says, the node name, the phase and the pod IP, and nothing
+// else. Run it
 // with RunWithContext.
 func NewPodInformer(client kubernetes.Interface, s PodSelection) (cache.SharedIndexInformer, error) {
 	if err := s.validate(); err != nil {
@@ -112,6 +113,7 @@ func (s PodSelection) trimPod(obj any) (any, error) {
 	return &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
 		ObjectMeta: s.trim(p.ObjectMeta),
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName},
 		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP},
 	}, nil
 }

@@ -189,8 +189,8 @@ func TestPodInformer(t *testing.T) {
 	for _, obj := range objs {
 		p := obj.(*corev1.Pod)
 		wantMeta := metav1.ObjectMeta{Namespace: "gms", Name: p.Name, UID: types.UID("uid-" + p.Name), ResourceVersion: p.ResourceVersion}
-		if !reflect.DeepEqual(p.ObjectMeta, wantMeta) || !reflect.DeepEqual(p.Spec, corev1.PodSpec{}) || !reflect.DeepEqual(p.Status, want[p.Name]) {
-			t.Errorf("cached %s: meta %+v spec %+v status %+v; want identity, phase %q and IP %q only",
+		if !reflect.DeepEqual(p.ObjectMeta, wantMeta) || !reflect.DeepEqual(p.Spec, corev1.PodSpec{NodeName: "n1"}) || !reflect.DeepEqual(p.Status, want[p.Name]) {
+			t.Errorf("cached %s: meta %+v spec %+v status %+v; want identity, node n1, phase %q and IP %q only",
 				p.Name, p.ObjectMeta, p.Spec, p.Status, want[p.Name].Phase, want[p.Name].PodIP)
 		}
 	}
@@ -203,6 +203,7 @@ func TestTransformsPassTombstones(t *testing.T) {
 	for name, transform := range map[string]cache.TransformFunc{
 		"metadata": PodSelection{}.trimMetadata,
 		"typed":    PodSelection{}.trimPod,
+		"node":     trimNode,
 	} {
 		if got, err := transform(tomb); err != nil || !reflect.DeepEqual(got, tomb) {
 			t.Errorf("%s transform(tombstone) = %v, %v; want it unchanged", name, got, err)

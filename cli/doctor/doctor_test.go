@@ -462,6 +462,9 @@ func TestBroken(t *testing.T) {
 		{"aggregator ServiceAccount lacks a permission", func(c *cluster, _ *Config) {
 			c.denied["system:serviceaccount:gpu-metrics-server:gms-aggregator watch pods"] = true
 		}, Fail, "rbac", []string{"the aggregator's ServiceAccount gpu-metrics-server/gms-aggregator may not watch pods"}, 1},
+		{"aggregator ServiceAccount may not list nodes", func(c *cluster, _ *Config) {
+			c.denied["system:serviceaccount:gpu-metrics-server:gms-aggregator list nodes"] = true
+		}, Fail, "rbac", []string{"the aggregator's ServiceAccount gpu-metrics-server/gms-aggregator may not list nodes (to resolve the node selectors of the node metrics)"}, 1},
 		{"HPA controller may not read metrics", func(c *cluster, _ *Config) {
 			c.denied[HPAControllerUser+" list pods.custom.metrics.k8s.io"] = true
 		}, Fail, "rbac", []string{"the HPA controller", "may not list pods.custom.metrics.k8s.io"}, 1},

@@ -23,6 +23,8 @@ type need struct {
 var aggregatorNeeds = []need{
 	{"list", "", "pods", "resolve the HPA's pod selectors and find the agents"},
 	{"watch", "", "pods", "keep its pod cache current"},
+	{"list", "", "nodes", "resolve the node selectors of the node metrics"},
+	{"watch", "", "nodes", "keep its node cache current"},
 	{"create", "authentication.k8s.io", "tokenreviews", "authenticate its callers (system:auth-delegator)"},
 	{"create", "authorization.k8s.io", "subjectaccessreviews", "authorize its callers (system:auth-delegator)"},
 }

@@ -24,6 +24,11 @@ type fakeAPI struct {
 	pods []corev1.Pod
 	// values[metric] are the served values; a pod not in it is not served.
 	values map[string][]cmv1beta2.MetricValue
+	// nodes and nodeValues[metric] are the nodes and their served values.
+	nodes      []corev1.Node
+	nodeValues map[string][]cmv1beta2.MetricValue
+	// forbidNodes: RBAC refuses listing nodes.
+	forbidNodes bool
 	// noAPIService: discovery lists no custom.metrics.k8s.io.
 	noAPIService bool
 	// forbidPods, forbidMetrics: RBAC refuses listing pods, getting metrics.
@@ -74,6 +79,49 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, p := range f.pods {
 			if (ns == "" || p.Namespace == ns) && sel.Matches(labels.Set(p.Labels)) {
 				list.Items = append(list.Items, p)
+			}
+		}
+		writeJSON(w, 200, list)
+	case path == "/api/v1/nodes":
+		if f.forbidNodes {
+			writeStatus(w, apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errForbidden))
+			return
+		}
+		list := corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}}
+		for _, n := range f.nodes {
+			if sel.Matches(labels.Set(n.Labels)) {
+				list.Items = append(list.Items, n)
+			}
+		}
+		writeJSON(w, 200, list)
+	case strings.HasPrefix(path, "/apis/custom.metrics.k8s.io/v1beta2/nodes/"):
+		// /apis/custom.metrics.k8s.io/v1beta2/nodes/*/<metric>
+		parts := strings.Split(strings.TrimPrefix(path, "/apis/custom.metrics.k8s.io/v1beta2/nodes/"), "/")
+		if f.unavailable {
+			writeStatus(w, apierrors.NewServiceUnavailable("service gpu-metrics-server/gpu-metrics-server has no ready endpoints"))
+			return
+		}
+		if f.forbidMetrics {
+			writeStatus(w, apierrors.NewForbidden(schema.GroupResource{Group: "custom.metrics.k8s.io", Resource: "nodes"}, "*", errForbidden))
+			return
+		}
+		if len(parts) != 2 || parts[0] != "*" {
+			writeStatus(w, apierrors.NewBadRequest("unexpected path "+path))
+			return
+		}
+		values, ok := f.nodeValues[parts[1]]
+		if !ok {
+			writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: "custom.metrics.k8s.io", Resource: "nodes"}, parts[1]))
+			return
+		}
+		nodeLabels := map[string]labels.Set{}
+		for _, n := range f.nodes {
+			nodeLabels[n.Name] = n.Labels
+		}
+		list := cmv1beta2.MetricValueList{TypeMeta: metav1.TypeMeta{Kind: "MetricValueList", APIVersion: "custom.metrics.k8s.io/v1beta2"}}
+		for _, v := range values {
+			if sel.Matches(nodeLabels[v.DescribedObject.Name]) {
+				list.Items = append(list.Items, v)
 			}
 		}
 		writeJSON(w, 200, list)

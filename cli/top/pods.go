@@ -1,5 +1,6 @@
-// Package top lists the pods holding GPUs with the values the custom
-// metrics API serves for them, as `kubectl top pods` does for CPU.
+// Package top lists the pods holding GPUs, and the GPU nodes, with the
+// values the custom metrics API serves for them, as `kubectl top pods` and
+// `kubectl top nodes` do for CPU.
 package top
 
 import (
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cli/kubeapi"
 )
@@ -60,6 +62,12 @@ type PodRow struct {
 	// Resources are the extended resource names holding the GPUs.
 	Resources []string `json:"resources,omitempty"`
 
+	Values
+}
+
+// Values are the values the API serves for a pod or a node; one it does
+// not serve is nil.
+type Values struct {
 	UtilizationPercent       *float64 `json:"utilizationPercent,omitempty"`
 	MemoryUsedBytes          *float64 `json:"memoryUsedBytes,omitempty"`
 	MemoryUtilizationPercent *float64 `json:"memoryUtilizationPercent,omitempty"`
@@ -69,9 +77,42 @@ type PodRow struct {
 	WindowSeconds *int64       `json:"windowSeconds,omitempty"`
 }
 
-// served reports whether the API serves any value of the pod.
-func (r *PodRow) served() bool {
-	return r.UtilizationPercent != nil || r.MemoryUsedBytes != nil || r.MemoryUtilizationPercent != nil || r.PowerWatts != nil
+// served reports whether the API serves any of the values.
+func (v *Values) served() bool {
+	return v.UtilizationPercent != nil || v.MemoryUsedBytes != nil || v.MemoryUtilizationPercent != nil || v.PowerWatts != nil
+}
+
+// set records mv, a value of metric, into the field it fills: the one
+// extra returns for a metric that is none of the four (nil: drop it).
+// The timestamp is the newest of the values'.
+func (v *Values) set(metric string, mv *cmv1beta2.MetricValue, extra func(string) **float64) {
+	x := float64(mv.Value.MilliValue()) / 1000 // exact for the API's milli-units
+	var field **float64
+	switch metric {
+	case metricUtilization:
+		field = &v.UtilizationPercent
+		if mv.WindowSeconds != nil {
+			w := *mv.WindowSeconds
+			v.WindowSeconds = &w
+		}
+	case metricMemoryUsed:
+		field = &v.MemoryUsedBytes
+	case metricMemoryUtilization:
+		field = &v.MemoryUtilizationPercent
+	case metricPower:
+		field = &v.PowerWatts
+	default:
+		if extra != nil {
+			field = extra(metric)
+		}
+	}
+	if field == nil {
+		return
+	}
+	*field = &x
+	if t := mv.Timestamp; v.Timestamp == nil || t.After(v.Timestamp.Time) {
+		v.Timestamp = &t
+	}
 }
 
 // gpuSpec fills the row's GPU count, sharing and resources from the pod's
@@ -187,7 +228,8 @@ func addValues(c *kubeapi.Clients, ns string, sel labels.Selector, rows map[stri
 		if err != nil {
 			return kubeapi.Explain(err, "get", kubeapi.CustomMetricsGroup, "pods/"+metric, ns)
 		}
-		for _, mv := range list.Items {
+		for i := range list.Items {
+			mv := &list.Items[i]
 			key := ns + "/" + mv.DescribedObject.Name
 			row, ok := rows[key]
 			if !ok {
@@ -197,24 +239,7 @@ func addValues(c *kubeapi.Clients, ns string, sel labels.Selector, rows map[stri
 				}
 				rows[key] = row
 			}
-			v := float64(mv.Value.MilliValue()) / 1000 // exact for the API's milli-units
-			switch metric {
-			case metricUtilization:
-				row.UtilizationPercent = &v
-				if mv.WindowSeconds != nil {
-					w := *mv.WindowSeconds
-					row.WindowSeconds = &w
-				}
-			case metricMemoryUsed:
-				row.MemoryUsedBytes = &v
-			case metricMemoryUtilization:
-				row.MemoryUtilizationPercent = &v
-			case metricPower:
-				row.PowerWatts = &v
-			}
-			if t := mv.Timestamp; row.Timestamp == nil || t.After(row.Timestamp.Time) {
-				row.Timestamp = &t
-			}
+			row.set(metric, mv, nil)
 		}
 	}
 	return nil
@@ -231,16 +256,22 @@ func lessName(a, b *PodRow) bool {
 // (pods without the value last), by namespace and name for name. Ties keep
 // namespace and name order.
 func SortPods(rows []PodRow, key string) {
-	var value func(*PodRow) *float64
+	sortRows(rows, key, func(r *PodRow) *Values { return &r.Values }, lessName)
+}
+
+// sortRows orders rows by key (see SortPods); values gives a row's values,
+// less the name order.
+func sortRows[R any](rows []R, key string, values func(*R) *Values, less func(a, b *R) bool) {
+	var value func(*R) *float64
 	switch key {
 	case SortGPU:
-		value = func(r *PodRow) *float64 { return r.UtilizationPercent }
+		value = func(r *R) *float64 { return values(r).UtilizationPercent }
 	case SortMemory:
-		value = func(r *PodRow) *float64 { return r.MemoryUsedBytes }
+		value = func(r *R) *float64 { return values(r).MemoryUsedBytes }
 	case SortPower:
-		value = func(r *PodRow) *float64 { return r.PowerWatts }
+		value = func(r *R) *float64 { return values(r).PowerWatts }
 	default:
-		sort.SliceStable(rows, func(i, j int) bool { return lessName(&rows[i], &rows[j]) })
+		sort.SliceStable(rows, func(i, j int) bool { return less(&rows[i], &rows[j]) })
 		return
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
@@ -251,7 +282,7 @@ func SortPods(rows []PodRow, key string) {
 		case (a == nil) != (b == nil):
 			return a != nil
 		}
-		return lessName(&rows[i], &rows[j])
+		return less(&rows[i], &rows[j])
 	})
 }
 

@@ -95,19 +95,24 @@ func orNone(s string) string {
 	return s
 }
 
+// printJSON prints rows as one indented JSON list of kind (items: [],
+// never null).
+func printJSON[R any](out io.Writer, kind string, rows []R) error {
+	if rows == nil {
+		rows = []R{}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		Kind  string `json:"kind"`
+		Items []R    `json:"items"`
+	}{kind, rows})
+}
+
 // PrintPods prints rows in p's format; now dates the sample ages.
 func (p Printer) PrintPods(rows []PodRow, now time.Time) error {
 	if p.Output == OutputJSON {
-		items := rows
-		if items == nil {
-			items = []PodRow{}
-		}
-		enc := json.NewEncoder(p.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Kind  string   `json:"kind"`
-			Items []PodRow `json:"items"`
-		}{"PodGPUMetricsList", items})
+		return printJSON(p.Out, "PodGPUMetricsList", rows)
 	}
 	w := tabwriter.NewWriter(p.Out, 6, 4, 3, ' ', 0)
 	wide := p.Output == OutputWide
@@ -149,6 +154,53 @@ func (p Printer) PrintPods(rows []PodRow, now time.Time) error {
 	return w.Flush()
 }
 
+// count prints a served count, <unknown> when not served.
+func count(n *float64) string {
+	if n == nil {
+		return unknown
+	}
+	return fmt.Sprintf("%.0f", *n)
+}
+
+// PrintNodes prints node rows in p's format (p.Namespaces is ignored);
+// now dates the sample ages.
+func (p Printer) PrintNodes(rows []NodeRow, now time.Time) error {
+	if p.Output == OutputJSON {
+		return printJSON(p.Out, "NodeGPUMetricsList", rows)
+	}
+	w := tabwriter.NewWriter(p.Out, 6, 4, 3, ' ', 0)
+	wide := p.Output == OutputWide
+	if !p.NoHeaders {
+		h := []string{"NAME", "GPU-UTIL"}
+		if p.Bars {
+			h = append(h, "")
+		}
+		h = append(h, "GPU-UTIL-MAX", "GPU-MEMORY", "MEMORY%", "POWER", "GPUS", "PODS", "SAMPLE-AGE")
+		if wide {
+			h = append(h, "WINDOW", "ALLOCATABLE", "RESOURCES")
+		}
+		fmt.Fprintln(w, strings.Join(h, "\t"))
+	}
+	for i := range rows {
+		r := &rows[i]
+		c := []string{r.Name, percent(r.UtilizationPercent)}
+		if p.Bars {
+			c = append(c, bar(r.UtilizationPercent))
+		}
+		sampleAge := unknown
+		if d, ok := age(r.Timestamp, now); ok {
+			sampleAge = duration.HumanDuration(d)
+		}
+		c = append(c, percent(r.UtilizationMaxPercent), mebibytes(r.MemoryUsedBytes), percent(r.MemoryUtilizationPercent),
+			watts(r.PowerWatts), count(r.GPUs), fmt.Sprint(r.Pods), sampleAge)
+		if wide {
+			c = append(c, seconds(r.WindowSeconds), fmt.Sprint(r.Allocatable), orNone(strings.Join(r.Resources, ",")))
+		}
+		fmt.Fprintln(w, strings.Join(c, "\t"))
+	}
+	return w.Flush()
+}
+
 // clearScreen moves the cursor home and clears the screen (ANSI).
 const clearScreen = "\x1b[H\x1b[2J"
 
@@ -160,6 +212,17 @@ const clearScreen = "\x1b[H\x1b[2J"
 // errOut otherwise) and the watch goes on.
 func Watch(ctx context.Context, interval time.Duration, terminal bool, title string,
 	fetch func(context.Context) ([]PodRow, error), p Printer, errOut io.Writer, now func() time.Time) error {
+	return watch(ctx, interval, terminal, title, fetch, p, p.PrintPods, errOut, now)
+}
+
+// WatchNodes is Watch for `top nodes`.
+func WatchNodes(ctx context.Context, interval time.Duration, terminal bool, title string,
+	fetch func(context.Context) ([]NodeRow, error), p Printer, errOut io.Writer, now func() time.Time) error {
+	return watch(ctx, interval, terminal, title, fetch, p, p.PrintNodes, errOut, now)
+}
+
+func watch[R any](ctx context.Context, interval time.Duration, terminal bool, title string,
+	fetch func(context.Context) ([]R, error), p Printer, print func([]R, time.Time) error, errOut io.Writer, now func() time.Time) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for round := 0; ; round++ {
@@ -183,7 +246,7 @@ func Watch(ctx context.Context, interval time.Duration, terminal bool, title str
 			fmt.Fprintln(p.Out)
 		}
 		if err == nil {
-			if err := p.PrintPods(rows, t); err != nil {
+			if err := print(rows, t); err != nil {
 				return err
 			}
 		}

@@ -300,6 +300,22 @@ func (cp *ControlPlane) PodMetrics(ctx context.Context, version, namespace, sele
 	return parseMetricValueList(version, metric, []byte(out))
 }
 
+// NodeMetrics asks the API server (kubectl get --raw, through the
+// aggregation layer) for the root-scoped metric on every node matching
+// selector, in the given custom.metrics.k8s.io version, and returns the
+// values by node name. A NotFound answer gives an empty map.
+func (cp *ControlPlane) NodeMetrics(ctx context.Context, version, selector, metric string) (map[string]float64, error) {
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/%s/nodes/*/%s?labelSelector=%s", version, metric, url.QueryEscape(selector))
+	out, err := cp.Kubectl(ctx, nil, "get", "--raw", path)
+	if err != nil {
+		if strings.Contains(err.Error(), "NotFound") {
+			return map[string]float64{}, nil
+		}
+		return nil, err
+	}
+	return parseMetricValues(version, "Node", metric, []byte(out))
+}
+
 // metricValueList is the union of the v1beta1 and v1beta2 MetricValueList
 // fields the tests read.
 type metricValueList struct {
@@ -324,6 +340,12 @@ type metricValueList struct {
 // parseMetricValueList decodes a MetricValueList of the given version and
 // checks that it is one, of metric on pods.
 func parseMetricValueList(version, metric string, data []byte) (map[string]float64, error) {
+	return parseMetricValues(version, "Pod", metric, data)
+}
+
+// parseMetricValues decodes a MetricValueList of the given version and
+// checks that it is one, of metric on objects of kind.
+func parseMetricValues(version, kind, metric string, data []byte) (map[string]float64, error) {
 	var list metricValueList
 	if err := json.Unmarshal(data, &list); err != nil {
 		return nil, fmt.Errorf("decoding a %s MetricValueList: %w: %s", version, err, data)
@@ -337,7 +359,7 @@ func parseMetricValueList(version, metric string, data []byte) (map[string]float
 		if version != "v1beta1" {
 			name = it.Metric.Name
 		}
-		if it.DescribedObject.Kind != "Pod" || name != metric {
+		if it.DescribedObject.Kind != kind || name != metric {
 			return nil, fmt.Errorf("unexpected item: %s %s/%s metric %q", it.DescribedObject.Kind, it.DescribedObject.Namespace, it.DescribedObject.Name, name)
 		}
 		values[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()

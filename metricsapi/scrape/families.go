@@ -41,6 +41,8 @@ const (
 	lblExportedPod
 	lblExportedNamespace
 	lblExportedContainer
+	lblHostname
+	lblHostnameLower
 	numLabels
 )
 
@@ -62,6 +64,10 @@ func labelOf(b []byte) (label, bool) {
 		return lblExportedNamespace, true
 	case exposition.LabelExportedContainer:
 		return lblExportedContainer, true
+	case exposition.LabelHostname:
+		return lblHostname, true
+	case exposition.LabelHostnameLower:
+		return lblHostnameLower, true
 	}
 	return 0, false
 }
@@ -123,6 +129,10 @@ type accumulator struct {
 
 	// strs interns label values and device names within one parse.
 	strs map[string]string
+
+	// nodes gathers the whole-device readings of every device line,
+	// held or idle, for the node samples (see nodes.go).
+	nodes nodeAccumulator
 }
 
 func (a *accumulator) reset() {
@@ -142,6 +152,7 @@ func (a *accumulator) reset() {
 	a.badTimestamp = false
 	a.relabelled = false
 	a.stats = ParseStats{}
+	a.nodes.reset()
 }
 
 func (a *accumulator) intern(b []byte) string {
@@ -169,6 +180,9 @@ func (a *accumulator) add(r role, l *lineLabels, v float64) {
 		}
 		a.timestamp = max(a.timestamp, v)
 		return
+	}
+	if r != exposition.RolePodUtilization && r != exposition.RolePodMemoryUsed && l[lblUUID] != "" && valid(r, v) {
+		a.nodes.add(a, r, l, roleLimits[r].unit.ToBase(v))
 	}
 	// Prometheus-style relabelling renames the workload's labels to
 	// exported_*; when present they name the pod, and the plain labels
@@ -302,5 +316,7 @@ func (a *accumulator) finish(at time.Time) []store.Sample {
 		a.samples = append(a.samples, s)
 	}
 	a.stats.Samples = len(a.samples)
+	a.nodes.finish(t, prec)
+	a.stats.NodeSamples = len(a.nodes.samples)
 	return a.samples
 }

@@ -49,7 +49,8 @@ func FuzzParse(f *testing.F) {
 	p := NewParser()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, _, err := p.Parse(body, receipt)
-		want, refErr := parseWithReference(body, receipt)
+		nodes := sortSamples(p.NodeSamples())
+		want, wantNodes, refErr := parseWithReferenceNodes(body, receipt)
 		if refErr != nil {
 			return
 		}
@@ -58,6 +59,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if err := sameSamples(got, want); err != nil {
 			t.Fatal(err)
+		}
+		if err := sameSamples(nodes, wantNodes); err != nil {
+			t.Fatalf("node samples: %v", err)
 		}
 	})
 }

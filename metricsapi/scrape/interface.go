@@ -15,6 +15,9 @@ type Appender interface {
 	// Append stores the samples of one scrape of the target, received at
 	// at. A series the target leaves out expires in the store.
 	Append(source string, at time.Time, samples []store.Sample) (store.AppendResult, error)
+	// AppendNodes stores the node samples of the same scrape (every
+	// device of the target's node, held or idle).
+	AppendNodes(source string, at time.Time, samples []store.Sample) (store.AppendResult, error)
 }
 
 // Target is one endpoint to scrape.
@@ -24,6 +27,10 @@ type Target struct {
 	Name string
 	// URL is the exposition's full URL.
 	URL string
+	// Node is the node the target runs on (a discovered pod's node), the
+	// node its devices are on; "" (a static URL) leaves the node to the
+	// series' Hostname or hostname label.
+	Node string
 }
 
 // TargetSource lists the targets of a scrape round.

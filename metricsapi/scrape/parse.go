@@ -19,6 +19,8 @@ type ParseStats struct {
 	Series int
 	// Samples is the number of samples produced.
 	Samples int
+	// NodeSamples is the number of node samples produced (NodeSamples).
+	NodeSamples int
 	// Unattributed counts device lines no pod holds (no pod/namespace).
 	Unattributed int
 	// Invalid counts device lines skipped for a missing UUID or an
@@ -71,6 +73,13 @@ func NewParser() *Parser { return &Parser{} }
 // errFallback makes the fast scanner hand the body to the reference parser.
 var errFallback = errors.New("syntax outside the fast path")
 
+// NodeSamples returns the node samples of the last successful Parse (see
+// nodeAccumulator): one per physical GPU of the exposition, held or idle,
+// with its whole-device readings, Sample.Node set from the series'
+// Hostname (or hostname) label, empty where they carry none. They are
+// valid until the next call of Parse.
+func (p *Parser) NodeSamples() []store.Sample { return p.acc.nodes.samples }
+
 // Parse parses one exposition body received at at. The samples are valid
 // until the next call of Parse.
 func (p *Parser) Parse(body []byte, at time.Time) ([]store.Sample, ParseStats, error) {
@@ -85,6 +94,7 @@ func (p *Parser) Parse(body []byte, at time.Time) ([]store.Sample, ParseStats, e
 		err = fmt.Errorf("invalid %s value", exposition.SampleTimestamp.Name())
 	}
 	if err != nil {
+		p.acc.nodes.reset()
 		return nil, p.acc.stats, err
 	}
 	samples := p.acc.finish(at)

@@ -30,7 +30,7 @@ func readTestdata(t testing.TB, name string) []byte {
 func sortSamples(s []store.Sample) []store.Sample {
 	s = slices.Clone(s)
 	slices.SortFunc(s, func(a, b store.Sample) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
 			cmp.Compare(a.Container, b.Container), cmp.Compare(a.Device, b.Device))
 	})
 	return s
@@ -46,7 +46,7 @@ func sameSamples(got, want []store.Sample) error {
 	near := func(a, b float64) bool { return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b)) }
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.Namespace != w.Namespace || g.Pod != w.Pod || g.Container != w.Container || g.Device != w.Device ||
+		if g.Node != w.Node || g.Namespace != w.Namespace || g.Pod != w.Pod || g.Container != w.Container || g.Device != w.Device ||
 			!g.Time.Equal(w.Time) || g.Precedence != w.Precedence || g.Present != w.Present || !near(g.Utilization, w.Utilization) ||
 			!near(g.MemoryUsedBytes, w.MemoryUsedBytes) || !near(g.MemoryTotalBytes, w.MemoryTotalBytes) ||
 			!near(g.PowerWatts, w.PowerWatts) {
@@ -90,7 +90,7 @@ func TestParseExpositions(t *testing.T) {
 				{Namespace: "web", Pod: "infer-b", Container: "server", Device: h100b, Time: agentTime, Precedence: store.PrecedenceAgent, Present: allFields,
 					Utilization: 35, MemoryUsedBytes: 20480 * mib, MemoryTotalBytes: 81000 * mib, PowerWatts: 145.2},
 			},
-			wantStats: ParseStats{Series: 17, Samples: 3, Unattributed: 4, SnapshotTime: true},
+			wantStats: ParseStats{Series: 17, Samples: 3, NodeSamples: 3, Unattributed: 4, SnapshotTime: true},
 		},
 		{
 			// The agent on an A100 in MIG mode: instances keyed by the
@@ -103,14 +103,14 @@ func TestParseExpositions(t *testing.T) {
 				{Namespace: "ml", Pod: "mid-0", Container: "app", Device: a100a + "/2", Time: agentTime, Precedence: store.PrecedenceAgent,
 					Present: store.FieldMemoryUsed | store.FieldMemoryTotal, MemoryUsedBytes: 9900 * mib, MemoryTotalBytes: 39978 * mib},
 			},
-			wantStats: ParseStats{Series: 6, Samples: 2, Unattributed: 1, SnapshotTime: true},
+			wantStats: ParseStats{Series: 6, Samples: 2, NodeSamples: 1, Unattributed: 1, SnapshotTime: true},
 		},
 		{
 			// dcgm-exporter read directly: receipt time, reserved memory
 			// counts in the total, GPU_UTIL preferred over the engine ratio.
 			file:      "dcgm-exporter.prom",
 			want:      dcgmSamples,
-			wantStats: ParseStats{Series: 18, Samples: 2, Unattributed: 6},
+			wantStats: ParseStats{Series: 18, Samples: 2, NodeSamples: 3, Unattributed: 6},
 		},
 		{
 			// dcgm-exporter after Prometheus relabelling: exported_* name
@@ -118,7 +118,7 @@ func TestParseExpositions(t *testing.T) {
 			// pod, is no workload's.
 			file:      "dcgm-exporter-relabelled.prom",
 			want:      dcgmSamples,
-			wantStats: ParseStats{Series: 18, Samples: 2, Unattributed: 6},
+			wantStats: ParseStats{Series: 18, Samples: 2, NodeSamples: 3, Unattributed: 6},
 		},
 		{
 			// MIG instances: no GPU_UTIL, the engine activity instead; one
@@ -130,7 +130,7 @@ func TestParseExpositions(t *testing.T) {
 				{Namespace: "ml", Pod: "mid-0", Container: "app", Device: a100a + "/2", Time: receipt, Present: allFields,
 					Utilization: 80.125, MemoryUsedBytes: 9876 * mib, MemoryTotalBytes: 39978 * mib, PowerWatts: 98.4},
 			},
-			wantStats: ParseStats{Series: 10, Samples: 2},
+			wantStats: ParseStats{Series: 10, Samples: 2, NodeSamples: 1},
 		},
 	}
 	for _, tc := range tests {
@@ -160,15 +160,22 @@ func TestParseExpositions(t *testing.T) {
 
 // parseWithReference runs only the expfmt path.
 func parseWithReference(body []byte, at time.Time) ([]store.Sample, error) {
+	s, _, err := parseWithReferenceNodes(body, at)
+	return s, err
+}
+
+// parseWithReferenceNodes runs only the expfmt path and returns the node
+// samples too.
+func parseWithReferenceNodes(body []byte, at time.Time) ([]store.Sample, []store.Sample, error) {
 	var acc accumulator
 	acc.reset()
 	if err := parseReference(body, &acc); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if acc.badTimestamp {
-		return nil, fmt.Errorf("bad timestamp")
+		return nil, nil, fmt.Errorf("bad timestamp")
 	}
-	return acc.finish(at), nil
+	return acc.finish(at), acc.nodes.samples, nil
 }
 
 func TestParseLines(t *testing.T) {

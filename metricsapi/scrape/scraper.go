@@ -411,6 +411,17 @@ func (s *Scraper) fetch(ctx context.Context, t Target, st *targetState) error {
 		if _, err := s.sink.Append(t.Name, at, samples); err != nil {
 			return fail(reasonStore, err)
 		}
+		// A target's devices are on its node, whatever its Hostname
+		// label says (dcgm-exporter writes its own pod's name there).
+		nodes := w.parser.NodeSamples()
+		if t.Node != "" {
+			for i := range nodes {
+				nodes[i].Node = t.Node
+			}
+		}
+		if _, err := s.sink.AppendNodes(t.Name, at, nodes); err != nil {
+			return fail(reasonStore, err)
+		}
 		s.metrics.parsed(t.Name, stats)
 		return nil
 	})

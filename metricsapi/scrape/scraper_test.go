@@ -295,6 +295,7 @@ func TestPodDiscoveryTargets(t *testing.T) {
 	pod := func(name, ip string, phase corev1.PodPhase) *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "gms"},
+			Spec:       corev1.PodSpec{NodeName: "node-of-" + name},
 			Status:     corev1.PodStatus{Phase: phase, PodIP: ip},
 		}
 	}
@@ -311,6 +312,9 @@ func TestPodDiscoveryTargets(t *testing.T) {
 	got := map[string]string{}
 	for _, tg := range d.Targets() {
 		got[tg.Name] = tg.URL
+		if want := "node-of-" + tg.Name[len("agent/gms/"):]; tg.Node != want {
+			t.Errorf("target %s on node %q, want %q", tg.Name, tg.Node, want)
+		}
 	}
 	want := map[string]string{
 		"agent/gms/agent-a": "https://10.1.2.3:9400/metrics",
@@ -448,5 +452,37 @@ func TestSpreadPlacesTargetsAtTheirOffsets(t *testing.T) {
 		if n > 2*len(names)/10 {
 			t.Errorf("tenth %d of the spread holds %d of %d targets: %v", i, n, len(names), bins)
 		}
+	}
+}
+
+// TestNodeSamplesReachTheStore checks that a round stores every device of
+// a target's node, held or idle, under the target's node when discovery
+// knows it, else under the series' hostname label.
+func TestNodeSamplesReachTheStore(t *testing.T) {
+	agent := serve(t, body(readTestdata(t, "agent.prom")))
+	exporter := serve(t, body(readTestdata(t, "dcgm-exporter.prom")))
+	tests := []struct {
+		name     string
+		target   Target
+		node     string
+		wantGPUs float64
+	}{
+		{"static agent: its hostname label", Target{Name: "a", URL: agent.URL}, "gpu-node-7", 3},
+		{"discovered exporter: its pod's node, not its Hostname label", Target{Name: "e", URL: exporter.URL, Node: "node-9"}, "node-9", 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newTestStore(t)
+			s, err := New(generous(1<<20), StaticTargets{tc.target}, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.round(context.Background())
+			testutil.Eventually(t, "the node in the store", func() bool { return st.Stats().Nodes == 1 })
+			v, ok := st.NodeValue(store.Devices, tc.node, time.Now())
+			if !ok || v.Value != tc.wantGPUs {
+				t.Errorf("node %s devices = %v, %v; want %v", tc.node, v.Value, ok, tc.wantGPUs)
+			}
+		})
 	}
 }

@@ -128,6 +128,7 @@ func (d *PodDiscovery) Targets() []Target {
 		t = append(t, Target{
 			Name: d.cfg.Kind + "/" + p.Namespace + "/" + p.Name,
 			URL:  d.cfg.Scheme + "://" + net.JoinHostPort(p.Status.PodIP, port) + "/metrics",
+			Node: p.Spec.NodeName,
 		})
 	}
 	return t

@@ -112,6 +112,12 @@ type Config struct {
 	Metrics provider.MetricsSource
 	// Pods resolves label selectors; its HasSynced is a readiness check.
 	Pods provider.PodLister
+	// NodeMetrics and Nodes, when both are set, serve the node metrics
+	// (root-scoped nodes/<name>/<metric>): NodeMetrics answers the
+	// per-node values (the store), Nodes resolves label selectors over
+	// nodes and its HasSynced is a readiness check.
+	NodeMetrics provider.NodeSource
+	Nodes       provider.NodeLister
 	// ReadyChecks are further readiness conditions: the first scrape round
 	// (aggregator) or the first feed (standalone).
 	ReadyChecks []ReadyCheck
@@ -151,6 +157,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.Join(errs...)
 	}
 	p := provider.New(cfg.Metrics, cfg.Pods)
+	if (cfg.NodeMetrics == nil) != (cfg.Nodes == nil) {
+		return nil, errors.New("server: node metrics need both a node metrics source and a node lister")
+	}
+	if cfg.Nodes != nil {
+		p.ServeNodes(cfg.NodeMetrics, cfg.Nodes)
+	}
 
 	rc := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
 	if err := o.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.IPv4(127, 0, 0, 1)}); err != nil {
@@ -215,6 +227,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	checks := []healthz.HealthChecker{readyCheck(ReadyCheck{Name: "pod-lister", HasSynced: cfg.Pods.HasSynced})}
+	if cfg.Nodes != nil {
+		checks = append(checks, readyCheck(ReadyCheck{Name: "node-lister", HasSynced: cfg.Nodes.HasSynced}))
+	}
 	for _, c := range cfg.ReadyChecks {
 		checks = append(checks, readyCheck(c))
 	}

@@ -26,6 +26,12 @@ const (
 	// PowerWatts is the sum of the power draw of the pod's devices, at
 	// their newest reading.
 	PowerWatts
+	// UtilizationMax is the largest of the devices' window means (see
+	// Utilization): the busiest device. The API serves it for nodes.
+	UtilizationMax
+	// Devices is the number of devices with a fresh reading. The API
+	// serves it for nodes.
+	Devices
 )
 
 func (m Metric) String() string {
@@ -38,6 +44,10 @@ func (m Metric) String() string {
 		return "memory_utilization"
 	case PowerWatts:
 		return "power_watts"
+	case UtilizationMax:
+		return "utilization_max"
+	case Devices:
+		return "devices"
 	}
 	return fmt.Sprintf("Metric(%d)", int(m))
 }
@@ -89,6 +99,34 @@ func (s *Store) PodValues(m Metric, namespace string, names []string, now time.T
 	return dst
 }
 
+// NodeValue returns the node's value of m as of now over all of its
+// devices (see AppendNodes), held or idle, and false when it has none, as
+// PodValue does for a pod.
+func (s *Store) NodeValue(m Metric, name string, now time.Time) (Value, bool) {
+	v := s.nodes.load(objectKey{name: name})
+	if v == nil {
+		return Value{}, false
+	}
+	return s.aggregate(m, v, now.UnixNano())
+}
+
+// NodeValues appends to dst the values of m for those of the named nodes
+// that have one (see NodeValue), in the order of names, and returns the
+// extended slice. PodValue.Name is the node's name.
+func (s *Store) NodeValues(m Metric, names []string, now time.Time, dst []PodValue) []PodValue {
+	t := now.UnixNano()
+	for _, name := range names {
+		v := s.nodes.load(objectKey{name: name})
+		if v == nil {
+			continue
+		}
+		if val, ok := s.aggregate(m, v, t); ok {
+			dst = append(dst, PodValue{Name: name, Value: val})
+		}
+	}
+	return dst
+}
+
 // aggregate computes m over the fresh devices of v. Its cost is a few
 // steps per device: the utilization mean comes from the points' running
 // sums, not from a walk over the window.
@@ -98,6 +136,7 @@ func (s *Store) aggregate(m Metric, v *view, now int64) (Value, bool) {
 	var (
 		fresh     int
 		sum, sum2 float64
+		top       = math.Inf(-1)
 		newest    int64
 		oldest    = int64(math.MaxInt64)
 	)
@@ -112,13 +151,14 @@ func (s *Store) aggregate(m Metric, v *view, now int64) (Value, bool) {
 			ok bool
 		)
 		switch m {
-		case Utilization:
+		case Utilization, UtilizationMax:
 			lv := dv.utilizationLevel(max(staleBefore, windowStart))
 			if lv == nil {
 				return Value{}, false
 			}
 			mean, first, last := lv.windowMean(windowStart)
 			sum += mean
+			top = max(top, mean)
 			oldest = min(oldest, first)
 			newest = max(newest, last)
 			continue
@@ -134,6 +174,9 @@ func (s *Store) aggregate(m Metric, v *view, now int64) (Value, bool) {
 			r, ok = dv.reading(FieldMemoryUsed, staleBefore)
 		case PowerWatts:
 			r, ok = dv.reading(FieldPower, staleBefore)
+		case Devices:
+			newest = max(newest, dv.newestSampled(staleBefore))
+			continue
 		default:
 			return Value{}, false
 		}
@@ -151,6 +194,11 @@ func (s *Store) aggregate(m Metric, v *view, now int64) (Value, bool) {
 	case Utilization:
 		val.Value = sum / float64(fresh)
 		val.Window = time.Duration(newest - oldest)
+	case UtilizationMax:
+		val.Value = top
+		val.Window = time.Duration(newest - oldest)
+	case Devices:
+		val.Value = float64(fresh)
 	case MemoryUtilization:
 		if sum2 <= 0 {
 			return Value{}, false
@@ -191,6 +239,18 @@ func (dv *deviceView) fresh(staleBefore int64) bool {
 		}
 	}
 	return false
+}
+
+// newestSampled returns the newest sample time of the device's levels
+// received at or after staleBefore.
+func (dv *deviceView) newestSampled(staleBefore int64) int64 {
+	newest := int64(math.MinInt64)
+	for i := range dv.levels {
+		if lv := &dv.levels[i]; lv.newestReceived >= staleBefore {
+			newest = max(newest, lv.newestSampled)
+		}
+	}
+	return newest
 }
 
 // utilizationLevel returns the highest level whose newest utilization point

@@ -1,6 +1,8 @@
 // Package store keeps, for every pod, a short window of the readings of the
 // GPUs it holds, and answers the aggregated values the custom metrics API
-// serves. It is fed by the scraper (aggregator mode) or in-process
+// serves; and, for every node, the same windows of all of its GPUs, held
+// by a pod or idle (AppendNodes, NodeValue), for the node metrics. It is
+// fed by the scraper (aggregator mode) or in-process
 // (standalone mode), and read by the provider; it does no I/O.
 //
 // Time has two meanings here. A sample's Time is the real time the reading
@@ -54,9 +56,14 @@ const (
 // Sample is one reading of one device (a GPU, or a MIG instance) attributed
 // to one pod.
 type Sample struct {
-	// Namespace and Pod name the pod holding the device.
+	// Namespace and Pod name the pod holding the device (Append). A
+	// node sample (AppendNodes) leaves them empty.
 	Namespace string
 	Pod       string
+	// Node names the node the device is on: the key of a node sample
+	// (AppendNodes), which carries the whole device's readings whether a
+	// pod holds it or not. Append ignores it.
+	Node string
 	// Container names the container holding the device; the parser joins
 	// the names of several containers of the pod holding it (sorted,
 	// comma separated). The store ignores it: a pod holding a device

@@ -63,6 +63,9 @@ type Store struct {
 	staleAfter int64 // nanoseconds
 
 	pods objects
+	// nodes holds each node's devices, held or idle (AppendNodes), keyed
+	// by the node's name with an empty namespace.
+	nodes objects
 
 	lastSweep atomic.Int64 // receipt clock, nanoseconds
 
@@ -70,6 +73,8 @@ type Store struct {
 	appended   atomic.Uint64
 	duplicates atomic.Uint64
 	rejected   atomic.Uint64
+
+	nodeAppended, nodeDuplicates, nodeRejected atomic.Uint64
 }
 
 // New returns an empty store.
@@ -139,6 +144,45 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 	return res, nil
 }
 
+// AppendNodes stores node samples (see Sample.Node): the whole-device
+// readings of every device of a node, held by a pod or idle, as one source
+// delivered them at receipt time at. They keep windows, precedence and
+// staleness exactly as the pods' samples do (see Append), in their own
+// index: node values are answered by NodeValue and NodeValues. A sample
+// without a node, a device or a time is rejected.
+func (s *Store) AppendNodes(sourceName string, at time.Time, samples []Sample) (AppendResult, error) {
+	if sourceName == "" {
+		return AppendResult{}, ErrEmptySource
+	}
+	now := at.UnixNano()
+	var res AppendResult
+	for i := 0; i < len(samples); {
+		smp := &samples[i]
+		if !validNode(smp) {
+			res.Rejected++
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(samples) && samples[j].Node == smp.Node && validNode(&samples[j]) {
+			j++
+		}
+		stored, dups := s.nodes.update(objectKey{name: smp.Node}, samples[i:j], now, s.window, s.staleAfter)
+		res.Stored += stored
+		res.Duplicates += dups
+		i = j
+	}
+	s.maybeSweep(now)
+	s.nodeAppended.Add(uint64(res.Stored))
+	s.nodeDuplicates.Add(uint64(res.Duplicates))
+	s.nodeRejected.Add(uint64(res.Rejected))
+	return res, nil
+}
+
+func validNode(smp *Sample) bool {
+	return smp.Node != "" && smp.Device != "" && !smp.Time.IsZero()
+}
+
 func valid(smp *Sample) bool {
 	return smp.Namespace != "" && smp.Pod != "" && smp.Device != "" && !smp.Time.IsZero()
 }
@@ -151,6 +195,7 @@ func (s *Store) maybeSweep(now int64) {
 		return
 	}
 	s.pods.sweep(now, s.staleAfter)
+	s.nodes.sweep(now, s.staleAfter)
 }
 
 // HasSynced reports whether anything was ever appended: the readiness signal
@@ -161,8 +206,13 @@ func (s *Store) HasSynced() bool { return s.fed.Load() }
 type Stats struct {
 	// Pods and Series are the pods and (pod, device) series held now.
 	Pods, Series int64
+	// Nodes and NodeSeries are the nodes and (node, device) series held
+	// now.
+	Nodes, NodeSeries int64
 	// Appended, Duplicates and Rejected count Append's results since start.
 	Appended, Duplicates, Rejected uint64
+	// NodeAppended, NodeDuplicates and NodeRejected count AppendNodes'.
+	NodeAppended, NodeDuplicates, NodeRejected uint64
 }
 
 // Stats returns the store's current size and counters.
@@ -170,8 +220,14 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Pods:       s.pods.held.Load(),
 		Series:     s.pods.series.Load(),
+		Nodes:      s.nodes.held.Load(),
+		NodeSeries: s.nodes.series.Load(),
 		Appended:   s.appended.Load(),
 		Duplicates: s.duplicates.Load(),
 		Rejected:   s.rejected.Load(),
+
+		NodeAppended:   s.nodeAppended.Load(),
+		NodeDuplicates: s.nodeDuplicates.Load(),
+		NodeRejected:   s.nodeRejected.Load(),
 	}
 }

@@ -717,7 +717,8 @@ func TestHasSynced(t *testing.T) {
 func TestMetricString(t *testing.T) {
 	for m, want := range map[Metric]string{
 		Utilization: "utilization", MemoryUsedBytes: "memory_used_bytes",
-		MemoryUtilization: "memory_utilization", PowerWatts: "power_watts", Metric(7): "Metric(7)",
+		MemoryUtilization: "memory_utilization", PowerWatts: "power_watts",
+		UtilizationMax: "utilization_max", Devices: "devices", Metric(7): "Metric(7)",
 	} {
 		if got := m.String(); got != want {
 			t.Errorf("Metric(%d).String() = %q, want %q", int(m), got, want)

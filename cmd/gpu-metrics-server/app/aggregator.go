@@ -50,7 +50,11 @@ func runAggregator(ctx context.Context, o *options.Aggregator) error {
 	if err != nil {
 		return err
 	}
-	background := []func(context.Context){pods.Run}
+	nodes, err := provider.NewMetadataNodeLister(meta)
+	if err != nil {
+		return err
+	}
+	background := []func(context.Context){pods.Run, nodes.Run}
 
 	static, err := o.Scrape.StaticTargets()
 	if err != nil {
@@ -83,7 +87,7 @@ func runAggregator(ctx context.Context, o *options.Aggregator) error {
 		background = append(background, loops...)
 	}
 
-	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-scrape-round", HasSynced: scraper.HasSynced}, dlg, collectors...)
+	srv, err := newAPIServer(o.Serving, st, pods, nodes, server.ReadyCheck{Name: "first-scrape-round", HasSynced: scraper.HasSynced}, dlg, collectors...)
 	if err != nil {
 		return err
 	}

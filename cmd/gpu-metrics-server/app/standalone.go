@@ -53,11 +53,15 @@ func runStandalone(ctx context.Context, o *options.Standalone) error {
 	if err != nil {
 		return err
 	}
-	var pods provider.PodLister
-	var background []func(context.Context)
+	var (
+		pods       provider.PodLister
+		nodes      provider.NodeLister
+		background []func(context.Context)
+	)
 	if o.Serving.InsecureLoopback {
 		klog.InfoS("Serving the custom metrics API WITHOUT authentication: simulated GPUs, loopback only", "bindAddress", o.Serving.SecureServing.BindAddress.String())
 		pods = provider.NewStaticPodLister(simPods)
+		nodes = provider.NewStaticNodeLister([]provider.StaticNode{{Name: o.Agent.NodeName}})
 	} else {
 		kc, err := o.Kube.RESTConfig("gpu-metrics-server/standalone")
 		if err != nil {
@@ -72,9 +76,14 @@ func runStandalone(ctx context.Context, o *options.Standalone) error {
 			return err
 		}
 		pods = l
-		background = append(background, l.Run)
+		nl, err := provider.NewMetadataNodeLister(meta)
+		if err != nil {
+			return err
+		}
+		nodes = nl
+		background = append(background, l.Run, nl.Run)
 	}
-	srv, err := newAPIServer(o.Serving, st, pods, server.ReadyCheck{Name: "first-sample", HasSynced: st.HasSynced}, nil)
+	srv, err := newAPIServer(o.Serving, st, pods, nodes, server.ReadyCheck{Name: "first-sample", HasSynced: st.HasSynced}, nil)
 	if err != nil {
 		return err
 	}
@@ -94,6 +103,14 @@ func runStandalone(ctx context.Context, o *options.Standalone) error {
 		samples, _, err := parser.Parse(snap.Exposition(), time.Now())
 		if err == nil {
 			_, err = st.Append("standalone", time.Now(), samples)
+		}
+		if err == nil {
+			// Its devices are on this node, whatever the hostname label.
+			nodes := parser.NodeSamples()
+			for i := range nodes {
+				nodes[i].Node = snap.Node
+			}
+			_, err = st.AppendNodes("standalone", time.Now(), nodes)
 		}
 		if err != nil {
 			klog.ErrorS(err, "Feeding the store")

@@ -160,3 +160,23 @@ func TestDoctorCannotRun(t *testing.T) {
 		t.Errorf("Execute = %v, want FlagErrors for --output and --hpa", err)
 	}
 }
+
+// TestTopNodesCommand: top nodes takes the listing flags but the
+// namespace ones, and a cluster without the custom metrics API gets one
+// error line pointing at doctor, exit 1.
+func TestTopNodesCommand(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	path := kubeconfig(t, noMetricsAPI(t), "good")
+	err := testRoot("kubectl gpu", "top", "nodes", "--kubeconfig="+path, "-l", "pool=a", "--sort-by=power", "-o", "wide").Execute()
+	var exit *exitError
+	const want = `the custom metrics API (custom.metrics.k8s.io) is not registered in this cluster: no APIService serves it; run "kubectl gpu doctor" to find out why`
+	if !errors.As(err, &exit) || exit.code != 1 || err.Error() != want {
+		t.Errorf("Execute = %v, want exit 1 with %q", err, want)
+	}
+	for _, args := range [][]string{{"-A"}, {"--namespace=x"}, {"--sort-by=cpu"}, {"-o", "yaml"}} {
+		err := testRoot("gpu-metrics-server", append([]string{"top", "nodes", "--kubeconfig=" + path}, args...)...).Execute()
+		if err == nil || errors.As(err, &exit) && exit.code == 1 {
+			t.Errorf("top nodes %v = %v, want a usage error", args, err)
+		}
+	}
+}
