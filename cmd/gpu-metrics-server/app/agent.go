@@ -30,6 +30,9 @@ func runAgent(ctx context.Context, o *options.Agent) error {
 		_ = l.Close()
 		return err
 	}
+	if auth != nil && o.Agent.WebConfigFile == "" {
+		klog.InfoS("Warning: /metrics asks for bearer tokens over plain HTTP (no --web.config.file): they travel in clear text, and the aggregator sends its token to https targets only")
+	}
 	routes, background, err := newNodeAgent(o.Agent, o.Kube, agentHooks{auth: auth})
 	if err != nil {
 		_ = l.Close()
