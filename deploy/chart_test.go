@@ -21,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,21 +31,22 @@ import (
 )
 
 const (
-	keyDaemonSet    = "apps/v1/DaemonSet"
-	keyDeployment   = "apps/v1/Deployment"
-	keyService      = "v1/Service"
-	keySecret       = "v1/Secret"
-	keyConfigMap    = "v1/ConfigMap"
-	keySA           = "v1/ServiceAccount"
-	keyPDB          = "policy/v1/PodDisruptionBudget"
-	keyClusterRole  = "rbac.authorization.k8s.io/v1/ClusterRole"
-	keyCRB          = "rbac.authorization.k8s.io/v1/ClusterRoleBinding"
-	keyRole         = "rbac.authorization.k8s.io/v1/Role"
-	keyRoleBinding  = "rbac.authorization.k8s.io/v1/RoleBinding"
-	keyAPIService   = "apiregistration.k8s.io/v1/APIService"
-	keyCertificate  = "cert-manager.io/v1/Certificate"
-	keyIssuer       = "cert-manager.io/v1/Issuer"
-	keyServiceMonit = "monitoring.coreos.com/v1/ServiceMonitor"
+	keyDaemonSet     = "apps/v1/DaemonSet"
+	keyDeployment    = "apps/v1/Deployment"
+	keyService       = "v1/Service"
+	keySecret        = "v1/Secret"
+	keyConfigMap     = "v1/ConfigMap"
+	keySA            = "v1/ServiceAccount"
+	keyPDB           = "policy/v1/PodDisruptionBudget"
+	keyClusterRole   = "rbac.authorization.k8s.io/v1/ClusterRole"
+	keyCRB           = "rbac.authorization.k8s.io/v1/ClusterRoleBinding"
+	keyRole          = "rbac.authorization.k8s.io/v1/Role"
+	keyRoleBinding   = "rbac.authorization.k8s.io/v1/RoleBinding"
+	keyAPIService    = "apiregistration.k8s.io/v1/APIService"
+	keyCertificate   = "cert-manager.io/v1/Certificate"
+	keyIssuer        = "cert-manager.io/v1/Issuer"
+	keyServiceMonit  = "monitoring.coreos.com/v1/ServiceMonitor"
+	keyNetworkPolicy = "networking.k8s.io/v1/NetworkPolicy"
 )
 
 // release is one `helm template` of the chart and what it rendered.
@@ -114,6 +116,7 @@ type chartCase struct {
 	tlsMode   string // the aggregator.tls.mode the case renders
 	apiSvc    bool   // APIService objects expected
 	hostPID   bool
+	auth      bool // agent.auth.enabled
 	addedCaps []string
 	check     func(t *testing.T, r release)
 }
@@ -185,6 +188,72 @@ func chartCases(t *testing.T) []chartCase {
 		{
 			name: "no APIService", tlsMode: "helm", apiSvc: false,
 			set: []string{"apiService.create=false"},
+		},
+		{
+			name: "agent auth over https", tlsMode: "helm", apiSvc: true, auth: true,
+			set: []string{"agent.auth.enabled=true", "agent.auth.cacheTTL=30s", "aggregator.agentScheme=https",
+				"agent.serviceMonitor.enabled=true", "agent.serviceMonitor.tlsConfig.insecureSkipVerify=true"},
+			check: func(t *testing.T, r release) {
+				ds := decode[appsv1.DaemonSet](t, r.objs, keyDaemonSet, r.agent())
+				args := ds.Spec.Template.Spec.Containers[0].Args
+				for _, want := range []string{"--authn-authz=kubernetes", "--authn-authz-cache-ttl=30s"} {
+					if !slices.Contains(args, want) {
+						t.Errorf("agent args %q lack %s", args, want)
+					}
+				}
+				// The probes stay plain httpGet on the open paths.
+				c := ds.Spec.Template.Spec.Containers[0]
+				for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+					if p == nil || p.HTTPGet == nil || (p.HTTPGet.Path != "/healthz" && p.HTTPGet.Path != "/readyz") {
+						t.Errorf("probe %+v is not an httpGet of /healthz or /readyz", p)
+					}
+				}
+				dep := decode[appsv1.Deployment](t, r.objs, keyDeployment, r.aggregator())
+				if want := "--scrape-bearer-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token"; !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, want) {
+					t.Errorf("aggregator args lack %s", want)
+				}
+				reader := decode[rbacv1.ClusterRole](t, r.objs, keyClusterRole, r.agent()+"-metrics-reader")
+				if fmt.Sprint(reader.Rules) != fmt.Sprint([]rbacv1.PolicyRule{metricsReader}) {
+					t.Errorf("metrics reader rules %+v", reader.Rules)
+				}
+				sm := string(r.objs.find(keyServiceMonit)[0].Doc)
+				for _, want := range []string{"scheme: https", "bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token", "insecureSkipVerify: true"} {
+					if !strings.Contains(sm, want) {
+						t.Errorf("ServiceMonitor lacks %q:\n%s", want, sm)
+					}
+				}
+			},
+		},
+		{
+			name: "agent network policy", tlsMode: "helm", apiSvc: true,
+			set: []string{"agent.networkPolicy.enabled=true",
+				"agent.networkPolicy.prometheus.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+				"agent.networkPolicy.prometheus.podSelector.matchLabels.app=prometheus"},
+			check: func(t *testing.T, r release) {
+				np := decode[networkingv1.NetworkPolicy](t, r.objs, keyNetworkPolicy, r.agent())
+				ds := decode[appsv1.DaemonSet](t, r.objs, keyDaemonSet, r.agent())
+				dep := decode[appsv1.Deployment](t, r.objs, keyDeployment, r.aggregator())
+				sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+				if err != nil || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
+					t.Errorf("policy selector %v does not select the agents (%v)", np.Spec.PodSelector, err)
+				}
+				if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 2 || len(np.Spec.Ingress[0].Ports) != 1 {
+					t.Fatalf("ingress %+v: want one rule, two peers, one port", np.Spec.Ingress)
+				}
+				in := np.Spec.Ingress[0]
+				if in.Ports[0].Port == nil || in.Ports[0].Port.String() != "metrics" {
+					t.Errorf("port %+v, want metrics", in.Ports[0])
+				}
+				agg, err := metav1.LabelSelectorAsSelector(in.From[0].PodSelector)
+				if err != nil || !agg.Matches(labels.Set(dep.Spec.Template.Labels)) || agg.Matches(labels.Set(ds.Spec.Template.Labels)) {
+					t.Errorf("first peer %+v does not admit the aggregator alone (%v)", in.From[0], err)
+				}
+				prom := in.From[1]
+				if prom.NamespaceSelector == nil || prom.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
+					prom.PodSelector == nil || prom.PodSelector.MatchLabels["app"] != "prometheus" {
+					t.Errorf("Prometheus peer %+v", prom)
+				}
+			},
 		},
 		{
 			name: "hostPID and a capability", tlsMode: "helm", apiSvc: true, hostPID: true, addedCaps: []string{"SYS_PTRACE"},
@@ -472,8 +541,8 @@ func checkWorkloads(t *testing.T, r release, c chartCase) {
 	}
 	// The agent calls the API only for per-process attribution, which
 	// comes with hostPID.
-	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != c.hostPID {
-		t.Errorf("agent pods mount an API token: %v, want %v (only with hostPID)", spec.AutomountServiceAccountToken, c.hostPID)
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken != (c.hostPID || c.auth) {
+		t.Errorf("agent pods mount an API token: %v, want %v (only with hostPID or agent.auth)", spec.AutomountServiceAccountToken, c.hostPID || c.auth)
 	}
 	if len(spec.Containers) != 1 {
 		t.Fatalf("agent has %d containers", len(spec.Containers))
@@ -729,17 +798,27 @@ func checkRBAC(t *testing.T, r release, c chartCase) {
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs},
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 		}
+		if c.auth {
+			want = append(want, metricsReader)
+		}
 		if fmt.Sprint(cr.Rules) != fmt.Sprint(want) {
 			t.Errorf("aggregator ClusterRole rules = %+v, want %+v", cr.Rules, want)
 		}
 	}
-	// The agent has a role only with hostPID (per-process attribution):
-	// read-only pods, like the aggregator's.
-	if got := slices.Contains(ours, r.agent()); got != c.hostPID {
-		t.Errorf("agent ClusterRole rendered: %v, want %v (only with hostPID)", got, c.hostPID)
+	// The agent has a role only with hostPID (per-process attribution:
+	// read-only pods, like the aggregator's) or agent.auth (reviews of its
+	// clients' tokens and access).
+	if got := slices.Contains(ours, r.agent()); got != (c.hostPID || c.auth) {
+		t.Errorf("agent ClusterRole rendered: %v, want %v (only with hostPID or agent.auth)", got, c.hostPID || c.auth)
 	} else if got {
 		cr := decode[rbacv1.ClusterRole](t, r.objs, keyClusterRole, r.agent())
-		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs}}
+		var want []rbacv1.PolicyRule
+		if c.hostPID {
+			want = append(want, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readOnlyVerbs})
+		}
+		if c.auth {
+			want = append(want, reviewRules...)
+		}
 		if fmt.Sprint(cr.Rules) != fmt.Sprint(want) {
 			t.Errorf("agent ClusterRole rules = %+v, want %+v", cr.Rules, want)
 		}
@@ -769,9 +848,22 @@ func checkRBAC(t *testing.T, r release, c chartCase) {
 	}
 }
 
+// reviewRules are the agent's rules with agent.auth: the only writes the
+// chart grants, reviews that change nothing.
+var reviewRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+}
+
+// metricsReader is the rule of a client of the agents with agent.auth.
+var metricsReader = rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}
+
 func checkRules(t *testing.T, what string, rules []rbacv1.PolicyRule) {
 	t.Helper()
 	for _, rule := range rules {
+		if slices.ContainsFunc(reviewRules, func(r rbacv1.PolicyRule) bool { return fmt.Sprint(r) == fmt.Sprint(rule) }) {
+			continue
+		}
 		for _, v := range rule.Verbs {
 			if !slices.Contains(readOnlyVerbs, v) {
 				t.Errorf("%s grants %q on %v/%v: only get, list and watch are allowed", what, v, rule.APIGroups, rule.Resources)
@@ -924,6 +1016,9 @@ func TestHelmTemplateRejects(t *testing.T) {
 		{"ServiceMonitor without Service", []string{"agent.serviceMonitor.enabled=true", "agent.service.enabled=false"}, "agent.serviceMonitor.enabled needs agent.service.enabled"},
 		{"dcgm-exporter selector without namespace", []string{"aggregator.dcgmExporter.selector=app=x"}, "aggregator.dcgmExporter.namespace is required"},
 		{"unknown hostname label", []string{"agent.hostnameLabel=HOSTNAME"}, "/agent/hostnameLabel"},
+		{"agent auth with plain http scraping", []string{"agent.auth.enabled=true"}, "agent.auth.enabled needs aggregator.agentScheme=https"},
+		{"agent auth cache TTL", []string{"agent.auth.cacheTTL=10"}, "/agent/auth/cacheTTL"},
+		{"network policy peer", []string{"agent.networkPolicy.prometheus.ipBlock.cidr=0.0.0.0/0"}, "ipBlock"},
 		{"counters ConfigMap key", []string{"agent.counters.configMap.name=m", "agent.counters.configMap.key=a/b"}, "/agent/counters/configMap/key"},
 		{"delegate without a namespace", []string{"delegate.to=prometheus-adapter"}, "/delegate/to"},
 		{"delegate over http", []string{"delegate.to=http://adapter:6443"}, "/delegate/to"},

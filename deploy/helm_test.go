@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -195,14 +196,15 @@ type apiService struct {
 // projects) are only parsed. Any other kind fails the test, so that a new
 // template cannot slip past the strict check.
 var typedKinds = map[string]func() any{
-	"v1/Namespace":                  func() any { return new(corev1.Namespace) },
-	"v1/ServiceAccount":             func() any { return new(corev1.ServiceAccount) },
-	"v1/Service":                    func() any { return new(corev1.Service) },
-	"v1/Secret":                     func() any { return new(corev1.Secret) },
-	"v1/ConfigMap":                  func() any { return new(corev1.ConfigMap) },
-	"apps/v1/DaemonSet":             func() any { return new(appsv1.DaemonSet) },
-	"apps/v1/Deployment":            func() any { return new(appsv1.Deployment) },
-	"policy/v1/PodDisruptionBudget": func() any { return new(policyv1.PodDisruptionBudget) },
+	"v1/Namespace":                                    func() any { return new(corev1.Namespace) },
+	"v1/ServiceAccount":                               func() any { return new(corev1.ServiceAccount) },
+	"v1/Service":                                      func() any { return new(corev1.Service) },
+	"v1/Secret":                                       func() any { return new(corev1.Secret) },
+	"v1/ConfigMap":                                    func() any { return new(corev1.ConfigMap) },
+	"apps/v1/DaemonSet":                               func() any { return new(appsv1.DaemonSet) },
+	"apps/v1/Deployment":                              func() any { return new(appsv1.Deployment) },
+	"policy/v1/PodDisruptionBudget":                   func() any { return new(policyv1.PodDisruptionBudget) },
+	"networking.k8s.io/v1/NetworkPolicy":              func() any { return new(networkingv1.NetworkPolicy) },
 	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return new(rbacv1.ClusterRole) },
 	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return new(rbacv1.ClusterRoleBinding) },
 	"rbac.authorization.k8s.io/v1/Role":               func() any { return new(rbacv1.Role) },

@@ -94,7 +94,17 @@ type GMSOptions struct {
 	// cannot be made to show (a pod-resources API that hangs or answers
 	// garbage). MIG and RenameShared do not apply.
 	FakeKubelets bool
+	// AgentAuth runs the agents as the chart's agent.auth does: TLS (a
+	// certificate of the cluster CA, through --web.config.file) and
+	// --authn-authz=kubernetes. The aggregator scrapes them over https with
+	// the token of the ServiceAccount <namespace>/AggregatorServiceAccount,
+	// granted get on /metrics; the framework's own scrapes use it too.
+	AgentAuth bool
 }
+
+// AggregatorServiceAccount is the ServiceAccount whose token the
+// aggregator presents to the agents with GMSOptions.AgentAuth.
+const AggregatorServiceAccount = "gms-aggregator"
 
 // GMS is gpu-metrics-server deployed for one test: GPU nodes, each a real
 // kubelet with the test device plugin and an agent with simulated GPUs
@@ -109,6 +119,13 @@ type GMS struct {
 	Nodes      []*GPUNode
 	Faker      *PodFaker   // only with FakeKubelets
 	Aggregator *Aggregator // nil with AgentsOnly
+
+	// With AgentAuth: the agents' extra flags, the client that verifies
+	// their certificate, and the aggregator's token and its file.
+	agentArgs  []string
+	AgentHTTP  *http.Client // PlainHTTP without AgentAuth
+	AgentToken string
+	tokenFile  string
 }
 
 // GPUNode is one GPU node and the agent that reads its kubelet.
@@ -136,7 +153,10 @@ type GPUNode struct {
 func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions) *GMS {
 	t.Helper()
 	bin := GMSBinary(t)
-	g := &GMS{t: t, cp: cp, dir: TempDir(t, "gms-e2e-env-"), Namespace: namespace}
+	g := &GMS{t: t, cp: cp, dir: TempDir(t, "gms-e2e-env-"), Namespace: namespace, AgentHTTP: PlainHTTP}
+	if opts.AgentAuth {
+		g.prepareAgentAuth()
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			g.dumpLogs()
@@ -175,17 +195,41 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 	for _, n := range g.Nodes {
 		agentURLs = append(agentURLs, n.URL+"/metrics")
 	}
-	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs, append([]string{
+	var authArgs []string
+	if opts.AgentAuth {
+		authArgs = []string{"--scrape-ca-file=" + cp.CAFile(), "--scrape-bearer-token-file=" + g.tokenFile}
+	}
+	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs, append(append([]string{
 		"--authentication-kubeconfig=" + cp.Kubeconfig,
 		"--authorization-kubeconfig=" + cp.Kubeconfig,
 		"--scrape-interval=" + ScrapeInterval.String(),
 		"--window=" + metricsWindow.String(),
 		"--stale-after=" + StaleAfter.String(),
-	}, opts.AggregatorArgs...)...)
+	}, authArgs...), opts.AggregatorArgs...)...)
 	if !opts.Unregistered {
 		cp.RegisterCustomMetrics(t, g.Aggregator.Port)
 	}
 	return g
+}
+
+// prepareAgentAuth issues the agents' serving certificate and web config
+// and the aggregator's ServiceAccount token, granted get on /metrics.
+func (g *GMS) prepareAgentAuth() {
+	t, cp := g.t, g.cp
+	t.Helper()
+	cert := cp.ServingCertFor(t, g.dir, g.Namespace, "agent")
+	webConfig := filepath.Join(g.dir, "agent-web.yml")
+	if err := os.WriteFile(webConfig, fmt.Appendf(nil, "tls_server_config:\n  cert_file: %s\n  key_file: %s\n", cert.CertFile, cert.KeyFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.agentArgs = []string{"--web.config.file=" + webConfig, "--authn-authz=kubernetes", "--kubeconfig=" + cp.Kubeconfig}
+	g.AgentHTTP = cp.HTTPClient()
+	cp.GrantAgentMetricsGet(t, g.Namespace, AggregatorServiceAccount)
+	g.AgentToken = cp.ServiceAccountToken(t, g.Namespace, AggregatorServiceAccount)
+	g.tokenFile = filepath.Join(g.dir, "aggregator-token")
+	if err := os.WriteFile(g.tokenFile, []byte(g.AgentToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startNode starts the agent of a real node, in the node's mount
@@ -261,22 +305,26 @@ func (g *GMS) startAgent(bin, name, logName string, start func(logName, bin stri
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	agent, err := start(logName, bin, append([]string{"agent",
+	agent, err := start(logName, bin, append(append([]string{"agent",
 		"--backend=sim",
 		"--node-name=" + name,
 		"--web.listen-address=" + addr,
 		"--pod-resources-interval=1s",
-	}, args...)...)
+	}, g.agentArgs...), args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(agent.Stop)
-	node := &GPUNode{Name: name, Agent: agent, URL: "http://" + addr}
-	if err := WaitServing(t.Context(), agent, PlainHTTP, node.URL+"/readyz"); err != nil {
+	scheme := "http"
+	if g.agentArgs != nil {
+		scheme = "https"
+	}
+	node := &GPUNode{Name: name, Agent: agent, URL: scheme + "://" + addr}
+	if err := WaitServing(t.Context(), agent, g.AgentHTTP, node.URL+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
 	WaitFor(t, 30*time.Second, fmt.Sprintf("%s's agent to report %d GPUs", name, gpus), func(ctx context.Context) (bool, string, error) {
-		found, err := ScrapeGPUs(ctx, node.URL+"/metrics")
+		found, err := scrapeGPUs(ctx, g.AgentHTTP, g.AgentToken, node.URL+"/metrics")
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -360,11 +408,20 @@ type Series struct {
 
 // ScrapeFamilies reads an agent's /metrics.
 func ScrapeFamilies(ctx context.Context, metricsURL string) (map[string]*dto.MetricFamily, error) {
+	return ScrapeFamiliesAs(ctx, PlainHTTP, "", metricsURL)
+}
+
+// ScrapeFamiliesAs reads an agent's /metrics with client, presenting token
+// unless empty.
+func ScrapeFamiliesAs(ctx context.Context, client *http.Client, token, metricsURL string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := PlainHTTP.Do(req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -447,10 +504,16 @@ func ScrapeAgent(ctx context.Context, metricsURL, name string) (AgentState, erro
 // ScrapeGPUs returns an agent's GPUs (index → UUID) from its utilization
 // series.
 func ScrapeGPUs(ctx context.Context, metricsURL string) (map[int]string, error) {
-	samples, err := ScrapeSeries(ctx, metricsURL, GPUUtilSeries)
+	return scrapeGPUs(ctx, PlainHTTP, "", metricsURL)
+}
+
+// scrapeGPUs is ScrapeGPUs with client and token (ScrapeFamiliesAs).
+func scrapeGPUs(ctx context.Context, client *http.Client, token, metricsURL string) (map[int]string, error) {
+	families, err := ScrapeFamiliesAs(ctx, client, token, metricsURL)
 	if err != nil {
 		return nil, err
 	}
+	samples := gaugeSeries(families, GPUUtilSeries)
 	gpus := map[int]string{}
 	for _, s := range samples {
 		idx, err := strconv.Atoi(s.Labels["gpu"])
@@ -596,7 +659,7 @@ func (g *GMS) simSet(node int, q url.Values) time.Time {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := PlainHTTP.Do(req)
+	resp, err := g.AgentHTTP.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", u, err)
 	}

@@ -531,6 +531,23 @@ func (cp *ControlPlane) ServiceAccountToken(t testing.TB, namespace, name string
 // at the end of the test.
 func (cp *ControlPlane) GrantCustomMetricsGet(t testing.TB, namespace, name string) {
 	t.Helper()
+	cp.grantRule(t, namespace, name, "custom-metrics-get", rbacv1.PolicyRule{APIGroups: []string{"custom.metrics.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"get"}})
+}
+
+// GrantAgentMetricsGet creates the ServiceAccount namespace/name unless it
+// exists and grants it get on the non-resource URL /metrics, and nothing
+// else (what the chart grants the aggregator with agent.auth); the grant
+// is removed at the end of the test.
+func (cp *ControlPlane) GrantAgentMetricsGet(t testing.TB, namespace, name string) {
+	t.Helper()
+	cp.grantRule(t, namespace, name, "agent-metrics-get", rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}})
+}
+
+// grantRule creates the ServiceAccount namespace/name unless it exists and
+// binds it a ClusterRole of rule alone, named after suffix, removed at the
+// end of the test.
+func (cp *ControlPlane) grantRule(t testing.TB, namespace, name, suffix string, rule rbacv1.PolicyRule) {
+	t.Helper()
 	_, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(t.Context(), &corev1.ServiceAccount{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 	}, metav1.CreateOptions{})
@@ -538,8 +555,8 @@ func (cp *ControlPlane) GrantCustomMetricsGet(t testing.TB, namespace, name stri
 		t.Fatalf("creating ServiceAccount %s/%s: %v", namespace, name, err)
 	}
 	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: namespace + "-" + name + "-custom-metrics-get"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"custom.metrics.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"get"}}},
+		ObjectMeta: metav1.ObjectMeta{Name: namespace + "-" + name + "-" + suffix},
+		Rules:      []rbacv1.PolicyRule{rule},
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},

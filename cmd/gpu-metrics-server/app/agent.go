@@ -25,7 +25,15 @@ func runAgent(ctx context.Context, o *options.Agent) error {
 	if err != nil {
 		return err
 	}
-	routes, background, err := newNodeAgent(o.Agent, o.Kube, agentHooks{})
+	auth, err := newMetricsAuth(o.Auth, o.Kube)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+	if auth != nil && o.Agent.WebConfigFile == "" {
+		klog.InfoS("Warning: /metrics asks for bearer tokens over plain HTTP (no --web.config.file): they travel in clear text, and the aggregator sends its token to https targets only")
+	}
+	routes, background, err := newNodeAgent(o.Agent, o.Kube, agentHooks{auth: auth})
 	if err != nil {
 		_ = l.Close()
 		return err
@@ -33,7 +41,7 @@ func runAgent(ctx context.Context, o *options.Agent) error {
 	ctx, cancel := context.WithCancel(ctx)
 	wait := runInBackground(ctx, background)
 	err = serveHTTP(ctx, l, o.Agent.WebConfigFile, routes, func(addr net.Addr) {
-		klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr))
+		klog.InfoS("Agent listening", "metrics", fmt.Sprintf("http://%s/metrics", addr), "authnAuthz", o.Auth.Mode)
 	})
 	cancel()
 	wait()

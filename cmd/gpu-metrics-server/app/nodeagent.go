@@ -20,10 +20,12 @@ import (
 )
 
 // agentHooks let standalone reuse the node agent: onSample, when set,
-// receives every snapshot; owners, when set, replaces the kubelet mapping.
+// receives every snapshot; owners, when set, replaces the kubelet mapping;
+// auth, when set, guards /metrics (--authn-authz).
 type agentHooks struct {
 	onSample func(*collector.Snapshot)
 	owners   func() podmap.Lookup
+	auth     *metricsAuth
 }
 
 // logCounters says, once at start, which field list the agent serves, the
@@ -101,7 +103,12 @@ func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agen
 	})
 
 	maxAge := o.MaxSnapshotAge()
-	mux.Handle("/metrics", collector.MetricsHandler(s, reg, maxAge))
+	var metrics http.Handler = collector.MetricsHandler(s, reg, maxAge)
+	if hooks.auth != nil {
+		hooks.auth.register(reg)
+		metrics = hooks.auth.wrap(metrics)
+	}
+	mux.Handle("/metrics", metrics)
 	// Liveness: a sampling loop stuck far longer than readiness tolerates
 	// (a hung NVML call) is worth a restart; before the first sample and
 	// while rounds come, the process is alive.

@@ -178,6 +178,12 @@ func TestAgentValidation(t *testing.T) {
 		{"hostname label", with("--hostname-label=hostname"), nil},
 		{"no hostname label", with("--hostname-label=none"), nil},
 		{"hostname label unknown", with("--hostname-label=HOSTNAME"), []string{"hostname-label"}},
+		{"authn-authz kubernetes", with("--authn-authz=kubernetes", "--kubeconfig="+kubeconfig), nil},
+		{"authn-authz none", with("--authn-authz=none"), nil},
+		{"authn-authz unknown", with("--authn-authz=basic"), []string{"authn-authz"}},
+		{"authn-authz without an API server", with("--authn-authz=kubernetes"), []string{"authn-authz"}},
+		{"authn-authz cache ttl", with("--authn-authz=kubernetes", "--kubeconfig="+kubeconfig, "--authn-authz-cache-ttl=0s"), []string{"authn-authz-cache-ttl"}},
+		{"authn-authz timeout", with("--authn-authz-timeout=-1s"), []string{"authn-authz-timeout"}},
 	})
 }
 
