@@ -73,13 +73,23 @@ func TestRemovedPodFreesItsGPU(t *testing.T) {
 
 // TestKubeletRestartKeepsMapping restarts the kubelet of the node a pod
 // runs on: the pod keeps its device (the kubelet restores its allocations
-// from its checkpoint), the custom metrics API serves the pod's value in
-// every read from before the kubelet stops until the agent has refreshed
-// from the new kubelet, and the device plugin, registered again, lets the
-// new kubelet admit a new pod.
+// from its checkpoint), the agent attributes the device to the pod in
+// every scrape and the custom metrics API serves the pod's value in every
+// read from before the kubelet stops until the agent has refreshed from
+// the new kubelet, and the device plugin, registered again, lets the new
+// kubelet admit a new pod.
+//
+// The aggregator here keeps a value for 30 s without a new sample, so that
+// a loaded machine that delays its scrapes (its turns are skipped while a
+// scrape runs long) cannot make a read miss the value: what the test
+// proves is that the agent's mapping never drops the pod, which the
+// scrapes of the agent check at the source, in every scrape.
 func TestKubeletRestartKeepsMapping(t *testing.T) {
 	ns := cluster.NewNamespace(t, "restart")
-	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2}})
+	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{
+		GPUsPerNode:    []int{2},
+		AggregatorArgs: []string{"--stale-after=30s"},
+	})
 	const name, selector = "steady", "app=steady"
 	pod, before := busyPod(t, env, name, 40)
 	gpuNode := env.Nodes[before.Node]
@@ -106,9 +116,45 @@ func TestKubeletRestartKeepsMapping(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
+	// Scrape the agent without pause too: every scrape must attribute the
+	// pod's GPU to the pod.
+	var scrapes int
+	var unattributed []string
+	agentDone := make(chan struct{})
+	go func() {
+		defer close(agentDone)
+		for ctx.Err() == nil {
+			samples, err := framework.ScrapeSeries(ctx, agent, framework.GPUUtilSeries)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				continue // the agent does not stop; a failed scrape says nothing of its mapping
+			}
+			var owner []string
+			for _, s := range samples {
+				if s.Labels["UUID"] == before.UUID {
+					owner = append(owner, s.Labels["pod"])
+				}
+			}
+			mu.Lock()
+			scrapes++
+			if !slices.Equal(owner, []string{pod}) {
+				unattributed = append(unattributed, fmt.Sprintf("%s: %v", time.Now().Format(time.StampMilli), owner))
+			}
+			mu.Unlock()
+			// Paced (the mapping changes once a refresh, every second), so
+			// as not to take the CPU the restart needs.
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		<-agentDone
 	})
 	waitReads := func(n int, what string) {
 		t.Helper()
@@ -172,10 +218,17 @@ func TestKubeletRestartKeepsMapping(t *testing.T) {
 	waitReads(n+1, "after the agent refreshed")
 	cancel()
 	<-done
+	<-agentDone
 	mu.Lock()
-	t.Logf("measured: %d reads of the API through the kubelet restart", reads)
+	t.Logf("measured: %d reads of the API and %d scrapes of the agent through the kubelet restart", reads, scrapes)
 	if len(gaps) > 0 {
 		t.Errorf("%d of %d reads through the kubelet restart lacked %s=40:\n%v", len(gaps), reads, pod, gaps)
+	}
+	if scrapes == 0 {
+		t.Error("no scrape of the agent succeeded through the kubelet restart")
+	}
+	if len(unattributed) > 0 {
+		t.Errorf("%d of %d scrapes through the kubelet restart did not attribute GPU %s to %s alone:\n%v", len(unattributed), scrapes, before.UUID, pod, unattributed)
 	}
 	mu.Unlock()
 	waitAttributed(t, env, before, pod)
