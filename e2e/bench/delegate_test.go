@@ -99,6 +99,9 @@ func TestDelegateOverhead(t *testing.T) {
 	}
 	env := framework.StartGMS(t, cluster, gms, framework.GMSOptions{
 		GPUsPerNode: []int{1},
+		// The benchmark's control plane runs no kubelets: no GPU pod is
+		// measured, only the requests the aggregator forwards.
+		FakeKubelets: true,
 		AggregatorArgs: []string{
 			"--delegate-to=" + mon + "/prometheus-adapter:" + strconv.Itoa(adapter.Port),
 			"--delegate-ca-file=" + cluster.CAFile(),
