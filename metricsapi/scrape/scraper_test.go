@@ -131,6 +131,24 @@ func hung(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// hungAndGood returns a scraper of two targets, one that hangs and one
+// that serves an agent's body, and the store it appends to.
+func hungAndGood(t *testing.T) (*Scraper, *store.Store) {
+	t.Helper()
+	good := serve(t, body(readTestdata(t, "agent.prom")))
+	slow := hung(t)
+	targets, err := NewStaticTargets([]string{slow.URL, good.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newTestStore(t)
+	s, err := New(generous(1<<20), targets, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st
+}
+
 func TestRoundTimesOutHungTarget(t *testing.T) {
 	slow := hung(t)
 	targets, err := NewStaticTargets([]string{slow.URL})
@@ -154,17 +172,7 @@ func TestRoundTimesOutHungTarget(t *testing.T) {
 // TestHungTargetHoldsUpNoOther checks that the other targets' samples reach
 // the store while one target's scrape hangs.
 func TestHungTargetHoldsUpNoOther(t *testing.T) {
-	good := serve(t, body(readTestdata(t, "agent.prom")))
-	slow := hung(t)
-	targets, err := NewStaticTargets([]string{slow.URL, good.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := newTestStore(t)
-	s, err := New(generous(1<<20), targets, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := hungAndGood(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.round(ctx); close(done) }()
@@ -382,17 +390,7 @@ func TestRunStopsWithContext(t *testing.T) {
 // (counted), scrapes the others and ends, and that the earlier round ends
 // only with the hung scrape.
 func TestRoundDoesNotWaitForSlowTarget(t *testing.T) {
-	good := serve(t, body(readTestdata(t, "agent.prom")))
-	slow := hung(t)
-	targets, err := NewStaticTargets([]string{slow.URL, good.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := newTestStore(t)
-	s, err := New(generous(1<<20), targets, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := hungAndGood(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first := s.startRound(ctx)
