@@ -145,32 +145,28 @@ func GPUDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
 // DeviceDeployment is a workload whose pods each request one device of
 // the extended resource. Its pods are labelled app=<name>.
 func DeviceDeployment(namespace, name string, replicas int32, resourceName string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					Containers: []corev1.Container{{
-						Name: WorkloadContainer,
-						// Never pulled: the nodes' container runtime is a fake.
-						Image: "registry.invalid/gpu-workload:e2e",
-						Resources: corev1.ResourceRequirements{
-							Limits: corev1.ResourceList{corev1.ResourceName(resourceName): resource.MustParse("1")},
-						},
-					}},
-				},
-			},
+	return deployment(namespace, name, replicas, corev1.Container{
+		Name:  WorkloadContainer,
+		Image: "registry.invalid/gpu-workload:e2e",
+		Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceName(resourceName): resource.MustParse("1")},
 		},
-	}
+	})
 }
 
 // WebDeployment is a workload without GPUs (the seed's podinfo): its pods
 // are labelled app=<name>.
 func WebDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
+	return deployment(namespace, name, replicas, corev1.Container{
+		Name:  name,
+		Image: "registry.invalid/" + name + ":e2e",
+	})
+}
+
+// deployment is a Deployment of replicas pods labelled app=<name>, each
+// running c. Its image is never pulled: the nodes' container runtime is a
+// fake (and the benchmarks' clusters run no kubelet).
+func deployment(namespace, name string, replicas int32, c corev1.Container) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
@@ -179,11 +175,7 @@ func WebDeployment(namespace, name string, replicas int32) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: name,
-					// Never pulled: no kubelet runs in the e2e cluster.
-					Image: "registry.invalid/" + name + ":e2e",
-				}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{c}},
 			},
 		},
 	}
