@@ -19,7 +19,21 @@ type lazyBytes struct {
 // format (version 0.0.4), rendered once on first use and cached: serving a
 // scrape costs a copy.
 func (s *Snapshot) Exposition() []byte {
-	s.exposition.once.Do(func() { s.exposition.b = s.render(nil) })
+	s.exposition.once.Do(func() {
+		// Sized from the sampler's previous rendering (plus an eighth for
+		// a pod or field more): one allocation, not a growing slice's
+		// dozen, and no copying.
+		var b []byte
+		if s.sizeHint != nil {
+			if n := s.sizeHint.Load(); n > 0 {
+				b = make([]byte, 0, n+n/8)
+			}
+		}
+		s.exposition.b = s.render(b)
+		if s.sizeHint != nil {
+			s.sizeHint.Store(int64(len(s.exposition.b)))
+		}
+	})
 	return s.exposition.b
 }
 

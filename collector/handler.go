@@ -24,17 +24,33 @@ const MaxScrapesInFlight = 8
 
 // MetricsHandler serves /metrics (GET and HEAD): the latest snapshot's
 // device series (cached bytes, no GPU access) followed by the self-metrics
-// gathered from g. A snapshot older than maxAge is not served: a stuck
-// sampling loop shows as missing series and a failing /readyz, never as
-// frozen values.
+// gathered from g and, when set, o.Runtime's. A snapshot older than
+// o.MaxAge is not served: a stuck sampling loop shows as missing series
+// and a failing /readyz, never as frozen values.
 //
 // The body is built once per snapshot, and gzipped at most once, on the
 // first scrape that asks for gzip: memory does not grow with the number of
-// concurrent clients. The self-metrics are gathered when the body is built,
-// so they are as old as the snapshot, at most one sampling interval (the
-// body is rebuilt after an interval even when no new snapshot came).
-func MetricsHandler(s *Sampler, g prometheus.Gatherer, maxAge time.Duration) http.Handler {
-	return newMetricsHandler(s, g, maxAge, MaxScrapesInFlight)
+// concurrent clients. The self-metrics of g are gathered when the body is
+// built, so they are as old as the snapshot, at most one sampling interval
+// (the body is rebuilt after an interval even when no new snapshot came).
+// o.Runtime's (the Go runtime's and the process's own, which read several
+// /proc files each) are gathered at most once per o.RuntimeEvery.
+func MetricsHandler(s *Sampler, g prometheus.Gatherer, o HandlerOptions) http.Handler {
+	return newMetricsHandler(s, g, o, MaxScrapesInFlight)
+}
+
+// HandlerOptions configures MetricsHandler.
+type HandlerOptions struct {
+	// MaxAge is the oldest snapshot served.
+	MaxAge time.Duration
+	// Runtime, when set, gathers the process's runtime self-metrics
+	// (collectors.NewGoCollector, collectors.NewProcessCollector): values
+	// that matter at a Prometheus scrape interval, not at every sampling
+	// round, and cost more to gather than the rest of a body.
+	Runtime prometheus.Gatherer
+	// RuntimeEvery is how often Runtime is gathered at most; 0 gathers it
+	// with every body.
+	RuntimeEvery time.Duration
 }
 
 // metricsHandler is MetricsHandler's state.
@@ -45,21 +61,28 @@ type metricsHandler struct {
 	refresh time.Duration    // rebuild the body at least this often
 	now     func() time.Time // time.Now; tests fix it
 
+	runtime      prometheus.Gatherer
+	runtimeEvery time.Duration
+	runtimeText  []byte    // runtime's families, encoded; under mu
+	runtimeAt    time.Time // when runtimeText was gathered; under mu
+
 	slots   chan struct{} // one per request in flight
 	waiting atomic.Int64  // requests waiting for a slot
 
 	mu   sync.Mutex // serialises building a body
 	body atomic.Pointer[metricsBody]
 
-	builds, compressions atomic.Int64 // for tests
+	builds, compressions, runtimeGathers atomic.Int64 // for tests
 }
 
-func newMetricsHandler(s *Sampler, g prometheus.Gatherer, maxAge time.Duration, inFlight int) *metricsHandler {
+func newMetricsHandler(s *Sampler, g prometheus.Gatherer, o HandlerOptions, inFlight int) *metricsHandler {
 	return &metricsHandler{
-		s: s, g: g, maxAge: maxAge,
-		refresh: max(s.opts.Interval, time.Second),
-		now:     time.Now,
-		slots:   make(chan struct{}, inFlight),
+		s: s, g: g, maxAge: o.MaxAge,
+		refresh:      max(s.opts.Interval, time.Second),
+		now:          time.Now,
+		slots:        make(chan struct{}, inFlight),
+		runtime:      o.Runtime,
+		runtimeEvery: o.RuntimeEvery,
 	}
 }
 
@@ -134,24 +157,41 @@ func (h *metricsHandler) current() *metricsBody {
 	if b := h.body.Load(); valid(b) {
 		return b
 	}
-	b := &metricsBody{snap: snap, built: now, trailer: h.gather(), h: h}
+	b := &metricsBody{snap: snap, built: now, trailer: h.gather(now), h: h}
 	h.builds.Add(1)
 	h.body.Store(b)
 	return b
 }
 
-// gather renders the self-metrics.
-func (h *metricsHandler) gather() []byte {
-	mfs, err := h.g.Gather()
+// gather renders the self-metrics: g's, then the runtime's, gathered again
+// when older than runtimeEvery (or from another clock: now before them).
+// Called under mu.
+func (h *metricsHandler) gather(now time.Time) []byte {
+	own := encode(nil, "", h.g)
+	if h.runtime == nil {
+		return own
+	}
+	if h.runtimeText == nil || now.Sub(h.runtimeAt) >= h.runtimeEvery || now.Before(h.runtimeAt) {
+		h.runtimeText = encode(h.runtimeText[:0], "runtime ", h.runtime)
+		h.runtimeAt = now
+		h.runtimeGathers.Add(1)
+	}
+	return append(own, h.runtimeText...)
+}
+
+// encode appends g's families in the text format to b; what describes
+// names the gatherer in its error logs.
+func encode(b []byte, what string, g prometheus.Gatherer) []byte {
+	mfs, err := g.Gather()
 	if err != nil {
 		// Gather returns what it could alongside the error.
-		klog.ErrorS(err, "Gathering self-metrics")
+		klog.ErrorS(err, "Gathering "+what+"self-metrics")
 	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, exposed)
+	buf := bytes.NewBuffer(b)
+	enc := expfmt.NewEncoder(buf, exposed)
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
-			klog.ErrorS(err, "Encoding self-metrics", "family", mf.GetName())
+			klog.ErrorS(err, "Encoding "+what+"self-metrics", "family", mf.GetName())
 			break
 		}
 	}

@@ -25,7 +25,7 @@ func testHandler(t *testing.T, inFlight int) (*metricsHandler, *Sampler, time.Ti
 	b := &scriptedBackend{readings: []DeviceReading{utilReading(d, 42)}}
 	reg := prometheus.NewRegistry()
 	s := NewSampler(b, SamplerOptions{Node: "n", Interval: time.Second, Registerer: reg})
-	h := newMetricsHandler(s, reg, time.Minute, inFlight)
+	h := newMetricsHandler(s, reg, HandlerOptions{MaxAge: time.Minute}, inFlight)
 	now := time.Unix(1_000_000, 0)
 	h.now = func() time.Time { return now }
 	s.SampleOnce(now)
@@ -164,6 +164,46 @@ func TestMetricsHandlerRefreshesSelfMetrics(t *testing.T) {
 		stale := tt.after > time.Minute
 		if got := strings.Contains(rec.Body.String(), "DCGM_FI_DEV_GPU_UTIL"); got == stale {
 			t.Errorf("after %v: device series served %v with the snapshot stale %v", tt.after, got, stale)
+		}
+	}
+}
+
+// TestMetricsHandlerRuntimeMetricsCadence: the runtime's self-metrics are
+// gathered at most every RuntimeEvery, and every body in between carries
+// the last gathering; a clock that went back gathers again.
+func TestMetricsHandlerRuntimeMetricsCadence(t *testing.T) {
+	h, _, start := testHandler(t, 1)
+	runtimeReg := prometheus.NewRegistry()
+	gathers := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "runtime_gathers_total", Help: "h"},
+		func() float64 { return float64(h.runtimeGathers.Load()) + 1 })
+	runtimeReg.MustRegister(gathers)
+	h.runtime, h.runtimeEvery = runtimeReg, 10*time.Second
+	for _, tt := range []struct {
+		after       time.Duration
+		wantGathers int64
+		wantValue   string // runtime_gathers_total served: the gathering it came from
+	}{
+		{0, 1, "1"},
+		{time.Second, 1, "1"},     // a new body, the same runtime text
+		{9 * time.Second, 1, "1"}, // still younger than RuntimeEvery
+		{10 * time.Second, 2, "2"},
+		{15 * time.Second, 2, "2"},
+		{20 * time.Second, 3, "3"},
+		{12 * time.Second, 4, "4"}, // the clock went back
+	} {
+		now := start.Add(tt.after)
+		h.now = func() time.Time { return now }
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if got := h.runtimeGathers.Load(); got != tt.wantGathers {
+			t.Errorf("after %v: runtime gathered %d times, want %d", tt.after, got, tt.wantGathers)
+		}
+		body := rec.Body.String()
+		if want := "\nruntime_gathers_total " + tt.wantValue + "\n"; !strings.Contains(body, want) {
+			t.Errorf("after %v: body lacks %q", tt.after, want)
+		}
+		if !strings.Contains(body, "DCGM_FI_DEV_GPU_UTIL") || !strings.Contains(body, "gpu_metrics_server_") {
+			t.Errorf("after %v: the device series or the own self-metrics are missing", tt.after)
 		}
 	}
 }

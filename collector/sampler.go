@@ -44,6 +44,8 @@ type Sampler struct {
 	ready   atomic.Bool
 	metrics *samplerMetrics
 	attr    *attributor // nil without attribution
+
+	expositionSize atomic.Int64 // the last rendered exposition's length
 }
 
 // NewSampler returns a sampler over b; call Run to start it.
@@ -83,6 +85,8 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		Errors:  errs,
 		Node:    s.opts.Node,
 		format:  s.opts.Format,
+
+		sizeHint: &s.expositionSize,
 	}
 	layoutMIG(readings)
 	for i, r := range readings {

@@ -98,7 +98,7 @@ func TestMetricsHandler(t *testing.T) {
 	b := &scriptedBackend{readings: []DeviceReading{utilReading(d, 42)}}
 	reg := prometheus.NewRegistry()
 	s := NewSampler(b, SamplerOptions{Node: "n", Interval: time.Second, Registerer: reg})
-	h := MetricsHandler(s, reg, time.Minute)
+	h := MetricsHandler(s, reg, HandlerOptions{MaxAge: time.Minute})
 
 	get := func(gz bool) string {
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
@@ -194,4 +195,5 @@ type Snapshot struct {
 
 	format     *Format
 	exposition lazyBytes
+	sizeHint   *atomic.Int64 // the sampler's last exposition size; nil: none
 }
