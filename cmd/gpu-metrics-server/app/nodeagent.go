@@ -41,6 +41,12 @@ func logCounters(c *counters.Set) {
 	}
 }
 
+// runtimeMetricsEvery is how often the agent's go_* and process_* metrics
+// are gathered at most: gathering them (the process collector reads five
+// /proc files) cost more than the rest of a /metrics body, and a value 10 s
+// old serves any Prometheus scrape interval.
+const runtimeMetricsEvery = 10 * time.Second
+
 // newNodeAgent is the node agent, shared by agent and standalone: it opens
 // the GPU backend and prepares the pod mapping and the sampler. It returns
 // the routes to serve (/metrics, /healthz, /readyz, and the simulation's
@@ -48,10 +54,13 @@ func logCounters(c *counters.Set) {
 // closes the backend when it ends.
 func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agentHooks) (http.Handler, []func(context.Context), error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	reg.MustRegister(versioncollector.NewCollector("gpu_metrics_server"))
+	// The Go runtime's and the process's metrics, gathered apart and at
+	// most every runtimeMetricsEvery (collector.HandlerOptions).
+	runtimeReg := prometheus.NewRegistry()
+	runtimeReg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		versioncollector.NewCollector("gpu_metrics_server"),
 	)
 	mux := http.NewServeMux()
 	var background []func(context.Context)
@@ -103,7 +112,9 @@ func newNodeAgent(o *options.AgentOptions, kube *options.KubeOptions, hooks agen
 	})
 
 	maxAge := o.MaxSnapshotAge()
-	var metrics http.Handler = collector.MetricsHandler(s, reg, maxAge)
+	var metrics http.Handler = collector.MetricsHandler(s, reg, collector.HandlerOptions{
+		MaxAge: maxAge, Runtime: runtimeReg, RuntimeEvery: runtimeMetricsEvery,
+	})
 	if hooks.auth != nil {
 		hooks.auth.register(reg)
 		metrics = hooks.auth.wrap(metrics)
