@@ -39,7 +39,7 @@ type client struct {
 const readBufferSize = 2048
 
 func newClient(cfg Config) (*client, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -172,7 +172,10 @@ func (c *client) dial(ctx context.Context, e *endpoint) (net.Conn, error) {
 		return conn, err
 	}
 	cfg := c.tls.Clone()
-	cfg.ServerName = e.server
+	if cfg.ServerName == "" {
+		// No fixed name (Config.ServerName): the host dialed.
+		cfg.ServerName = e.server
+	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
