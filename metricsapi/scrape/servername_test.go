@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,5 +131,70 @@ func TestServerName(t *testing.T) {
 				t.Errorf("errors{reason=connect} = %v, pod stored %v; want 1 and nothing stored", errs, stored)
 			}
 		})
+	}
+}
+
+// TestCAFileReread: a CA replaced in the CA file is trusted for new
+// connections without a new scraper (a Secret the kubelet updates), and a
+// file that stops holding a CA keeps the last one.
+func TestCAFileReread(t *testing.T) {
+	const name = "gms-agent.gms.svc"
+	first, second := newTestAuthority(t, "first-ca"), newTestAuthority(t, "second-ca")
+	var serving atomic.Pointer[tls.Certificate]
+	cert := first.serverCert(t, name)
+	serving.Store(&cert)
+	srv := httptest.NewUnstartedServer(body(readTestdata(t, "agent.prom")))
+	srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Load(), nil }}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	copyFile := func(from string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(caFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(first.file)
+	targets, err := NewStaticTargets([]string{srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := generous(1 << 20)
+	cfg.CAFile, cfg.ServerName = caFile, name
+	s, err := New(cfg, targets, newTestStore(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.client.ca.interval = 0 // read the file at every handshake
+
+	steps := []struct {
+		name   string
+		change func()
+	}{
+		{"the first CA", func() {}},
+		{"both replaced", func() {
+			c := second.serverCert(t, name)
+			serving.Store(&c)
+			copyFile(second.file)
+		}},
+		{"the file emptied: the second CA kept", func() {
+			if err := os.WriteFile(caFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, step := range steps {
+		step.change()
+		srv.CloseClientConnections() // a fresh handshake
+		s.round(context.Background())
+		if n := promtest.CollectAndCount(s.metrics.errors); n != 0 {
+			t.Fatalf("%s: %d error series, want none", step.name, n)
+		}
 	}
 }

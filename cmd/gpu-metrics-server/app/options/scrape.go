@@ -67,7 +67,7 @@ func (o *ScrapeOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.DurationVar(&o.Interval, "scrape-interval", o.Interval, "Interval between scrape rounds.")
 	fs.DurationVar(&o.Timeout, "scrape-timeout", o.Timeout, "Timeout of one target's scrape (default: the interval minus 10%).")
 	fs.Var(&o.MaxBodyBytes, "scrape-max-body-bytes", "Largest exposition accepted from one target, e.g. 4MiB.")
-	fs.StringVar(&o.CAFile, "scrape-ca-file", o.CAFile, "PEM CA bundle verifying https targets (default: the system roots).")
+	fs.StringVar(&o.CAFile, "scrape-ca-file", o.CAFile, "PEM CA bundle verifying https targets (default: the system roots); re-read every minute, so a rotated CA needs no restart.")
 	fs.StringVar(&o.BearerTokenFile, "scrape-bearer-token-file", o.BearerTokenFile, "File holding a bearer token sent to https targets (never over http); re-read as it rotates.")
 	fs.StringVar(&o.ServerName, "scrape-server-name", o.ServerName, "DNS name the https targets' certificates are verified against instead of the address dialed (agent pods are scraped by pod IP), as Prometheus's tls_config.server_name.")
 }
