@@ -228,7 +228,7 @@ func chartCases(t *testing.T) []chartCase {
 		{
 			name: "agent TLS from the chart, with auth", tlsMode: "helm", apiSvc: true, auth: true,
 			agentTLS: &agentTLS{source: "chart"},
-			set: []string{"agent.tls.enabled=true", "agent.auth.enabled=true", "agent.serviceMonitor.enabled=true"},
+			set:      []string{"agent.tls.enabled=true", "agent.auth.enabled=true", "agent.serviceMonitor.enabled=true"},
 		},
 		{
 			name: "agent TLS from a Secret", tlsMode: "helm", apiSvc: true,
