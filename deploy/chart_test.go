@@ -117,6 +117,7 @@ type chartCase struct {
 	apiSvc    bool   // APIService objects expected
 	hostPID   bool
 	auth      bool // agent.auth.enabled
+	agentTLS  *agentTLS
 	addedCaps []string
 	check     func(t *testing.T, r release)
 }
@@ -223,6 +224,33 @@ func chartCases(t *testing.T) []chartCase {
 					}
 				}
 			},
+		},
+		{
+			name: "agent TLS from the chart, with auth", tlsMode: "helm", apiSvc: true, auth: true,
+			agentTLS: &agentTLS{source: "chart"},
+			set:      []string{"agent.tls.enabled=true", "agent.auth.enabled=true", "agent.serviceMonitor.enabled=true"},
+		},
+		{
+			name: "agent TLS from a Secret", tlsMode: "helm", apiSvc: true,
+			agentTLS: &agentTLS{source: "secret", secretName: "my-agent-tls", serverName: "gpu-agents.example"},
+			set: []string{"agent.tls.enabled=true", "agent.tls.source=secret", "agent.tls.secretName=my-agent-tls",
+				"agent.tls.serverName=gpu-agents.example", "agent.serviceMonitor.enabled=true", "agent.serviceMonitor.tlsConfig.insecureSkipVerify=false"},
+			check: func(t *testing.T, r release) {
+				if n := len(r.objs.find(keySecret)); n != 1 {
+					t.Errorf("%d Secrets rendered, want the aggregator's only: the agents' is the existing one", n)
+				}
+				sm := untyped(t, r.objs, keyServiceMonit, r.agent())
+				eps, _ := dig(sm, "spec", "endpoints").([]any)
+				if ep, _ := eps[0].(map[string]any); dig(ep, "tlsConfig", "insecureSkipVerify") != false {
+					t.Errorf("agent.serviceMonitor.tlsConfig not merged into the chart's: %v", ep["tlsConfig"])
+				}
+			},
+		},
+		{
+			name: "agent TLS from cert-manager", tlsMode: "helm", apiSvc: true, auth: true,
+			agentTLS: &agentTLS{source: "certManager"},
+			set: []string{"agent.tls.enabled=true", "agent.tls.source=certManager", "agent.auth.enabled=true",
+				"agent.tls.certManager.issuerRef.name=corp-ca", "agent.tls.certManager.issuerRef.kind=ClusterIssuer"},
 		},
 		{
 			name: "agent network policy", tlsMode: "helm", apiSvc: true,
@@ -449,6 +477,9 @@ func TestHelmTemplate(t *testing.T) {
 			checkWorkloads(t, r, c)
 			checkRBAC(t, r, c)
 			checkAPIService(t, r, c)
+			if c.agentTLS != nil {
+				checkAgentTLS(t, r, *c.agentTLS)
+			}
 			if c.check != nil {
 				c.check(t, r)
 			}
@@ -576,8 +607,12 @@ func checkWorkloads(t *testing.T, r release, c chartCase) {
 		t.Error("the agent requests a GPU; it must see them all without taking one")
 	}
 	checkPort(t, "agent", agent, "metrics", 9400)
-	checkProbe(t, "agent liveness", agent.LivenessProbe, "/healthz", "metrics", corev1.URISchemeHTTP)
-	checkProbe(t, "agent readiness", agent.ReadinessProbe, "/readyz", "metrics", corev1.URISchemeHTTP)
+	agentScheme := corev1.URISchemeHTTP
+	if c.agentTLS != nil {
+		agentScheme = corev1.URISchemeHTTPS
+	}
+	checkProbe(t, "agent liveness", agent.LivenessProbe, "/healthz", "metrics", agentScheme)
+	checkProbe(t, "agent readiness", agent.ReadinessProbe, "/readyz", "metrics", agentScheme)
 	var podResources bool
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil && v.HostPath.Path == "/var/lib/kubelet/pod-resources" {
@@ -1016,7 +1051,11 @@ func TestHelmTemplateRejects(t *testing.T) {
 		{"ServiceMonitor without Service", []string{"agent.serviceMonitor.enabled=true", "agent.service.enabled=false"}, "agent.serviceMonitor.enabled needs agent.service.enabled"},
 		{"dcgm-exporter selector without namespace", []string{"aggregator.dcgmExporter.selector=app=x"}, "aggregator.dcgmExporter.namespace is required"},
 		{"unknown hostname label", []string{"agent.hostnameLabel=HOSTNAME"}, "/agent/hostnameLabel"},
-		{"agent auth with plain http scraping", []string{"agent.auth.enabled=true"}, "agent.auth.enabled needs aggregator.agentScheme=https"},
+		{"agent auth with plain http scraping", []string{"agent.auth.enabled=true"}, "agent.auth.enabled needs agent.tls.enabled"},
+		{"agent TLS source", []string{"agent.tls.enabled=true", "agent.tls.source=helm"}, "/agent/tls/source"},
+		{"agent TLS server name", []string{"agent.tls.enabled=true", "agent.tls.serverName=Agents_Example"}, "/agent/tls/serverName"},
+		{"agent TLS secret without a name", []string{"agent.tls.enabled=true", "agent.tls.source=secret"}, "agent.tls.secretName is required"},
+		{"agent TLS cert-manager without an issuer", []string{"agent.tls.enabled=true", "agent.tls.source=certManager"}, "agent.tls.certManager.issuerRef is required"},
 		{"agent auth cache TTL", []string{"agent.auth.cacheTTL=10"}, "/agent/auth/cacheTTL"},
 		{"network policy peer", []string{"agent.networkPolicy.prometheus.ipBlock.cidr=0.0.0.0/0"}, "ipBlock"},
 		{"counters ConfigMap key", []string{"agent.counters.configMap.name=m", "agent.counters.configMap.key=a/b"}, "/agent/counters/configMap/key"},

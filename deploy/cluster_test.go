@@ -133,7 +133,7 @@ func testManifestsOnCluster(t *testing.T, c cluster) {
 func testChartDryRun(t *testing.T, c cluster) {
 	ns := c.namespace("gms-dry-run")
 	for _, cc := range chartCases(t) {
-		if cc.tlsMode == "cert-manager" || slices.Contains(cc.set, "agent.serviceMonitor.enabled=true") {
+		if cc.tlsMode == "cert-manager" || slices.Contains(cc.set, "agent.tls.source=certManager") || slices.Contains(cc.set, "agent.serviceMonitor.enabled=true") {
 			continue
 		}
 		args := []string{"template", "gms-dry-run", chartDir, "--namespace", ns}

@@ -4,6 +4,8 @@ package framework
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"maps"
@@ -100,6 +102,36 @@ type GMSOptions struct {
 	// the token of the ServiceAccount <namespace>/AggregatorServiceAccount,
 	// granted get on /metrics; the framework's own scrapes use it too.
 	AgentAuth bool
+	// AgentTLS, when set, serves the agents over TLS with its flags (a
+	// --web.config.file, as the chart renders one) instead of AgentAuth's
+	// certificate; the framework's own scrapes verify them with its CA for
+	// its server name. The aggregator's TLS flags are the test's
+	// (AggregatorArgs). Not with AgentAuth.
+	AgentTLS *AgentTLS
+}
+
+// AgentTLS is how agents serve TLS and how they are verified.
+type AgentTLS struct {
+	// Args are the agents' flags that serve TLS.
+	Args []string
+	// CAFile verifies the agents' certificate for ServerName (they are
+	// dialed at 127.0.0.1, which it need not name).
+	CAFile     string
+	ServerName string
+}
+
+// client returns an HTTP client that verifies the agents as a.
+func (a *AgentTLS) client() (*http.Client, error) {
+	pem, err := os.ReadFile(a.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", a.CAFile)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: a.ServerName}}
+	return &http.Client{Timeout: PlainHTTP.Timeout, Transport: tr}, nil
 }
 
 // AggregatorServiceAccount is the ServiceAccount whose token the
@@ -155,7 +187,17 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 	bin := GMSBinary(t)
 	g := &GMS{t: t, cp: cp, dir: TempDir(t, "gms-e2e-env-"), Namespace: namespace, AgentHTTP: PlainHTTP}
 	if opts.AgentAuth {
+		if opts.AgentTLS != nil {
+			t.Fatal("GMSOptions: AgentAuth and AgentTLS both set; AgentAuth brings its own TLS")
+		}
 		g.prepareAgentAuth()
+	}
+	if opts.AgentTLS != nil {
+		client, err := opts.AgentTLS.client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.agentArgs, g.AgentHTTP = slices.Clone(opts.AgentTLS.Args), client
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -2,6 +2,7 @@ package scrape
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // client fetches expositions over HTTP/1.1 keep-alive connections, one per
@@ -28,6 +31,7 @@ import (
 type client struct {
 	dialer  net.Dialer
 	tls     *tls.Config
+	ca      *fileCA    // nil: the system roots
 	token   *fileToken // nil: no bearer token
 	timeout time.Duration
 	readers sync.Pool // *bufio.Reader
@@ -39,22 +43,16 @@ type client struct {
 const readBufferSize = 2048
 
 func newClient(cfg Config) (*client, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificate found", cfg.CAFile)
-		}
-		tlsConfig.RootCAs = pool
-	}
 	c := &client{
 		dialer:  net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second},
-		tls:     tlsConfig,
+		tls:     &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName},
 		timeout: cfg.Timeout,
+	}
+	if cfg.CAFile != "" {
+		c.ca = &fileCA{path: cfg.CAFile, interval: caRereadInterval}
+		if _, err := c.ca.get(time.Now()); err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
 	}
 	c.readers.New = func() any { return bufio.NewReaderSize(nil, readBufferSize) }
 	if cfg.BearerTokenFile != "" {
@@ -64,6 +62,50 @@ func newClient(cfg Config) (*client, error) {
 		}
 	}
 	return c, nil
+}
+
+// caRereadInterval is how often the CA file is read again.
+const caRereadInterval = time.Minute
+
+// fileCA is the CA bundle of Config.CAFile, read again at most every
+// interval, so that a CA replaced in its file (a Secret re-rendered by
+// `helm template`, a renewed cert-manager CA, both synced by the kubelet)
+// is trusted without a restart; a failed re-read keeps the last bundle.
+type fileCA struct {
+	path     string
+	interval time.Duration
+
+	mu     sync.Mutex
+	pool   *x509.CertPool
+	data   []byte // the PEM pool was made of
+	readAt time.Time
+}
+
+func (f *fileCA) get(now time.Time) (*x509.CertPool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pool != nil && now.Sub(f.readAt) < f.interval {
+		return f.pool, nil
+	}
+	data, err := os.ReadFile(f.path)
+	if err == nil && f.pool != nil && bytes.Equal(data, f.data) {
+		f.readAt = now
+		return f.pool, nil
+	}
+	if err == nil {
+		pool := x509.NewCertPool()
+		if pool.AppendCertsFromPEM(data) {
+			f.pool, f.data, f.readAt = pool, data, now
+			return pool, nil
+		}
+		err = fmt.Errorf("%s: no PEM certificate found", f.path)
+	}
+	if f.pool != nil {
+		klog.ErrorS(err, "Re-reading the scrape CA file failed; keeping the previous CAs", "path", f.path)
+		f.readAt = now
+		return f.pool, nil
+	}
+	return nil, err
 }
 
 // endpoint is a target's parsed URL and its connection, kept between
@@ -172,7 +214,16 @@ func (c *client) dial(ctx context.Context, e *endpoint) (net.Conn, error) {
 		return conn, err
 	}
 	cfg := c.tls.Clone()
-	cfg.ServerName = e.server
+	if c.ca != nil {
+		if cfg.RootCAs, err = c.ca.get(time.Now()); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
+	if cfg.ServerName == "" {
+		// No fixed name (Config.ServerName): the host dialed.
+		cfg.ServerName = e.server
+	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()

@@ -41,6 +41,11 @@ type Config struct {
 	// BearerTokenFile, if set, holds a token sent to https targets (never
 	// over plain http); it is re-read as it changes (projected tokens).
 	BearerTokenFile string
+	// ServerName, if set, is the name https targets' certificates are
+	// verified against (and sent as SNI) instead of the host dialed, as
+	// Prometheus's tls_config.server_name: agent pods are scraped by pod
+	// IP, which no stable certificate can name.
+	ServerName string
 }
 
 // Validate reports the first invalid setting.

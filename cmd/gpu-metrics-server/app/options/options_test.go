@@ -242,6 +242,14 @@ func TestAggregatorValidation(t *testing.T) {
 		{"zero body limit", with("--scrape-max-body-bytes=0"), []string{"scrape-max-body-bytes"}},
 		{"missing CA file", with("--scrape-ca-file=" + missing), []string{"scrape-ca-file"}},
 		{"missing token file", with("--scrape-bearer-token-file=" + missing), []string{"scrape-bearer-token-file"}},
+		{"server name of https agents", with("--agent-scheme=https", "--scrape-server-name=gms-agent.gms.svc"), nil},
+		{"server name of https static urls", []string{"--agent-urls=https://10.0.0.1:9400/metrics", "--scrape-server-name=agent"}, nil},
+		{"server name without https targets", with("--scrape-server-name=gms-agent.gms.svc"), []string{"scrape-server-name"}},
+		{"server name of http static urls only", []string{"--agent-urls=http://10.0.0.1:9400/metrics", "--scrape-server-name=agent"}, []string{"scrape-server-name"}},
+		{"server name an IP address", with("--agent-scheme=https", "--scrape-server-name=10.0.0.1"), []string{"scrape-server-name"}},
+		{"server name not a DNS name", with("--agent-scheme=https", "--scrape-server-name=gms_agent.svc"), []string{"scrape-server-name"}},
+		{"server name with a port", with("--agent-scheme=https", "--scrape-server-name=gms-agent:9400"), []string{"scrape-server-name"}},
+		{"server name upper case", with("--agent-scheme=https", "--scrape-server-name=GMS-Agent"), []string{"scrape-server-name"}},
 		{"window under interval", with("--window=1s"), []string{"window"}},
 		{"zero window", with("--window=0s"), []string{"window"}},
 		{"window beyond the store", with("--window=5m"), []string{"window"}},
@@ -296,6 +304,21 @@ func TestStandaloneValidation(t *testing.T) {
 		{"all at once", with("--sim-pods=x", "--window=0s", "--stale-after=-1s", "--bind-address=0.0.0.0", "--pod-resources-interval=1ms"),
 			[]string{"pod-resources-interval", "sim-pods", "window", "stale-after", "bind-address"}},
 	})
+}
+
+// TestScrapeTLSConfig: the scrape's TLS flags reach the scraper's
+// configuration.
+func TestScrapeTLSConfig(t *testing.T) {
+	cleanEnv(t)
+	ca := writeFile(t, "ca.crt", testCAPEM(t))
+	o := NewAggregator()
+	parse(t, o, "--agent-namespace=gms", "--agent-scheme=https", "--scrape-ca-file="+ca, "--scrape-server-name=gms-agent.gms.svc")
+	if errs := o.Validate(); len(errs) > 0 {
+		t.Fatal(errors.Join(errs...))
+	}
+	if c := o.Scrape.Config(); c.CAFile != ca || c.ServerName != "gms-agent.gms.svc" {
+		t.Errorf("scrape config %+v", c)
+	}
 }
 
 func TestAggregatorDefaults(t *testing.T) {

@@ -1,11 +1,14 @@
 package options
 
 import (
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	cliflag "k8s.io/component-base/cli/flag"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
@@ -29,6 +32,7 @@ type ScrapeOptions struct {
 	MaxBodyBytes    ByteSize
 	CAFile          string
 	BearerTokenFile string
+	ServerName      string
 
 	timeoutSet bool // --scrape-timeout given, not derived
 }
@@ -63,8 +67,9 @@ func (o *ScrapeOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.DurationVar(&o.Interval, "scrape-interval", o.Interval, "Interval between scrape rounds.")
 	fs.DurationVar(&o.Timeout, "scrape-timeout", o.Timeout, "Timeout of one target's scrape (default: the interval minus 10%).")
 	fs.Var(&o.MaxBodyBytes, "scrape-max-body-bytes", "Largest exposition accepted from one target, e.g. 4MiB.")
-	fs.StringVar(&o.CAFile, "scrape-ca-file", o.CAFile, "PEM CA bundle verifying https targets (default: the system roots).")
+	fs.StringVar(&o.CAFile, "scrape-ca-file", o.CAFile, "PEM CA bundle verifying https targets (default: the system roots); re-read every minute, so a rotated CA needs no restart.")
 	fs.StringVar(&o.BearerTokenFile, "scrape-bearer-token-file", o.BearerTokenFile, "File holding a bearer token sent to https targets (never over http); re-read as it rotates.")
+	fs.StringVar(&o.ServerName, "scrape-server-name", o.ServerName, "DNS name the https targets' certificates are verified against instead of the address dialed (agent pods are scraped by pod IP), as Prometheus's tls_config.server_name.")
 }
 
 // Complete derives --scrape-timeout from the interval unless given.
@@ -121,6 +126,7 @@ func (o *ScrapeOptions) Validate() []error {
 	if o.MaxBodyBytes <= 0 {
 		errs.add(flagErrorf("scrape-max-body-bytes", "must be positive"))
 	}
+	errs.add(o.checkServerName())
 	for _, f := range []struct{ flag, path string }{{"scrape-ca-file", o.CAFile}, {"scrape-bearer-token-file", o.BearerTokenFile}} {
 		if f.path == "" {
 			continue
@@ -132,12 +138,36 @@ func (o *ScrapeOptions) Validate() []error {
 	return errs
 }
 
+// checkServerName validates --scrape-server-name: a DNS name (an agent's
+// certificate names the agents, not the pod IPs they are dialed by), and
+// some target scraped over https for it to verify.
+func (o *ScrapeOptions) checkServerName() error {
+	name := o.ServerName
+	if name == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return flagErrorf("scrape-server-name", "%q is an IP address; name the DNS name the targets' certificates carry", name)
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return flagErrorf("scrape-server-name", "%q is not a DNS name: %s", name, strings.Join(errs, "; "))
+	}
+	https := o.agentDiscovery() && o.AgentScheme == "https"
+	for _, u := range o.AgentURLs {
+		https = https || strings.HasPrefix(strings.ToLower(u), "https://")
+	}
+	if !https {
+		return flagErrorf("scrape-server-name", "applies to https targets, and none is scraped over https: set --agent-scheme=https or give https --agent-urls")
+	}
+	return nil
+}
+
 // Config is the scraper's configuration.
 func (o *ScrapeOptions) Config() scrape.Config {
 	return scrape.Config{
 		// Each target starts at its own offset over the whole interval.
 		Interval: o.Interval, Timeout: o.Timeout, Spread: o.Interval, MaxBodyBytes: int64(o.MaxBodyBytes),
-		CAFile: o.CAFile, BearerTokenFile: o.BearerTokenFile,
+		CAFile: o.CAFile, BearerTokenFile: o.BearerTokenFile, ServerName: o.ServerName,
 	}
 }
 

@@ -272,3 +272,42 @@ used to reach it); else to is empty.
 {{- end -}}
 {{- toYaml $d -}}
 {{- end -}}
+
+{{/*
+"true" when the agents serve TLS from the chart's values (agent.tls), else "".
+*/}}
+{{- define "gms.agent.tls" -}}
+{{- if and .Values.agent.enabled .Values.agent.tls.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret holding the agents' certificate (tls.crt, tls.key, ca.crt).
+*/}}
+{{- define "gms.agent.tlsSecretName" -}}
+{{- if eq .Values.agent.tls.source "secret" -}}
+{{- required "agent.tls.secretName is required when agent.tls.source is \"secret\"" .Values.agent.tls.secretName -}}
+{{- else -}}
+{{- printf "%s-tls" (include "gms.agent.name" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The DNS name the agents' certificate carries and is verified against: the
+agents are scraped by pod IP, which no certificate names.
+*/}}
+{{- define "gms.agent.serverName" -}}
+{{- default (printf "%s.%s.svc" (include "gms.agent.name" .) .Release.Namespace) .Values.agent.tls.serverName -}}
+{{- end -}}
+
+{{/*
+The scheme the agents are scraped with (aggregator, ServiceMonitor).
+*/}}
+{{- define "gms.agentScheme" -}}
+{{- if include "gms.agent.tls" . -}}https{{- else -}}{{ .Values.aggregator.agentScheme }}{{- end -}}
+{{- end -}}
+
+{{/*
+Where the agent finds its web config and certificate.
+*/}}
+{{- define "gms.agent.webConfigDir" -}}/etc/gpu-metrics-server/web{{- end -}}
+{{- define "gms.agent.tlsDir" -}}/etc/gpu-metrics-server/tls{{- end -}}
