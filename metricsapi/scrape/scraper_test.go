@@ -341,16 +341,11 @@ func TestPodDiscoveryTargets(t *testing.T) {
 
 func TestOffsetSpreadsWithinBound(t *testing.T) {
 	spread := 200 * time.Millisecond
-	distinct := map[time.Duration]bool{}
 	for i := 0; i < 100; i++ {
 		d := offset("agent/gms/agent-"+string(rune('a'+i%26))+string(rune('a'+i/26)), spread)
 		if d < 0 || d >= spread {
 			t.Fatalf("offset %v outside [0, %v)", d, spread)
 		}
-		distinct[d] = true
-	}
-	if len(distinct) < 90 {
-		t.Errorf("offsets of 100 targets take only %d distinct values", len(distinct))
 	}
 	first, again := offset("x", spread), offset("x", spread)
 	if offset("x", 0) != 0 || first != again {
@@ -413,6 +408,28 @@ func TestRoundDoesNotWaitForSlowTarget(t *testing.T) {
 	}
 	cancel()
 	testutil.Receive(t, "the first round to end with its context", first)
+}
+
+// TestOffsetsShareSlots: offsets fall on a grid of spreadSlots start
+// times, so a round wakes at most spreadSlots times whatever its targets.
+func TestOffsetsShareSlots(t *testing.T) {
+	for _, spread := range []time.Duration{2 * time.Second, 200 * time.Millisecond, 150 * time.Nanosecond} {
+		step := spread / spreadSlots
+		starts := map[time.Duration]bool{}
+		for i := range 5000 {
+			d := offset(fmt.Sprintf("agent/gms/agent-%d", i), spread)
+			if d < 0 || d >= spread {
+				t.Fatalf("spread %v: offset %v outside [0, %v)", spread, d, spread)
+			}
+			if step > 0 && d%step != 0 {
+				t.Fatalf("spread %v: offset %v is not on the %v grid", spread, d, step)
+			}
+			starts[d] = true
+		}
+		if want := min(spreadSlots, int(spread)); len(starts) != want {
+			t.Errorf("spread %v: 5000 targets start at %d times, want %d", spread, len(starts), want)
+		}
+	}
 }
 
 // TestSpreadPlacesTargetsAtTheirOffsets checks where a round places its
