@@ -29,7 +29,7 @@ func newSamplerMetrics(reg prometheus.Registerer) *samplerMetrics {
 		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gpu_metrics_server_devices_lost_total",
-			Help: "Devices dropped because NVML reported them lost (ERROR_GPU_IS_LOST).",
+			Help: "Devices dropped because the backend reported them lost (NVML's ERROR_GPU_IS_LOST), until the agent restarts.",
 		}),
 	}
 	if reg != nil {

@@ -52,12 +52,14 @@ const (
 //	correctable_remapped_rows=<n>     the GPU's remapped-row counters (they
 //	uncorrectable_remapped_rows=<n>   do not go back)
 //	row_remap_failure=<true|false>    whether a row failed to be remapped
+//	lost=true                         the GPU falls off the bus (NVML's GPU-is-lost):
+//	                                  its series go, for good (until the agent restarts)
 //	gpu_i_id=<id>                     a MIG instance of GPU <index> instead of the GPU
 //	pod=<namespace>/<name>            a process of that pod on GPU <index> instead of
 //	pod_uid=<uid>                     the GPU itself (either or both)
 //
-// At least one value to set is required; xid and the remapped rows belong
-// to the whole GPU (not with gpu_i_id or pod). Other parameters are
+// At least one value to set is required; xid, the remapped rows and lost
+// belong to the whole GPU (not with gpu_i_id or pod). Other parameters are
 // ignored.
 func ParseRequest(q url.Values, gpus int) (Request, error) {
 	r := Request{GPU: AllGPUs}
@@ -111,8 +113,15 @@ func ParseRequest(q url.Values, gpus int) (Request, error) {
 		}
 		r.Update.RowRemapFailure = &b
 	}
+	if v := q.Get("lost"); v != "" {
+		if b, err := strconv.ParseBool(v); err != nil || !b {
+			return Request{}, fmt.Errorf("lost=%q: want true (a lost GPU does not come back until the agent restarts)", v)
+		}
+		lost := true
+		r.Update.Lost = &lost
+	}
 	if r.Update.Utilization == nil && r.Update.MemoryUsedBytes == nil && !r.Update.gpuLevel() {
-		return Request{}, errors.New("missing utilization=<0-100>, memory_used_mib=<MiB>, xid=<n> or remapped rows: nothing to set")
+		return Request{}, errors.New("missing utilization=<0-100>, memory_used_mib=<MiB>, xid=<n>, remapped rows or lost=true: nothing to set")
 	}
 	r.Pod.UID = q.Get("pod_uid")
 	if v := q.Get("pod"); v != "" {
@@ -132,7 +141,7 @@ func ParseRequest(q url.Values, gpus int) (Request, error) {
 			return Request{}, errors.New("gpu_i_id and pod do not go together: MIG instances are attributed whole")
 		}
 		if r.Update.gpuLevel() {
-			return Request{}, errors.New("gpu_i_id with xid or remapped rows: those belong to the whole GPU")
+			return Request{}, errors.New("gpu_i_id with xid, remapped rows or lost: those belong to the whole GPU")
 		}
 		r.GPUInstance = &id
 	}
@@ -140,7 +149,7 @@ func ParseRequest(q url.Values, gpus int) (Request, error) {
 		return Request{}, errors.New("pod needs one GPU index, not gpu=all")
 	}
 	if pod && r.Update.gpuLevel() {
-		return Request{}, errors.New("pod with xid or remapped rows: those belong to the whole GPU")
+		return Request{}, errors.New("pod with xid, remapped rows or lost: those belong to the whole GPU")
 	}
 	return r, nil
 }

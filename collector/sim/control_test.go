@@ -55,6 +55,12 @@ func TestParseRequest(t *testing.T) {
 		{query: "gpu=0&row_remap_failure=maybe", wantErr: "row_remap_failure="},
 		{query: "gpu=1&gpu_i_id=3&xid=13", wantErr: "whole GPU"},
 		{query: "gpu=0&pod=a/b&correctable_remapped_rows=1", wantErr: "whole GPU"},
+		{query: "gpu=1&lost=true", want: Request{GPU: 1, Update: Update{Lost: b(true)}}},
+		{query: "gpu=all&lost=1", want: Request{GPU: AllGPUs, Update: Update{Lost: b(true)}}},
+		{query: "gpu=0&lost=false", wantErr: "lost="},
+		{query: "gpu=0&lost=gone", wantErr: "lost="},
+		{query: "gpu=1&gpu_i_id=3&lost=true", wantErr: "whole GPU"},
+		{query: "gpu=0&pod=a/b&lost=true", wantErr: "whole GPU"},
 	}
 	for _, tt := range tests {
 		q, err := url.ParseQuery(tt.query)
@@ -99,8 +105,9 @@ func fmtRequest(r Request) string {
 		return "-"
 	}
 	u := r.Update
-	return fmt.Sprintf("gpu %d instance %s pod %+v utilization %s memory %s xid %s rows %s/%s failure %s", r.GPU, deref(r.GPUInstance), r.Pod,
-		deref(u.Utilization), deref(u.MemoryUsedBytes), deref(u.XID), deref(u.CorrectableRemappedRows), deref(u.UncorrectableRemappedRows), deref(u.RowRemapFailure))
+	return fmt.Sprintf("gpu %d instance %s pod %+v utilization %s memory %s xid %s rows %s/%s failure %s lost %s", r.GPU, deref(r.GPUInstance), r.Pod,
+		deref(u.Utilization), deref(u.MemoryUsedBytes), deref(u.XID), deref(u.CorrectableRemappedRows), deref(u.UncorrectableRemappedRows), deref(u.RowRemapFailure),
+		deref(u.Lost))
 }
 
 // TestCheck: Check answers as Apply would, and changes nothing.

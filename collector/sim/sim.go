@@ -80,6 +80,9 @@ type device struct {
 	xid                            uint64
 	correctableRows, uncorrectable uint64
 	remapFailure                   bool
+	// lost: the GPU fell off the bus (NVML's ERROR_GPU_IS_LOST), set
+	// through Apply; lostReported once Sample has reported it.
+	lost, lostReported bool
 	// Violation times accumulate with the activity, in ns.
 	powerViolationNs, lowUtilViolationNs float64
 	procs                                []*process
@@ -184,17 +187,27 @@ type Update struct {
 	CorrectableRemappedRows, UncorrectableRemappedRows *uint64
 	// RowRemapFailure says a row could not be remapped.
 	RowRemapFailure *bool
+	// Lost, when true, makes the GPU fall off the bus as NVML's
+	// ERROR_GPU_IS_LOST says: the next sample reports it lost once (the
+	// sampler counts it), and from then on it and its MIG instances are
+	// read no more, until the simulation is made anew (the agent
+	// restarts), as with NVML. False is refused: a lost GPU does not
+	// come back.
+	Lost *bool
 }
 
 // gpuLevel reports whether u changes a whole GPU's error state, which a
 // MIG instance or a pod's process has not of its own.
 func (u Update) gpuLevel() bool {
-	return u.XID != nil || u.CorrectableRemappedRows != nil || u.UncorrectableRemappedRows != nil || u.RowRemapFailure != nil
+	return u.XID != nil || u.CorrectableRemappedRows != nil || u.UncorrectableRemappedRows != nil || u.RowRemapFailure != nil || u.Lost != nil
 }
 
 func (u Update) validate() error {
 	if u.Utilization != nil && !(*u.Utilization >= 0 && *u.Utilization <= 100) {
 		return fmt.Errorf("utilization %v out of range 0-100", *u.Utilization)
+	}
+	if u.Lost != nil && !*u.Lost {
+		return errors.New("a lost GPU does not come back until the agent restarts: lost takes only true")
 	}
 	return nil
 }
@@ -243,7 +256,7 @@ func (s *Sim) change(r Request, commit bool) error {
 	case (r.GPUInstance != nil || pod) && r.GPU == AllGPUs:
 		return errors.New("a MIG instance or a pod needs one GPU index, not all GPUs")
 	case (r.GPUInstance != nil || pod) && r.Update.gpuLevel():
-		return errors.New("an XID and remapped rows belong to the whole GPU, not to a MIG instance or a pod")
+		return errors.New("an XID, remapped rows and a loss belong to the whole GPU, not to a MIG instance or a pod")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -308,6 +321,9 @@ func setGPUs(gpus []*device, u Update, commit bool) error {
 		}
 		if u.RowRemapFailure != nil {
 			g.remapFailure = *u.RowRemapFailure
+		}
+		if u.Lost != nil {
+			g.lost = true
 		}
 	}
 	return nil
@@ -392,12 +408,25 @@ func (d *device) procMemory(except *process) uint64 {
 	return m
 }
 
-// Sample implements collector.Backend.
+// errLost is the error of a GPU made lost (Update.Lost), worded as NVML's.
+var errLost = errors.New("GPU is lost (simulated ERROR_GPU_IS_LOST)")
+
+// Sample implements collector.Backend. A GPU made lost is reported lost in
+// the first sample after, as the NVML backend reports ERROR_GPU_IS_LOST,
+// and then left out with its MIG instances.
 func (s *Sim) Sample(now time.Time) ([]collector.DeviceReading, []collector.DeviceError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]collector.DeviceReading, 0, len(s.devices))
+	var errs []collector.DeviceError
 	for _, g := range s.gpus {
+		if g.lost {
+			if !g.lostReported {
+				g.lostReported = true
+				errs = append(errs, collector.DeviceError{Device: g.info.UUID, Err: errLost, Lost: true})
+			}
+			continue
+		}
 		if len(g.instances) == 0 {
 			out = append(out, g.sampleGPU(now))
 			continue
@@ -420,7 +449,7 @@ func (s *Sim) Sample(now time.Time) ([]collector.DeviceReading, []collector.Devi
 			out = append(out, collector.DeviceReading{Device: &inst.info, Reading: r})
 		}
 	}
-	return out, nil
+	return out, errs
 }
 
 // sampleGPU reads a whole GPU: its own values plus its processes'.

@@ -6,9 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
@@ -127,6 +130,86 @@ func TestSimErrors(t *testing.T) {
 	r, _ = s.Sample(time.Unix(2, 0))
 	if val(r[0], exposition.CorrectableRemappedRows) != 2 || val(r[0], exposition.XIDErrors) != 79 {
 		t.Errorf("a refused change changed GPU 0: %+v", r[0].Reading)
+	}
+}
+
+// TestSimLostGPU: a GPU made lost is reported lost once, as the NVML
+// backend reports ERROR_GPU_IS_LOST, and then read no more, with its MIG
+// instances; the other GPUs are read as before, and the sampler counts
+// the loss once, as it counts NVML's.
+func TestSimLostGPU(t *testing.T) {
+	yes := true
+	tests := []struct {
+		name string
+		mig  []int
+		gpu  int
+		// wantDevices are the devices read after the loss (of 3 GPUs).
+		wantDevices int
+		wantLost    []int
+	}{
+		{name: "a whole GPU", gpu: 1, wantDevices: 2, wantLost: []int{1}},
+		{name: "a GPU in MIG mode goes with its instances", mig: []int{1}, gpu: 1, wantDevices: 2, wantLost: []int{1}},
+		{name: "another GPU than the one in MIG mode", mig: []int{1}, gpu: 0, wantDevices: 1 + 1 + len(migLayout), wantLost: []int{0}},
+		{name: "every GPU", gpu: AllGPUs, wantDevices: 0, wantLost: []int{0, 1, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New("n", 3, tt.mig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			sampler := collector.NewSampler(s, collector.SamplerOptions{Interval: time.Second, Registerer: reg})
+			before := sampler.SampleOnce(time.Unix(1, 0))
+			if err := s.Apply(Request{GPU: tt.gpu, Update: Update{Lost: &yes}}); err != nil {
+				t.Fatal(err)
+			}
+			lostUUIDs := map[string]bool{}
+			for _, i := range tt.wantLost {
+				lostUUIDs[UUID("n", i)] = true
+			}
+			for round := 2; round <= 3; round++ {
+				snap := sampler.SampleOnce(time.Unix(int64(round), 0))
+				if len(snap.Devices) != tt.wantDevices {
+					t.Errorf("round %d: %d devices, want %d", round, len(snap.Devices), tt.wantDevices)
+				}
+				for _, d := range snap.Devices {
+					parent := d.Device.UUID
+					if d.Device.MIG != nil {
+						parent = d.Device.MIG.ParentUUID
+					}
+					if lostUUIDs[parent] {
+						t.Errorf("round %d: %s still read, of a lost GPU", round, d.Device.UUID)
+					}
+				}
+				var errs []string
+				for _, e := range snap.Errors {
+					if !e.Lost || !lostUUIDs[e.Device] {
+						t.Errorf("round %d: error %v (lost %v), want only the lost GPUs'", round, e, e.Lost)
+					}
+					errs = append(errs, e.Device)
+				}
+				if want := len(tt.wantLost); round == 3 && len(errs) != 0 || round == 2 && len(errs) != want {
+					t.Errorf("round %d: errors of %v, want the %d lost GPUs in the first round after the loss only", round, errs, want)
+				}
+			}
+			// The others read as before.
+			for _, d := range before.Devices {
+				parent := d.Device.UUID
+				if d.Device.MIG != nil {
+					parent = d.Device.MIG.ParentUUID
+				}
+				if !lostUUIDs[parent] && !slices.ContainsFunc(sampler.SampleOnce(time.Unix(4, 0)).Devices, func(x collector.DeviceSample) bool { return x.Device.UUID == d.Device.UUID }) {
+					t.Errorf("%s, of a GPU not lost, is gone", d.Device.UUID)
+				}
+			}
+			if got := counterValue(t, reg, "gpu_metrics_server_devices_lost_total"); got != float64(len(tt.wantLost)) {
+				t.Errorf("devices_lost_total %v, want %d", got, len(tt.wantLost))
+			}
+			if err := s.Apply(Request{GPU: tt.gpu, Update: Update{Lost: new(false)}}); err == nil {
+				t.Error("a lost GPU was brought back")
+			}
+		})
 	}
 }
 
@@ -448,6 +531,24 @@ func val(d collector.DeviceReading, f exposition.Field) float64 {
 }
 
 func gi(id int) *int { return &id }
+
+// counterValue is the value of the counter name in reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
+}
 
 // mustSim returns n simulated GPUs, none in MIG mode.
 func mustSim(t *testing.T, node string, n int) *Sim {

@@ -30,7 +30,12 @@ func openBackend(o *options.AgentOptions, processes bool, reg prometheus.Registe
 		if err != nil {
 			return nil, nil, err
 		}
-		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "node", o.NodeName)
+		if o.SimUtilization != 0 {
+			if err := simulated.Set(sim.AllGPUs, sim.Update{Utilization: &o.SimUtilization}); err != nil {
+				return nil, nil, err
+			}
+		}
+		klog.InfoS("Using simulated GPUs", "gpus", o.SimGPUs, "mig", o.SimMIG, "utilization", o.SimUtilization, "node", o.NodeName)
 		klog.InfoS("The simulation's control, POST /sim/set, answers loopback clients only (in a cluster: kubectl port-forward)")
 		return simulated, loopbackOnly(sim.Handler(simulated)), nil
 	}

@@ -25,6 +25,7 @@ type AgentOptions struct {
 	Backend        string
 	SimGPUs        int
 	SimMIG         []int
+	SimUtilization float64 // percent, every simulated GPU's at start
 	NodeName       string
 	SampleInterval time.Duration
 
@@ -90,6 +91,8 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs = fss.FlagSet(sectionSimulation)
 	fs.IntVar(&o.SimGPUs, "sim-gpus", o.SimGPUs, "Number of simulated GPUs with --backend=sim.")
 	fs.IntSliceVar(&o.SimMIG, "sim-mig", o.SimMIG, "Indexes of simulated GPUs in MIG mode (each split 3g.40gb + 2g.20gb + 1g.10gb + 1g.10gb), with --backend=sim.")
+	fs.Float64Var(&o.SimUtilization, "sim-utilization", o.SimUtilization, "Utilization (percent, 0-100) of every simulated GPU (every MIG instance's activity) at start, with --backend=sim: "+
+		"an agent restarted with the load it left finds the GPUs still busy, as real ones would be.")
 
 	fs = fss.FlagSet(sectionWeb)
 	fs.StringVar(&o.ListenAddress, "web.listen-address", o.ListenAddress, "Address to serve /metrics, /healthz and /readyz on.")
@@ -138,6 +141,13 @@ func (o *AgentOptions) Validate() []error {
 					break
 				}
 			}
+		}
+	}
+	if o.SimUtilization != 0 && backendOK {
+		if o.Backend != "sim" {
+			errs.add(flagErrorf("sim-utilization", "only with --backend=sim"))
+		} else if !(o.SimUtilization >= 0 && o.SimUtilization <= 100) {
+			errs.add(flagErrorf("sim-utilization", "%v out of range 0-100", o.SimUtilization))
 		}
 	}
 	if o.NodeName == "" {
