@@ -289,12 +289,17 @@ func (c *client) exchange(ctx context.Context, conn net.Conn, deadline time.Time
 	if err != nil {
 		return closedByPeer(err), fail(reasonConnect, err)
 	}
-	defer func() { _ = resp.Body.Close() }()
+	// A failed answer's body is left unread and its connection closed:
+	// closing the body would read it to its end first, all of an
+	// oversized or endless one until the timeout.
 	if resp.StatusCode != http.StatusOK {
 		return false, fail(reasonStatus, fmt.Errorf("HTTP %s", resp.Status))
 	}
 	if err := read(resp.Body, resp.ContentLength); err != nil {
 		return false, err
+	}
+	if err := resp.Body.Close(); err != nil {
+		return false, fail(reasonRead, err)
 	}
 	// The body was read to its end: the connection is reusable unless
 	// the target said otherwise or sent more than one response.
