@@ -21,7 +21,8 @@ func allFamilies() []Family {
 }
 
 // TestTable checks the rows: valid, unique names; a help text; the agent's
-// own families under its prefix; each role read from exactly one family.
+// own families under its prefix; each role read from exactly one family,
+// a gauge.
 func TestTable(t *testing.T) {
 	name := regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
 	seen := map[string]bool{}
@@ -35,6 +36,12 @@ func TestTable(t *testing.T) {
 		}
 		seen[fam.Name] = true
 		roles[fam.Role]++
+		// The aggregator reads gauges only: the counters an agent
+		// restarts from a lower value (energy, violation times) reach
+		// no value it serves.
+		if fam.Role != RoleNone && fam.Type != Gauge {
+			t.Errorf("%s: the aggregator reads it (role %d) but it is no gauge", fam.Name, fam.Role)
+		}
 	}
 	for r := RoleNone + 1; r < NumRoles; r++ {
 		if roles[r] != 1 {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -111,7 +112,9 @@ type ControlPlane struct {
 	ports        controlPlanePorts
 	etcdURL      string
 	apiserverURL string
-	procs        []*Process // in start order
+	// apiserverArgs are kube-apiserver's flags, to start it again.
+	apiserverArgs []string
+	procs         []*Process // in start order
 	// CPUNode is the node without GPUs (Config.Kubelets).
 	CPUNode *Node
 }
@@ -232,21 +235,21 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cp.APIServer, err = cp.start(ctx, "kube-apiserver", cp.bins.apiserver, cp.HTTPClient(), cp.apiserverURL+"/readyz",
+	cp.apiserverArgs = []string{
 		"--advertise-address=127.0.0.1",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(cp.ports.apiserver),
-		"--etcd-servers="+cp.etcdURL,
-		"--tls-cert-file="+serving.CertFile,
-		"--tls-private-key-file="+serving.KeyFile,
-		"--client-ca-file="+cp.ca.certFile,
+		"--secure-port=" + strconv.Itoa(cp.ports.apiserver),
+		"--etcd-servers=" + cp.etcdURL,
+		"--tls-cert-file=" + serving.CertFile,
+		"--tls-private-key-file=" + serving.KeyFile,
+		"--client-ca-file=" + cp.ca.certFile,
 		// The Node authorizer gives each kubelet (system:node:<name>) what
 		// its node's pods need; NodeRestriction (on by default) limits it
 		// to its own Node and pods.
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+cp.saKey.CertFile,
-		"--service-account-signing-key-file="+cp.saKey.KeyFile,
+		"--service-account-key-file=" + cp.saKey.CertFile,
+		"--service-account-signing-key-file=" + cp.saKey.KeyFile,
 		"--service-cluster-ip-range=10.96.0.0/24",
 		// No kube-proxy: nothing would serve the kubernetes Service's
 		// endpoints, and they may not hold loopback addresses.
@@ -254,15 +257,39 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 		// The aggregation layer: the API server proxies
 		// custom.metrics.k8s.io to the aggregator with this client
 		// certificate and the user in request headers.
-		"--requestheader-client-ca-file="+cp.frontProxyCA.certFile,
+		"--requestheader-client-ca-file=" + cp.frontProxyCA.certFile,
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file="+proxyClient.CertFile,
-		"--proxy-client-key-file="+proxyClient.KeyFile,
-	)
+		"--proxy-client-cert-file=" + proxyClient.CertFile,
+		"--proxy-client-key-file=" + proxyClient.KeyFile,
+	}
+	cp.APIServer, err = cp.start(ctx, "kube-apiserver", cp.bins.apiserver, cp.HTTPClient(), cp.apiserverURL+"/readyz", cp.apiserverArgs...)
 	return err
+}
+
+// RestartAPIServer stops kube-apiserver (SIGTERM, waiting for its exit),
+// calls whileDown, and starts it again on the same etcd, port,
+// certificates and flags; it returns when /readyz answers 200 again.
+func (cp *ControlPlane) RestartAPIServer(t testing.TB, whileDown func()) {
+	t.Helper()
+	old := cp.APIServer
+	old.Stop()
+	if whileDown != nil {
+		whileDown()
+	}
+	p, err := StartProcess(cp.LogDir, "kube-apiserver", cp.bins.apiserver, cp.apiserverArgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.Index(cp.procs, old); i >= 0 {
+		cp.procs[i] = p
+	}
+	cp.APIServer = p
+	if err := WaitServing(t.Context(), p, cp.HTTPClient(), cp.apiserverURL+"/readyz"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startControllerManager starts kube-controller-manager with its own

@@ -170,6 +170,8 @@ type GPUNode struct {
 	Agent   *Process
 	URL     string         // the agent's base URL
 	GPUs    map[int]string // index → UUID, as the agent's /metrics reports them (GPUs in MIG mode have none)
+	// start starts the agent again as it was started, with extra flags.
+	start func(extra ...string) (*Process, error)
 }
 
 // StartGMS starts the project's processes for one test: one GPU node per
@@ -347,21 +349,25 @@ func (g *GMS) startAgent(bin, name, logName string, start func(logName, bin stri
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	agent, err := start(logName, bin, append(append([]string{"agent",
+	all := append(append([]string{"agent",
 		"--backend=sim",
 		"--node-name=" + name,
 		"--web.listen-address=" + addr,
 		"--pod-resources-interval=1s",
-	}, g.agentArgs...), args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(agent.Stop)
+	}, g.agentArgs...), args...)
 	scheme := "http"
 	if g.agentArgs != nil {
 		scheme = "https"
 	}
-	node := &GPUNode{Name: name, Agent: agent, URL: scheme + "://" + addr}
+	node := &GPUNode{Name: name, URL: scheme + "://" + addr, start: func(extra ...string) (*Process, error) {
+		return start(logName, bin, append(slices.Clone(all), extra...)...)
+	}}
+	agent, err := node.start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(agent.Stop)
+	node.Agent = agent
 	if err := WaitServing(t.Context(), agent, g.AgentHTTP, node.URL+"/readyz"); err != nil {
 		t.Fatal(err)
 	}
@@ -487,6 +493,11 @@ func ScrapeSeries(ctx context.Context, metricsURL, name string) ([]Series, error
 		return nil, err
 	}
 	return gaugeSeries(families, name), nil
+}
+
+// GaugeSeries returns the samples of the gauge name.
+func GaugeSeries(families map[string]*dto.MetricFamily, name string) []Series {
+	return gaugeSeries(families, name)
 }
 
 // gaugeSeries returns the samples of the gauge name.
@@ -711,6 +722,34 @@ func (g *GMS) simSet(node int, q url.Values) time.Time {
 		t.Fatalf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return time.Now()
+}
+
+// LoseGPU makes GPU gpu (its index) of node fall off the bus, as NVML's
+// ERROR_GPU_IS_LOST reports it (POST /sim/set?lost=true), and returns when
+// the agent accepted it.
+func (g *GMS) LoseGPU(node, gpu int) time.Time {
+	g.t.Helper()
+	return g.simSet(node, url.Values{"gpu": {strconv.Itoa(gpu)}, "lost": {"true"}})
+}
+
+// RestartAgent stops node's agent (SIGTERM, as the kubelet stops a pod)
+// and starts it again on the same address with the same flags plus extra
+// ones (a simulation starts anew: --sim-utilization gives it its load
+// back), and returns when it serves again: when its /readyz answers 200.
+func (g *GMS) RestartAgent(node int, extra ...string) {
+	t := g.t
+	t.Helper()
+	n := g.Nodes[node]
+	n.Agent.Stop()
+	agent, err := n.start(extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(agent.Stop)
+	n.Agent = agent
+	if err := WaitServing(t.Context(), agent, g.AgentHTTP, n.URL+"/readyz"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // SetInstanceUtilization sets the activity of MIG instance gi of GPU gpu

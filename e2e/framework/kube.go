@@ -325,8 +325,31 @@ type metricValueList struct {
 		Metric struct {
 			Name string `json:"name"`
 		} `json:"metric"`
-		Value resource.Quantity `json:"value"`
+		Value     resource.Quantity `json:"value"`
+		Timestamp metav1.Time       `json:"timestamp"`
 	} `json:"items"`
+}
+
+// MetricSample is one object's value on the custom metrics API and its
+// timestamp (the time of the newest sample behind it; RFC 3339, whole
+// seconds).
+type MetricSample struct {
+	Value     float64
+	Timestamp time.Time
+}
+
+// PodMetricSamples is PodMetrics with each value's timestamp.
+func (cp *ControlPlane) PodMetricSamples(ctx context.Context, version, namespace, selector, metric string) (map[string]MetricSample, error) {
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/%s/namespaces/%s/pods/*/%s?labelSelector=%s",
+		version, namespace, metric, url.QueryEscape(selector))
+	out, err := cp.Kubectl(ctx, nil, "get", "--raw", path)
+	if err != nil {
+		if strings.Contains(err.Error(), "NotFound") {
+			return map[string]MetricSample{}, nil
+		}
+		return nil, err
+	}
+	return decodeMetricValues(version, "Pod", metric, []byte(out))
 }
 
 // parseMetricValueList decodes a MetricValueList of the given version and
@@ -338,6 +361,19 @@ func parseMetricValueList(version, metric string, data []byte) (map[string]float
 // parseMetricValues decodes a MetricValueList of the given version and
 // checks that it is one, of metric on objects of kind.
 func parseMetricValues(version, kind, metric string, data []byte) (map[string]float64, error) {
+	samples, err := decodeMetricValues(version, kind, metric, data)
+	if err != nil {
+		return nil, err
+	}
+	values := make(map[string]float64, len(samples))
+	for name, s := range samples {
+		values[name] = s.Value
+	}
+	return values, nil
+}
+
+// decodeMetricValues is parseMetricValues with each value's timestamp.
+func decodeMetricValues(version, kind, metric string, data []byte) (map[string]MetricSample, error) {
 	var list metricValueList
 	if err := json.Unmarshal(data, &list); err != nil {
 		return nil, fmt.Errorf("decoding a %s MetricValueList: %w: %s", version, err, data)
@@ -345,7 +381,7 @@ func parseMetricValues(version, kind, metric string, data []byte) (map[string]fl
 	if list.Kind != "MetricValueList" || list.APIVersion != "custom.metrics.k8s.io/"+version {
 		return nil, fmt.Errorf("got kind %q apiVersion %q, want MetricValueList custom.metrics.k8s.io/%s", list.Kind, list.APIVersion, version)
 	}
-	values := make(map[string]float64, len(list.Items))
+	values := make(map[string]MetricSample, len(list.Items))
 	for _, it := range list.Items {
 		name := it.MetricName
 		if version != "v1beta1" {
@@ -354,7 +390,7 @@ func parseMetricValues(version, kind, metric string, data []byte) (map[string]fl
 		if it.DescribedObject.Kind != kind || name != metric {
 			return nil, fmt.Errorf("unexpected item: %s %s/%s metric %q", it.DescribedObject.Kind, it.DescribedObject.Namespace, it.DescribedObject.Name, name)
 		}
-		values[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
+		values[it.DescribedObject.Name] = MetricSample{Value: it.Value.AsApproximateFloat64(), Timestamp: it.Timestamp.Time}
 	}
 	return values, nil
 }
