@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
+	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 )
 
 // The faults of issue 16, each with an HPA running: what the API serves
@@ -141,15 +142,7 @@ func TestAgentRestart(t *testing.T) {
 	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{1}})
 	const name, selector, load = "steady", "app=steady", 50
 	env.SetAllUtilization(load)
-	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
-	pod := cluster.WaitPods(t, ns, selector, 1)[0]
-	env.GPUOf(pod)
-	replicas := cluster.RecordReplicas(t, ns, name)
-	cluster.CreateHPA(t, framework.GPUHPA(ns, name, 1, 2, autoscalingv2.MetricTarget{
-		Type:         autoscalingv2.AverageValueMetricType,
-		AverageValue: new(resource.MustParse(strconv.Itoa(load))),
-	}))
-	cluster.WaitHPAMetric(t, ns, name, load)
+	pod, replicas := scaledPod(t, env, name, selector, load, load)
 
 	agent := env.Nodes[0].URL + "/metrics"
 	energy := func() float64 {
@@ -288,6 +281,24 @@ func (o *podObserver) stop() []podRead {
 	return slices.Clone(o.reads)
 }
 
+// scaledPod creates the Deployment name of one GPU pod under an HPA
+// (AverageValue target, 1–2 replicas), waits until the HPA measures
+// measured, and returns the pod and the Deployment's replica recorder.
+func scaledPod(t *testing.T, env *framework.GMS, name, selector string, target int, measured float64) (string, *framework.ReplicaRecorder) {
+	t.Helper()
+	ns := env.Namespace
+	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
+	pod := cluster.WaitPods(t, ns, selector, 1)[0]
+	env.GPUOf(pod)
+	replicas := cluster.RecordReplicas(t, ns, name)
+	cluster.CreateHPA(t, framework.GPUHPA(ns, name, 1, 2, autoscalingv2.MetricTarget{
+		Type:         autoscalingv2.AverageValueMetricType,
+		AverageValue: new(resource.MustParse(strconv.Itoa(target))),
+	}))
+	cluster.WaitHPAMetric(t, ns, name, measured)
+	return pod, replicas
+}
+
 // counterOf sums the counter name's series.
 func counterOf(families map[string]*dto.MetricFamily, name string) float64 {
 	var v float64
@@ -308,15 +319,7 @@ func TestAPIServerRestart(t *testing.T) {
 	env := framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{2}})
 	const name, selector = "survivor", "app=survivor"
 	env.SetAllUtilization(30)
-	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
-	first := cluster.WaitPods(t, ns, selector, 1)[0]
-	env.GPUOf(first)
-	replicas := cluster.RecordReplicas(t, ns, name)
-	cluster.CreateHPA(t, framework.GPUHPA(ns, name, 1, 2, autoscalingv2.MetricTarget{
-		Type:         autoscalingv2.AverageValueMetricType,
-		AverageValue: new(resource.MustParse("50")),
-	}))
-	cluster.WaitHPAMetric(t, ns, name, 30)
+	first, replicas := scaledPod(t, env, name, selector, 50, 30)
 	aggregator := env.Aggregator.Process
 
 	stopped := time.Now()
@@ -365,9 +368,9 @@ func TestHostileScrapeTargets(t *testing.T) {
 		handler http.HandlerFunc
 		reason  string
 	}{
-		"endless":         {hostileStream(-1, false), "body_too_large"},
-		"gigabyte":        {hostileStream(1<<30, true), "body_too_large"},
-		"gigabyte-chunks": {hostileStream(1<<30, false), "body_too_large"},
+		"endless":         {testutil.HostileBody(-1, false), "body_too_large"},
+		"gigabyte":        {testutil.HostileBody(1<<30, true), "body_too_large"},
+		"gigabyte-chunks": {testutil.HostileBody(1<<30, false), "body_too_large"},
 		"garbage": {func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = w.Write(bytes.Repeat([]byte{0xff, 0xfe, '{', '\n'}, 1<<14))
 		}, "parse"},
@@ -378,22 +381,7 @@ func TestHostileScrapeTargets(t *testing.T) {
 				}
 			}
 		}, "body_too_large"},
-		"byte-per-second": {func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", "1000000")
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
-			for {
-				if _, err := w.Write([]byte("#")); err != nil {
-					return
-				}
-				w.(http.Flusher).Flush()
-				select {
-				case <-r.Context().Done():
-					return
-				case <-tick.C:
-				}
-			}
-		}, "timeout"},
+		"byte-per-second": {testutil.OneBytePerSecond, "timeout"},
 	}
 	urls := map[string]string{} // URL → name
 	var list []string
@@ -412,15 +400,7 @@ func TestHostileScrapeTargets(t *testing.T) {
 	agentTarget := env.Nodes[0].URL + "/metrics"
 	const name, selector = "amid", "app=amid"
 	env.SetAllUtilization(30)
-	cluster.CreateDeployment(t, framework.GPUDeployment(ns, name, 1))
-	pod := cluster.WaitPods(t, ns, selector, 1)[0]
-	env.GPUOf(pod)
-	replicas := cluster.RecordReplicas(t, ns, name)
-	cluster.CreateHPA(t, framework.GPUHPA(ns, name, 1, 2, autoscalingv2.MetricTarget{
-		Type:         autoscalingv2.AverageValueMetricType,
-		AverageValue: new(resource.MustParse("50")),
-	}))
-	cluster.WaitHPAMetric(t, ns, name, 30)
+	_, replicas := scaledPod(t, env, name, selector, 50, 30)
 
 	// Every hostile target has failed, each of its own kind, at least
 	// twice (so the slow one was cut off by the timeout more than once).
@@ -463,33 +443,6 @@ func TestHostileScrapeTargets(t *testing.T) {
 		len(hostile), scaled.Sub(step).Round(100*time.Millisecond), rss>>20, peak>>20, errs)
 	if peak > 512<<20 {
 		t.Errorf("the aggregator's peak RSS %d MiB is over the chart's 512 MiB limit", peak>>20)
-	}
-}
-
-// hostileStream writes n bytes (n < 0: endlessly) of comments until the
-// scraper hangs up, declaring the length when declare is set (else
-// chunked).
-func hostileStream(n int64, declare bool) http.HandlerFunc {
-	chunk := bytes.Repeat([]byte("# hostile hostile hostile hostile hostile hostile hostile\n"), 1024)
-	return func(w http.ResponseWriter, r *http.Request) {
-		if declare {
-			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		} else {
-			w.(http.Flusher).Flush()
-		}
-		for sent := int64(0); n < 0 || sent < n; {
-			if r.Context().Err() != nil {
-				return
-			}
-			c := chunk
-			if n >= 0 && n-sent < int64(len(c)) {
-				c = c[:n-sent]
-			}
-			if _, err := w.Write(c); err != nil {
-				return
-			}
-			sent += int64(len(c))
-		}
 	}
 }
 

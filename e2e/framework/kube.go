@@ -280,16 +280,11 @@ func (cp *ControlPlane) DeploymentReplicas(ctx context.Context, namespace, name 
 // custom.metrics.k8s.io version, and returns the values by pod name. A
 // NotFound answer means no pod has a value and gives an empty map.
 func (cp *ControlPlane) PodMetrics(ctx context.Context, version, namespace, selector, metric string) (map[string]float64, error) {
-	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/%s/namespaces/%s/pods/*/%s?labelSelector=%s",
-		version, namespace, metric, url.QueryEscape(selector))
-	out, err := cp.Kubectl(ctx, nil, "get", "--raw", path)
+	samples, err := cp.PodMetricSamples(ctx, version, namespace, selector, metric)
 	if err != nil {
-		if strings.Contains(err.Error(), "NotFound") {
-			return map[string]float64{}, nil
-		}
 		return nil, err
 	}
-	return parseMetricValueList(version, metric, []byte(out))
+	return valuesOf(samples), nil
 }
 
 // NodeMetrics asks the API server (kubectl get --raw, through the
@@ -352,12 +347,6 @@ func (cp *ControlPlane) PodMetricSamples(ctx context.Context, version, namespace
 	return decodeMetricValues(version, "Pod", metric, []byte(out))
 }
 
-// parseMetricValueList decodes a MetricValueList of the given version and
-// checks that it is one, of metric on pods.
-func parseMetricValueList(version, metric string, data []byte) (map[string]float64, error) {
-	return parseMetricValues(version, "Pod", metric, data)
-}
-
 // parseMetricValues decodes a MetricValueList of the given version and
 // checks that it is one, of metric on objects of kind.
 func parseMetricValues(version, kind, metric string, data []byte) (map[string]float64, error) {
@@ -365,11 +354,16 @@ func parseMetricValues(version, kind, metric string, data []byte) (map[string]fl
 	if err != nil {
 		return nil, err
 	}
+	return valuesOf(samples), nil
+}
+
+// valuesOf drops the timestamps.
+func valuesOf(samples map[string]MetricSample) map[string]float64 {
 	values := make(map[string]float64, len(samples))
 	for name, s := range samples {
 		values[name] = s.Value
 	}
-	return values, nil
+	return values
 }
 
 // decodeMetricValues is parseMetricValues with each value's timestamp.

@@ -1,7 +1,6 @@
 package scrape
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -86,27 +85,6 @@ func TestRestartedAgentSamples(t *testing.T) {
 func TestHostileTargets(t *testing.T) {
 	const limit = 1 << 20
 	const gigabyte = 1 << 30
-	chunk := bytes.Repeat([]byte("# padding padding padding padding padding padding padding padding\n"), 1024)
-	// stream writes n bytes (n < 0: endlessly) in chunks until the
-	// scraper hangs up, declaring the length when declare is set (else
-	// chunked).
-	stream := func(n int64, declare bool) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if declare {
-				w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-			} else {
-				w.(http.Flusher).Flush() // before any length is known
-			}
-			for sent := int64(0); n < 0 || sent < n; sent += int64(len(chunk)) {
-				if r.Context().Err() != nil {
-					return
-				}
-				if _, err := w.Write(chunk); err != nil {
-					return
-				}
-			}
-		}
-	}
 	garbage := make([]byte, 64<<10)
 	for i := range garbage {
 		garbage[i] = byte(i*7919>>3) | 0x80 // no valid metric name starts with these
@@ -118,34 +96,18 @@ func TestHostileTargets(t *testing.T) {
 			}
 		}
 	}
-	oneBytePerSecond := func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000000")
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			if _, err := w.Write([]byte("#")); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}
 	hostile := []struct {
 		name    string
 		handler http.HandlerFunc
 		reason  string
 	}{
-		{"endless body", stream(-1, false), reasonTooLarge},
-		{"1 GB body, declared", stream(gigabyte, true), reasonTooLarge},
-		{"1 GB body, chunked", stream(gigabyte, false), reasonTooLarge},
+		{"endless body", testutil.HostileBody(-1, false), reasonTooLarge},
+		{"1 GB body, declared", testutil.HostileBody(gigabyte, true), reasonTooLarge},
+		{"1 GB body, chunked", testutil.HostileBody(gigabyte, false), reasonTooLarge},
 		{"1 GB error page", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.FormatInt(gigabyte, 10))
 			w.WriteHeader(http.StatusNotFound)
-			stream(gigabyte, true)(w, r)
+			testutil.HostileBody(gigabyte, true)(w, r)
 		}, reasonStatus},
 		{"garbage", body(garbage), reasonParse},
 		{"a million series", millionSeries, reasonTooLarge},
@@ -163,7 +125,7 @@ func TestHostileTargets(t *testing.T) {
 	for _, h := range hostile {
 		urls = append(urls, serve(t, h.handler).URL)
 	}
-	slow := serve(t, oneBytePerSecond)
+	slow := serve(t, testutil.OneBytePerSecond)
 	targets, err := NewStaticTargets(append(append([]string{slow.URL}, urls...), goodURLs...))
 	if err != nil {
 		t.Fatal(err)
@@ -237,39 +199,5 @@ func TestHostileTargets(t *testing.T) {
 	testutil.Receive(t, "the first round to end with its context", first)
 	if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(slow.URL, reasonTimeout)); got != 1 {
 		t.Errorf("the slow target: %v timeouts, want 1 (its scrape cut off)", got)
-	}
-}
-
-// TestSlowTargetTimesOut: a target sending one byte per second is cut off
-// at the scrape timeout, however much it has still to send.
-func TestSlowTargetTimesOut(t *testing.T) {
-	slow := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000000")
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			if _, err := w.Write([]byte("#")); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	targets, err := NewStaticTargets([]string{slow.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The target never completes: the timeout fires however short it is.
-	s, err := New(Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, newTestStore(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.round(context.Background())
-	if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(slow.URL, reasonTimeout)); got != 1 {
-		t.Errorf("errors{reason=timeout} = %v, want 1", got)
 	}
 }

@@ -149,23 +149,35 @@ func hungAndGood(t *testing.T) (*Scraper, *store.Store) {
 	return s, st
 }
 
+// TestRoundTimesOutHungTarget: a target that never answers, and one that
+// never finishes its body (one byte per second), are cut off at the
+// timeout however short it is.
 func TestRoundTimesOutHungTarget(t *testing.T) {
-	slow := hung(t)
-	targets, err := NewStaticTargets([]string{slow.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The target never answers: the timeout fires however short it is.
-	s, err := New(Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, newTestStore(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.round(context.Background())
-	if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(slow.URL, reasonTimeout)); got != 1 {
-		t.Errorf("errors{reason=timeout} = %v, want 1", got)
-	}
-	if n := promtest.CollectAndCount(s.metrics.errors); n != 1 {
-		t.Errorf("%d error series, want 1", n)
+	for _, tc := range []struct {
+		name string
+		srv  func(t *testing.T) *httptest.Server
+	}{
+		{"no answer", hung},
+		{"one byte per second", func(t *testing.T) *httptest.Server { return serve(t, testutil.OneBytePerSecond) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slow := tc.srv(t)
+			targets, err := NewStaticTargets([]string{slow.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, MaxBodyBytes: 1 << 20}, targets, newTestStore(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.round(context.Background())
+			if got := promtest.ToFloat64(s.metrics.errors.WithLabelValues(slow.URL, reasonTimeout)); got != 1 {
+				t.Errorf("errors{reason=timeout} = %v, want 1", got)
+			}
+			if n := promtest.CollectAndCount(s.metrics.errors); n != 1 {
+				t.Errorf("%d error series, want 1", n)
+			}
+		})
 	}
 }
 
