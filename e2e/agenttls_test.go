@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -213,22 +211,13 @@ func mountedArgs(t *testing.T, dir string, objs []*unstructured.Unstructured, sp
 // scrapeErrors is the aggregator's count of failed scrapes of target.
 func scrapeErrors(t *testing.T, agg *framework.Aggregator, target string) float64 {
 	t.Helper()
-	code, body := agg.Get(t, cluster.HTTPClient(), "/metrics", nil)
-	if code != http.StatusOK {
-		t.Fatalf("aggregator /metrics: %d %s", code, body)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	errs, err := scrapeErrorReasons(t, agg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n float64
-	for _, m := range mfs["gpu_metrics_server_scrape_errors_total"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "target" && l.GetValue() == target {
-				n += m.GetCounter().GetValue()
-			}
-		}
+	for _, v := range errs[target] {
+		n += v
 	}
 	return n
 }

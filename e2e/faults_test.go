@@ -407,7 +407,7 @@ func TestHostileScrapeTargets(t *testing.T) {
 	var errs map[string]map[string]float64
 	framework.WaitFor(t, 60*time.Second, "every hostile target to fail twice with its reason", func(ctx context.Context) (bool, string, error) {
 		var err error
-		errs, err = scrapeErrors(t, env.Aggregator)
+		errs, err = scrapeErrorReasons(t, env.Aggregator)
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -421,7 +421,7 @@ func TestHostileScrapeTargets(t *testing.T) {
 	step := env.SetAllUtilization(100)
 	scaled := waitReplicas(t, ns, name, func(n int32) bool { return n == 2 })
 	cluster.WaitHPAMetric(t, ns, name, 100)
-	errs, err := scrapeErrors(t, env.Aggregator)
+	errs, err := scrapeErrorReasons(t, env.Aggregator)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,9 +446,9 @@ func TestHostileScrapeTargets(t *testing.T) {
 	}
 }
 
-// scrapeErrors reads the aggregator's gpu_metrics_server_scrape_errors_total
-// by target and reason.
-func scrapeErrors(t *testing.T, agg *framework.Aggregator) (map[string]map[string]float64, error) {
+// scrapeErrorReasons reads the aggregator's
+// gpu_metrics_server_scrape_errors_total by target and reason.
+func scrapeErrorReasons(t *testing.T, agg *framework.Aggregator) (map[string]map[string]float64, error) {
 	code, body := agg.Get(t, cluster.HTTPClient(), "/metrics", nil)
 	if code != http.StatusOK {
 		return nil, fmt.Errorf("/metrics: %d", code)
