@@ -23,6 +23,11 @@ type nodeRegistry struct {
 	live       map[*Node]struct{}
 	namespaces []string // "mnt:[<inode>]"
 	dirs       []string
+	// pinned holds each node namespace open until the process exits: a
+	// namespace freed after its node stopped could have its inode reused
+	// by another run's node on the same host, whose processes would then
+	// look like ours.
+	pinned []*os.File
 }
 
 var nodes = &nodeRegistry{live: map[*Node]struct{}{}}
@@ -38,6 +43,26 @@ func (r *nodeRegistry) addNamespace(ns string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.namespaces = append(r.namespaces, ns)
+}
+
+// pinNamespace records the mount namespace of process pid, held open for
+// the rest of the run, and returns its identity.
+func (r *nodeRegistry) pinNamespace(pid int) (string, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return "", err
+	}
+	// The identity of what was opened, whatever pid is by now.
+	ns, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		_ = f.Close()
+		return "", err
+	}
+	r.mu.Lock()
+	r.pinned = append(r.pinned, f)
+	r.mu.Unlock()
+	r.addNamespace(ns)
+	return ns, nil
 }
 
 func (r *nodeRegistry) remove(n *Node) {

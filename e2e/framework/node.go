@@ -233,11 +233,8 @@ func (n *Node) startNamespace(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if n.mntNS, err = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid())); err != nil {
-		return err
-	}
-	nodes.addNamespace(n.mntNS)
-	return nil
+	n.mntNS, err = nodes.pinNamespace(p.Pid())
+	return err
 }
 
 // Exec starts bin with args inside the node's mount namespace (through
