@@ -116,7 +116,8 @@ func (d *Doctor) checkAggregatorMetrics(ctx context.Context, p *corev1.Pod, r *r
 	const name = "aggregator"
 	port := containerPort(p, "https")
 	b, err := d.SelfMetrics(ctx, p, "https", port)
-	if r.denied(name, err, fmt.Sprintf("the scrape status of %s/%s (its /metrics, through the API server's pod proxy)", p.Namespace, p.Name)) {
+	what := fmt.Sprintf("the scrape status of %s/%s (its /metrics, through the API server's pod proxy)", p.Namespace, p.Name)
+	if r.denied(name, err, what) || r.refused(name, err, what) {
 		return
 	}
 	var m *selfMetrics
@@ -232,7 +233,8 @@ func (d *Doctor) checkAgents(ctx context.Context, cfg Config, r *report, st *sta
 func (d *Doctor) checkAgentMetrics(ctx context.Context, cfg Config, node string, p *corev1.Pod, r *report, st *state) {
 	const name = "agent"
 	b, err := d.SelfMetrics(ctx, p, "http", containerPort(p, "metrics"))
-	if r.denied(name, err, fmt.Sprintf("node %s: the status of agent %s (its /metrics, through the API server's pod proxy)", node, p.Name)) {
+	what := fmt.Sprintf("node %s: the status of agent %s (its /metrics, through the API server's pod proxy)", node, p.Name)
+	if r.denied(name, err, what) || r.refused(name, err, what) {
 		return
 	}
 	var m *selfMetrics

@@ -108,6 +108,20 @@ func (r *report) denied(name string, err error, what string) bool {
 	return true
 }
 
+// refused records a check skipped because the pod refused the API server's
+// pod proxy (err is a *PodRefused; true), else returns false: the proxy
+// reads anonymously, so it is a permission of system:anonymous that is
+// missing, not a failure of the system.
+func (r *report) refused(name string, err error, what string) bool {
+	var p *PodRefused
+	if !errors.As(err, &p) {
+		return false
+	}
+	r.add(Check{Name: name, Status: Skip, Message: fmt.Sprintf("not allowed to check %s: %v", what, p),
+		MissingPermission: "get /metrics --as=system:anonymous"})
+	return true
+}
+
 // failed records err (a refusal as a skip, anything else as a failure to
 // read) for check name about what.
 func (r *report) failed(name string, err error, what string) {

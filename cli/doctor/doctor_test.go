@@ -3,6 +3,7 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +64,9 @@ type cluster struct {
 	forbid map[string]bool
 	// proxyForbidden: the user may not use the pod proxy.
 	proxyForbidden bool
+	// podRefuses: the pods refuse the proxy's anonymous reads of /metrics
+	// (the user may use the proxy).
+	podRefuses bool
 	// down: kube-apiserver does not answer.
 	down bool
 	// metricNames are the pod metrics discovery lists.
@@ -272,6 +276,25 @@ func (c *cluster) doctor(t *testing.T) *Doctor {
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// /api/v1/namespaces/<ns>/pods/<scheme>:<name>:<port>/proxy/metrics
 		parts := strings.Split(r.URL.Path, "/")
+		if r.URL.Path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+			var ssar authorizationv1.SelfSubjectAccessReview
+			if err := json.NewDecoder(r.Body).Decode(&ssar); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			a := ssar.Spec.ResourceAttributes
+			ssar.Status.Allowed = !c.proxyForbidden && a != nil && a.Verb == "get" && a.Resource == "pods" && a.Subresource == "proxy" && a.Name != ""
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(&ssar)
+			return
+		}
+		if c.podRefuses {
+			// What a delegating API server answers system:anonymous.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"details":{},"message":"forbidden: User \"system:anonymous\" cannot get path \"/metrics\""}`)
+			return
+		}
 		if c.proxyForbidden {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
@@ -296,7 +319,7 @@ func (c *cluster) doctor(t *testing.T) *Doctor {
 		fmt.Fprint(w, body)
 	}))
 	t.Cleanup(proxy.Close)
-	proxyClient, err := kubernetes.NewForConfig(&rest.Config{Host: proxy.URL})
+	proxyClient, err := kubernetes.NewForConfig(&rest.Config{Host: proxy.URL, ContentConfig: rest.ContentConfig{ContentType: "application/json"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,6 +497,12 @@ func TestBroken(t *testing.T) {
 			Skip, "rbac", []string{"not allowed to check what the aggregator's ServiceAccount"}, 0},
 		{"user may not use the pod proxy", func(c *cluster, _ *Config) { c.proxyForbidden = true },
 			Skip, "agent", []string{"not allowed to check node gpu-1: the status of agent gms-agent-a"}, 0},
+		// The pods refuse the pod proxy's anonymous read: the user lacks
+		// no permission, system:anonymous does.
+		{"aggregator refuses the pod proxy", func(c *cluster, _ *Config) { c.podRefuses = true },
+			Skip, "aggregator", []string{"not allowed to check the scrape status of gpu-metrics-server/gms-aggregator-0", "refused the API server's pod proxy, which reads /metrics as system:anonymous", `cannot get path "/metrics"`}, 0},
+		{"agent refuses the pod proxy", func(c *cluster, _ *Config) { c.podRefuses = true },
+			Skip, "agent", []string{"not allowed to check node gpu-1: the status of agent gms-agent-a", "refused the API server's pod proxy"}, 0},
 		{"user may not list nodes", func(c *cluster, _ *Config) { c.forbid["list nodes"] = true },
 			Skip, "agent", []string{"not allowed to check which nodes have GPUs"}, 0},
 	}
@@ -553,4 +582,30 @@ func TestEditDistance(t *testing.T) {
 			t.Errorf("closest(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// TestRefusal: the message quoted from what a pod answered the proxy.
+func TestRefusal(t *testing.T) {
+	long := strings.Repeat("x", maxRefusal+10)
+	for _, tc := range []struct{ name, body, want string }{
+		{"status", `{"kind":"Status","message":"forbidden: User \"system:anonymous\" cannot get path \"/metrics\""}`, `forbidden: User "system:anonymous" cannot get path "/metrics"`},
+		{"plain text, first line", "Forbidden (user=system:anonymous, verb=get, resource=, subresource=)\nmore\n", "Forbidden (user=system:anonymous, verb=get, resource=, subresource=)"},
+		{"long", long, long[:maxRefusal] + "..."},
+		{"empty", "", ""},
+		{"status without message", `{"kind":"Status"}`, `{"kind":"Status"}`},
+	} {
+		if got := refusal([]byte(tc.body)); got != tc.want {
+			t.Errorf("%s: refusal = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func FuzzRefusal(f *testing.F) {
+	f.Add([]byte(`{"message":"no"}`))
+	f.Add([]byte("a\nb"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if got := refusal(body); strings.Contains(got, "\n") || len(got) > maxRefusal+len("...") {
+			t.Errorf("refusal(%q) = %q: more than one bounded line", body, got)
+		}
+	})
 }

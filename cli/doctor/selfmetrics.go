@@ -3,12 +3,18 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/cli/kubeapi"
@@ -18,16 +24,70 @@ import (
 type SelfMetricsFunc func(ctx context.Context, pod *corev1.Pod, scheme, port string) ([]byte, error)
 
 // ProxySelfMetrics reads a pod's /metrics through kube-apiserver's pod proxy
-// (the user needs get on pods/proxy in the pod's namespace).
+// (the user needs get on pods/proxy in the pod's namespace). A refusal the
+// user's permissions do not explain is the pod's own: a *PodRefused.
 func ProxySelfMetrics(kube kubernetes.Interface) SelfMetricsFunc {
 	return func(ctx context.Context, pod *corev1.Pod, scheme, port string) ([]byte, error) {
 		b, err := kube.CoreV1().Pods(pod.Namespace).ProxyGet(scheme, pod.Name, port, "metrics", nil).DoRaw(ctx)
-		if err != nil {
-			return nil, kubeapi.Explain(err, "get", "", "pods/proxy", pod.Namespace)
+		if err == nil {
+			return b, nil
 		}
-		return b, nil
+		if apierrors.IsForbidden(err) && mayProxy(ctx, kube, pod) {
+			return nil, &PodRefused{Pod: pod.Namespace + "/" + pod.Name, Reason: refusal(b), Err: err}
+		}
+		return nil, kubeapi.Explain(err, "get", "", "pods/proxy", pod.Namespace)
 	}
 }
+
+// mayProxy reports whether the user may get the pod's proxy subresource
+// (false when it cannot tell): a 403 through the proxy then came from the
+// pod, not from kube-apiserver.
+func mayProxy(ctx context.Context, kube kubernetes.Interface, pod *corev1.Pod) bool {
+	r, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: pod.Namespace, Verb: "get", Resource: "pods", Subresource: "proxy", Name: pod.Name,
+		}},
+	}, metav1.CreateOptions{})
+	return err == nil && r.Status.Allowed
+}
+
+// PodRefused is a pod that refused a request kube-apiserver's pod proxy
+// forwarded: the proxy sends no credentials of the user, so a server that
+// authorizes its /metrics sees system:anonymous.
+type PodRefused struct {
+	Pod string
+	// Reason is what the pod answered ("" : nothing).
+	Reason string
+	Err    error
+}
+
+func (p *PodRefused) Error() string {
+	msg := fmt.Sprintf("pod %s refused the API server's pod proxy, which reads /metrics as system:anonymous", p.Pod)
+	if p.Reason != "" {
+		msg += ": " + p.Reason
+	}
+	return msg
+}
+
+// maxRefusal bounds the part of a refusal's body a message quotes.
+const maxRefusal = 200
+
+// refusal is the message of a refusal's body (a Status's message, else
+// the body): its first line, bounded.
+func refusal(body []byte) string {
+	msg := string(body)
+	var st metav1.Status
+	if json.Unmarshal(body, &st) == nil && st.Message != "" {
+		msg = st.Message
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+	if len(line) > maxRefusal {
+		line = line[:maxRefusal] + "..."
+	}
+	return line
+}
+
+func (p *PodRefused) Unwrap() error { return p.Err }
 
 // selfMetrics are a pod's parsed /metrics.
 type selfMetrics struct{ families map[string]*dto.MetricFamily }
