@@ -10,7 +10,10 @@
 //   - gives each container the log path the kubelet asked for (the fake
 //     reports none, and the kubelet then cleans files matching "*" in its
 //     working directory) and creates that file;
-//   - says it uses the cgroupfs cgroup driver.
+//   - says it uses the cgroupfs cgroup driver;
+//   - gives a sandbox in the node's network namespace (a hostNetwork pod)
+//     no IP of its own, as real runtimes do, so that the kubelet gives the
+//     pod the node's IPs (the fake gives every sandbox 192.168.192.168).
 //
 // It runs until SIGINT or SIGTERM, then stops serving and removes its socket.
 package main
@@ -117,6 +120,25 @@ func newRuntime(imageFS string, imageSize uint64) *runtime {
 	f.ImageService.SetFakeFilesystemUsage(usage)
 	f.ImageService.SetFakeContainerFilesystemUsage(usage)
 	return &runtime{RemoteRuntime: f}
+}
+
+// RunPodSandbox runs the sandbox in the fake; one in the node's network
+// namespace has no IP (the pod's are the node's).
+func (r *runtime) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	resp, err := r.RemoteRuntime.RunPodSandbox(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetConfig().GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		return resp, nil
+	}
+	svc := r.RuntimeService
+	svc.Lock()
+	defer svc.Unlock()
+	if s, ok := svc.Sandboxes[resp.PodSandboxId]; ok {
+		s.Network = &runtimeapi.PodSandboxNetworkStatus{}
+	}
+	return resp, nil
 }
 
 // CreateContainer creates the container in the fake and gives it the log
