@@ -166,9 +166,8 @@ func topMatchesAPI(t *testing.T, ns, selector string, pods map[string]string) {
 
 // TestDoctorAgainstTheAPI: doctor reads the real API: it explains a served
 // pod with its values, and pinpoints an HPA naming a misspelled metric with
-// the right name. (The aggregator and agents run as processes here, not as
-// pods, so the checks of their pods fail in this suite; they are covered by
-// cli/doctor's tests.)
+// the right name. (The checks of the aggregator's and agents' pods are
+// TestDoctor's, on stand-in pods.)
 func TestDoctorAgainstTheAPI(t *testing.T) {
 	ns := cluster.NewNamespace(t, "doctor")
 	framework.StartGMS(t, cluster, ns, framework.GMSOptions{GPUsPerNode: []int{1}})
