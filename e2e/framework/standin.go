@@ -122,10 +122,13 @@ func (f *Forwarder) relay(in net.Conn) {
 		return // the process is down: the client sees the connection closed
 	}
 	defer func() { _ = out.Close() }()
-	if !f.track(in, true) || !f.track(out, true) {
+	if !f.track(in, true) {
 		return
 	}
 	defer f.track(in, false)
+	if !f.track(out, true) {
+		return
+	}
 	defer f.track(out, false)
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
