@@ -7,13 +7,16 @@
 # (hack/fleetsim), then the agent's own footprint. Prints the tables; exits 0
 # when everything ran. No figure is asserted.
 #
-# Usage: hack/bench-compare.sh [compare|fleet|delegate|all]   (default: compare)
+# Usage: hack/bench-compare.sh [compare|fleet|delegate|soak|all]   (default: compare)
 #   compare  TestBenchCompare: 10, 100 and 1,000 nodes × 8 GPUs (~20 min),
 #            then hack/agent-footprint.sh 60 8 50
 #   fleet    TestFleetScale: one aggregator against 1,000-5,000 nodes
 #   delegate TestDelegateOverhead: latency added by --delegate-to, against
 #            prometheus-adapter called directly (~3 min)
-#   all      all three
+#   soak     TestSoak: one aggregator against 1,000 simulated nodes and one
+#            real agent while pods churn, 30 minutes; fails on a leak
+#            (memory, goroutines or fds growing) or a wrong API answer
+#   all      compare, fleet and delegate (not soak)
 #
 # Environment:
 #   BENCH_QUICK=1        smoke run: 10 nodes, short latency runs (and 500/1,000
@@ -22,6 +25,10 @@
 #   BENCH_SEED5_SIZE     size at which the seed chain also runs at 5 s (100)
 #   BENCH_FLEET_SIZES    sizes of fleet, e.g. 1000,3000,5000
 #   BENCH_FLEET_WINDOW   measurement window per fleet size (30s)
+#   BENCH_SOAK_NODES     fleet size of soak (1000)
+#   BENCH_SOAK_DURATION  how long soak is measured after its warm-up (30m)
+#   BENCH_SOAK_CHURN     pods replaced per second in each group of soak (1)
+#   BENCH_SOAK_SAMPLE    soak's sampling period (1m)
 #   BENCH_DELEGATE_REQUESTS, BENCH_DELEGATE_WORKERS
 #                        requests per path (4000) and concurrent callers (4)
 #                        of delegate
@@ -31,15 +38,16 @@
 #   GMS_BIN, GMS_CONTROL_PLANE_DIR, GMS_PROMETHEUS, GMS_PROMETHEUS_ADAPTER,
 #   GMS_FLEETSIM         prebuilt binaries instead of building them
 #
-# See docs/benchmarks.md ("Side by side with the seed chain", "Fleet scale").
+# See docs/benchmarks.md ("Side by side with the seed chain", "Fleet scale",
+# "Soak (issue 16)").
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${repo_root}"
 mode="${1:-compare}"
 case "${mode}" in
-  compare | fleet | delegate | all) ;;
-  *) echo "usage: hack/bench-compare.sh [compare|fleet|delegate|all]" >&2; exit 2 ;;
+  compare | fleet | delegate | soak | all) ;;
+  *) echo "usage: hack/bench-compare.sh [compare|fleet|delegate|soak|all]" >&2; exit 2 ;;
 esac
 
 die() {
@@ -54,7 +62,9 @@ BENCH_OUT="$(cd "${BENCH_OUT}" && pwd)"
 export BENCH_OUT
 
 bash hack/install-deps.sh || die "hack/install-deps.sh could not install etcd and prometheus"
-if [[ "${mode}" != fleet && -z "${GMS_PROMETHEUS:-}" ]]; then
+needs_seed=1
+[[ "${mode}" == fleet || "${mode}" == soak ]] && needs_seed=
+if [[ -n "${needs_seed}" && -z "${GMS_PROMETHEUS:-}" ]]; then
   command -v prometheus >/dev/null 2>&1 || die "prometheus is not on PATH (Debian's prometheus package; or set GMS_PROMETHEUS)"
 fi
 if [[ -z "${GMS_CONTROL_PLANE_DIR:-}" ]]; then
@@ -62,7 +72,7 @@ if [[ -z "${GMS_CONTROL_PLANE_DIR:-}" ]]; then
   GMS_CONTROL_PLANE_DIR="$(tail -n 1 <<<"${cp_out}")"
   export GMS_CONTROL_PLANE_DIR
 fi
-if [[ "${mode}" != fleet && -z "${GMS_PROMETHEUS_ADAPTER:-}" ]]; then
+if [[ -n "${needs_seed}" && -z "${GMS_PROMETHEUS_ADAPTER:-}" ]]; then
   pa_out="$(bash hack/build-prometheus-adapter.sh)" || die "prometheus-adapter could not be built (needs the Go module proxy once), or set GMS_PROMETHEUS_ADAPTER"
   GMS_PROMETHEUS_ADAPTER="$(tail -n 1 <<<"${pa_out}")"
   export GMS_PROMETHEUS_ADAPTER
@@ -80,13 +90,14 @@ fi
 test_bin="${BENCH_OUT}/e2e-bench.test"
 nice go test -c -tags 'e2e benchcompare' -o "${test_bin}" ./e2e/bench || die "building the benchmark failed"
 
-# run_test NAME REPORT: runs one benchmark test of e2e/bench in its package
-# directory (the harness finds the checkout's root above it), its log in
-# BENCH_OUT, and prints its report.
+# run_test NAME REPORT [TIMEOUT]: runs one benchmark test of e2e/bench in
+# its package directory (the harness finds the checkout's root above it),
+# its log in BENCH_OUT, and prints its report. TIMEOUT (default 60m) is the
+# test binary's -test.timeout.
 run_test() {
-  local name="$1" report="$2" log="${BENCH_OUT}/$1.log"
+  local name="$1" report="$2" timeout="${3:-60m}" log="${BENCH_OUT}/$1.log"
   echo "hack/bench-compare.sh: running ${name} (log: ${log}); load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  if ! (cd e2e/bench && "${test_bin}" -test.run "^${name}\$" -test.v -test.count=1 -test.timeout 60m) >"${log}" 2>&1; then
+  if ! (cd e2e/bench && "${test_bin}" -test.run "^${name}\$" -test.v -test.count=1 -test.timeout "${timeout}") >"${log}" 2>&1; then
     tail -n 60 "${log}" >&2
     die "${name} did not run to the end; see ${log}"
   fi
@@ -107,6 +118,11 @@ if [[ "${mode}" == fleet || "${mode}" == all ]]; then
 fi
 if [[ "${mode}" == delegate || "${mode}" == all ]]; then
   run_test TestDelegateOverhead delegate.md
+fi
+if [[ "${mode}" == soak ]]; then
+  # Set-up, warm-up and the report take well under an hour besides the
+  # soak's own duration (at most a day here).
+  run_test TestSoak soak.md 25h
 fi
 echo
 echo "hack/bench-compare.sh: reports, raw results and logs in ${BENCH_OUT}" >&2

@@ -124,22 +124,12 @@ func TestFleetScale(t *testing.T) {
 	for _, nodes := range sizes {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
 			dir := framework.TempDir(t, "gms-bench-")
-			fleet := startFleet(t, dir, nodes, gpusPerNode)
-			faker := framework.StartPodFaker(t, cluster.Client, ns, fleet.kubelets(t), fleet.slots(t, pods))
-			waitAssigned(t, faker, ns, sel, pods, 3*time.Minute)
-			p := startOurs(t, dir, fleet.urls(), 0, extraArgs...)
+			fleet, p := serveFleet(t, dir, ns, sel, nodes, pods, nil, extraArgs...)
 			client, err := apiClient()
 			if err != nil {
 				t.Fatal(err)
 			}
 			u := selectorURL(ns, sel)
-			framework.WaitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
-				items, err := getValues(ctx, client, u)
-				if err != nil {
-					return false, err.Error(), nil
-				}
-				return len(items) == pods, fmt.Sprintf("%d items", len(items)), nil
-			})
 			// Let the rounds settle past the start (connections opened,
 			// heap grown) before measuring.
 			time.Sleep(2 * defaultWindow / 3)
@@ -241,6 +231,32 @@ func TestFleetScale(t *testing.T) {
 	report := renderFleet(results, window, time.Since(start))
 	fmt.Print("\n" + report)
 	writeResults(t, "fleet", report, results)
+}
+
+// serveFleet starts fleetsim with nodes × gpusPerNode GPUs, the pod faker
+// handing the first GPUs to the pods of namespace matching selector (pods
+// of them, created by the caller), and our aggregator at its defaults
+// (plus extraArgs) scraping the fleet and extraURLs; it returns once the
+// aggregator serves a value for every one of the pods.
+func serveFleet(t *testing.T, dir, namespace, selector string, nodes, pods int, extraURLs []string, extraArgs ...string) (*fleetSim, *pipeline) {
+	t.Helper()
+	fleet := startFleet(t, dir, nodes, gpusPerNode)
+	faker := framework.StartPodFaker(t, cluster.Client, namespace, fleet.kubelets(t), fleet.slots(t, pods))
+	waitAssigned(t, faker, namespace, selector, pods, 3*time.Minute)
+	p := startOurs(t, dir, append(fleet.urls(), extraURLs...), 0, extraArgs...)
+	client, err := apiClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := selectorURL(namespace, selector)
+	framework.WaitFor(t, 2*time.Minute, fmt.Sprintf("the aggregator to serve all %d pods", pods), func(ctx context.Context) (bool, string, error) {
+		items, err := getValues(ctx, client, u)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return len(items) == pods, fmt.Sprintf("%d items", len(items)), nil
+	})
+	return fleet, p
 }
 
 // renderFleet prints the fleet-scale table.
