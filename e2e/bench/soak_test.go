@@ -59,19 +59,6 @@ const (
 	soakDeletedKept = 10 * time.Minute
 )
 
-// The flatness rule (docs/benchmarks.md, "Soak"): the first and the last
-// third of the samples are compared, per process.
-const (
-	// Goroutines and open fds: the last third's median may exceed the
-	// first third's by at most max(soakCountSlack, soakCountShare of it).
-	soakCountSlack = 10
-	soakCountShare = 0.02
-	// Anon RSS and the Go heap goal: the last third's mean may exceed the
-	// first third's by at most soakMemShare of it plus soakMemSlackMiB.
-	soakMemShare    = 0.10
-	soakMemSlackMiB = 2
-)
-
 // soakProcs are the measured processes, in the report's order.
 var soakProcs = []string{"aggregator", "agent", "fleetsim"}
 
@@ -104,17 +91,10 @@ type soakSample struct {
 	Items map[string]int
 }
 
-// soakVerdict is one figure's comparison of the first and last thirds.
+// soakVerdict is one process's figure under the flatness rule.
 type soakVerdict struct {
-	Proc, Figure             string
-	Start, End               float64
-	First, Last              float64 // the thirds' mean or median
-	Stat                     string  // "mean" or "median"
-	Min, Max, SlopePerHour   float64
-	Limit                    float64 // the highest Last that passes
-	Flat                     bool
-	Samples, ThirdSamples    int
-	FirstThird, LastThirdEnd time.Duration
+	Proc, Figure string
+	flatStats
 }
 
 // soakResult is the whole soak's record.
@@ -144,17 +124,11 @@ type soakResult struct {
 // in docs/benchmarks.md) or an API check that keeps failing; nothing about
 // speed is asserted.
 func TestSoak(t *testing.T) {
-	nodes := soakEnvInt(t, envSoakNodes, 1000, 1, 20000)
-	duration := soakEnvDuration(t, envSoakDuration, 30*time.Minute, time.Minute, 24*time.Hour)
-	sample := soakEnvDuration(t, envSoakSample, time.Minute, 5*time.Second, time.Hour)
-	churn := 1.0
-	if v := os.Getenv(envSoakChurn); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f > 50 {
-			t.Fatalf("%s=%q: want pods per second in (0, 50]", envSoakChurn, v)
-		}
-		churn = f
-	}
+	nodes := soakEnv(t, envSoakNodes, 1000, 1, 20000, strconv.Atoi)
+	duration := soakEnv(t, envSoakDuration, 30*time.Minute, time.Minute, 24*time.Hour, time.ParseDuration)
+	sample := soakEnv(t, envSoakSample, time.Minute, 5*time.Second, time.Hour, time.ParseDuration)
+	// Pods replaced per second in each group.
+	churn := soakEnv(t, envSoakChurn, 1.0, 0.01, 50, parseFloat)
 	if duration < 3*sample {
 		t.Fatalf("%s=%v is under three samples of %v: the rule compares thirds", envSoakDuration, duration, sample)
 	}
@@ -303,33 +277,21 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// soakEnvInt reads an integer setting in [lo, hi], def when unset.
-func soakEnvInt(t *testing.T, name string, def, lo, hi int) int {
+// soakEnv reads a setting in [lo, hi] with parse, def when unset.
+func soakEnv[T int | float64 | time.Duration](t *testing.T, name string, def, lo, hi T, parse func(string) (T, error)) T {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		t.Fatalf("%s=%q: want an integer in [%d, %d]", name, v, lo, hi)
+	x, err := parse(v)
+	if err != nil || x < lo || x > hi {
+		t.Fatalf("%s=%q: want a value in [%v, %v]", name, v, lo, hi)
 	}
-	return n
+	return x
 }
 
-// soakEnvDuration reads a duration setting in [lo, hi], def when unset.
-func soakEnvDuration(t *testing.T, name string, def, lo, hi time.Duration) time.Duration {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < lo || d > hi {
-		t.Fatalf("%s=%q: want a duration in [%v, %v]", name, v, lo, hi)
-	}
-	return d
-}
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
 
 // readProcSample reads a process's memory and fds from /proc and its Go
 // runtime's figures from its /metrics.
@@ -514,7 +476,6 @@ func soakVerdicts(samples []soakSample) []soakVerdict {
 	if len(samples) < 3 {
 		return out
 	}
-	total := samples[len(samples)-1].At
 	type figure struct {
 		name  string
 		count bool // a count (median rule) or memory (mean rule)
@@ -528,73 +489,21 @@ func soakVerdicts(samples []soakSample) []soakVerdict {
 	}
 	for _, proc := range soakProcs {
 		for _, f := range figures {
-			var all, first, last []float64
-			var xs []float64
+			var at []time.Duration
+			var ys []float64
 			for _, s := range samples {
-				v := f.get(s.Procs[proc])
-				if math.IsNaN(v) {
-					continue
-				}
-				all = append(all, v)
-				xs = append(xs, s.At.Hours())
-				if s.At <= total/3 {
-					first = append(first, v)
-				}
-				if s.At >= total-total/3 {
-					last = append(last, v)
+				if v := f.get(s.Procs[proc]); !math.IsNaN(v) {
+					at, ys = append(at, s.At), append(ys, v)
 				}
 			}
-			if len(first) == 0 || len(last) == 0 {
+			st, ok := flatness(at, ys, f.count)
+			if !ok {
 				continue
 			}
-			v := soakVerdict{Proc: proc, Figure: f.name, Start: all[0], End: all[len(all)-1],
-				Min: slices.Min(all), Max: slices.Max(all), SlopePerHour: slope(xs, all),
-				Samples: len(all), ThirdSamples: min(len(first), len(last)), FirstThird: total / 3, LastThirdEnd: total}
-			if f.count {
-				v.Stat = "median"
-				v.First, v.Last = median(first), median(last)
-				v.Limit = v.First + math.Max(soakCountSlack, soakCountShare*v.First)
-			} else {
-				v.Stat = "mean"
-				v.First, v.Last = mean(first), mean(last)
-				v.Limit = v.First*(1+soakMemShare) + soakMemSlackMiB
-			}
-			v.Flat = v.Last <= v.Limit
-			out = append(out, v)
+			out = append(out, soakVerdict{Proc: proc, Figure: f.name, flatStats: st})
 		}
 	}
 	return out
-}
-
-func mean(xs []float64) float64 {
-	s := 0.0
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
-}
-
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-// slope is the least-squares slope of ys over xs (0 when xs are equal).
-func slope(xs, ys []float64) float64 {
-	mx, my := mean(xs), mean(ys)
-	var num, den float64
-	for i := range xs {
-		num += (xs[i] - mx) * (ys[i] - my)
-		den += (xs[i] - mx) * (xs[i] - mx)
-	}
-	if den == 0 {
-		return 0
-	}
-	return num / den
 }
 
 // renderSoak prints the soak's report.
@@ -606,7 +515,7 @@ func renderSoak(r soakResult) string {
 		r.FleetPods, lastReplaced(r, "fleet"), lastReplaced(r, "agent"), r.DeleteErrors, defaultScrapeInterval, defaultWindow,
 		r.Rounds, r.ScrapeErrors, r.Skipped, r.APIFailures, 2*len(r.Samples), r.Load[0], r.Load[1])
 	fmt.Fprintf(&b, "Rule: goroutines and open fds flat when the last third's median ≤ the first third's + max(%d, %.0f %%); anon RSS and Go heap goal flat when the last third's mean ≤ the first third's × %.2f + %d MiB.\n\n",
-		soakCountSlack, 100*soakCountShare, 1+soakMemShare, soakMemSlackMiB)
+		flatCountSlack, 100*flatCountShare, 1+flatMemShare, flatMemSlackMiB)
 	b.WriteString("| process | figure | start | end | min / max | first third | last third | limit | slope per hour | flat |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, v := range r.Verdicts {
