@@ -120,7 +120,7 @@ type soakResult struct {
 // hands the freed GPU, publishing it on the node's kubelet. Every sample
 // period it records each process's memory, goroutines and open fds, and
 // checks that the custom metrics API serves the current pods and none of
-// the deleted ones. It fails on a figure that grows (the rule is above and
+// the deleted ones. It fails on a figure that grows (flatness in flat_test.go and
 // in docs/benchmarks.md) or an API check that keeps failing; nothing about
 // speed is asserted.
 func TestSoak(t *testing.T) {
