@@ -1046,6 +1046,7 @@ func TestHelmTemplateRejects(t *testing.T) {
 		{"misspelt key", []string{"agent.hostPid=true"}, "hostPid"},
 		{"unknown backend", []string{"agent.backend=dcgm"}, "/agent/backend"},
 		{"bad duration", []string{"agent.sampleInterval=1"}, "/agent/sampleInterval"},
+		{"bad slow duration", []string{"agent.slowSampleInterval=10"}, "/agent/slowSampleInterval"},
 		{"secret mode without a secret", []string{"aggregator.tls.mode=secret"}, "aggregator.tls.secretName is required"},
 		{"secret mode without a CA", []string{"aggregator.tls.mode=secret", "aggregator.tls.secretName=x"}, "aggregator.tls.caBundle is required"},
 		{"ServiceMonitor without Service", []string{"agent.serviceMonitor.enabled=true", "agent.service.enabled=false"}, "agent.serviceMonitor.enabled needs agent.service.enabled"},

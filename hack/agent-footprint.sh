@@ -4,13 +4,29 @@
 # through a fake kubelet, and a scrape of /metrics every 2 s (the
 # aggregator's default interval).
 # Usage: hack/agent-footprint.sh [DURATION=60] [GPUS=8] [PODS=0]
+# GMS_BACKEND=nvml reads the machine's real GPUs instead (GPUS is ignored).
+# Needs curl or python3, and awk.
 set -euo pipefail
 duration="${1:-60}"; gpus="${2:-8}"; pods="${3:-0}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${GMS_BIN:-${root}/bin/gpu-metrics-server}"
 port="${GMS_PORT:-19402}"
 log="$(mktemp)"
-args=(agent --backend=sim --sim-gpus="${gpus}" --node-name=footprint --web.listen-address="127.0.0.1:${port}")
+args=(agent --node-name=footprint --web.listen-address="127.0.0.1:${port}")
+if [ "${GMS_BACKEND:-sim}" = nvml ]; then
+  args+=(--backend=nvml)
+else
+  args+=(--backend=sim --sim-gpus="${gpus}")
+fi
+# get URL: the body on stdout, non-zero on failure (curl, or python3 where
+# there is no curl).
+get() {
+  if command -v curl >/dev/null; then curl -sf "$1"; else
+    python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
+  fi
+}
+# calc EXPR: floating-point arithmetic.
+calc() { awk "BEGIN {print $1}"; }
 if [ "${pods}" -gt 0 ]; then
   sock="$(mktemp -d)/kubelet.sock"
   fk="$(mktemp -d)/fakekubelet"
@@ -38,21 +54,21 @@ start="$(date +%s.%N)"
 end=$(( $(date +%s) + duration ))
 scrapes=0
 while [ "$(date +%s)" -lt "${end}" ]; do
-  curl -sf "http://127.0.0.1:${port}/metrics" >/dev/null && scrapes=$((scrapes + 1))
+  get "http://127.0.0.1:${port}/metrics" >/dev/null && scrapes=$((scrapes + 1))
   sleep 2
 done
 cpu1="$(awk '{print $14+$15}' /proc/${agent}/stat)"
 ns1="$(oncpu)"
-elapsed="$(echo "$(date +%s.%N) - ${start}" | bc)"
+elapsed="$(calc "$(date +%s.%N) - ${start}")"
 rss="$(awk '/^VmRSS/ {print $2}' /proc/${agent}/status)"
 anon="$(awk '/^Pss_Anon/ {print $2}' /proc/${agent}/smaps_rollup)"
 file="$(awk '/^Pss_File/ {print $2}' /proc/${agent}/smaps_rollup)"
 hwm="$(awk '/^VmHWM/ {print $2}' /proc/${agent}/status)"
-series="$(curl -sf "http://127.0.0.1:${port}/metrics" | grep -c '^DCGM_FI_DEV_GPU_UTIL{' || true)"
+series="$(get "http://127.0.0.1:${port}/metrics" | grep -c '^DCGM_FI_DEV_GPU_UTIL{' || true)"
 printf 'agent footprint: %s GPUs, %s pods, %s GPU_UTIL series, %ss, %s scrapes\n' "${gpus}" "${pods}" "${series}" "${duration}" "${scrapes}"
 printf '  RSS %.1f MiB (peak %.1f MiB): anonymous %.1f MiB, file-backed (the binary) %.1f MiB\n' \
-  "$(echo "${rss}/1024" | bc -l)" "$(echo "${hwm}/1024" | bc -l)" "$(echo "${anon}/1024" | bc -l)" "$(echo "${file}/1024" | bc -l)"
+  "$(calc "${rss}/1024")" "$(calc "${hwm}/1024")" "$(calc "${anon}/1024")" "$(calc "${file}/1024")"
 printf '  read-ahead of the disk holding the binary: %s KiB\n' "$(cat /sys/block/*/queue/read_ahead_kb 2>/dev/null | sort -n | tail -1)"
 printf '  CPU %.2f millicores on CPU (%.1f ms over %.1f s; %d clock ticks, %.2f millicores)\n' \
-  "$(echo "(${ns1}-${ns0})/1000000/${elapsed}" | bc -l)" "$(echo "(${ns1}-${ns0})/1000000" | bc -l)" "${elapsed}" \
-  "$((cpu1 - cpu0))" "$(echo "(${cpu1}-${cpu0})*1000/${tck}/${elapsed}" | bc -l)"
+  "$(calc "(${ns1}-${ns0})/1000000/${elapsed}")" "$(calc "(${ns1}-${ns0})/1000000")" "${elapsed}" \
+  "$((cpu1 - cpu0))" "$(calc "(${cpu1}-${cpu0})*1000/${tck}/${elapsed}")"

@@ -9,6 +9,9 @@
 #     the profiling fields (tensor, DRAM, engine activity) under load;
 #  4. prints the agent's RSS and sample duration.
 # Usage: hack/gpu-smoke.sh [path/to/gpu-metrics-server]  (default bin/gpu-metrics-server)
+# With GMS_SMOKE_OUT=DIR it also writes the whole /metrics body, idle and
+# under load, to DIR/metrics-idle.txt and DIR/metrics-load.txt (for
+# promtool check metrics elsewhere).
 # Exit status 0 only when every check passed.
 set -euo pipefail
 
@@ -112,6 +115,7 @@ echo "== agent up after ~$((i * 200)) ms"
 sleep 2.5
 echo "== every field on GPU 0 (absent: the GPU or driver does not give it)"
 body="$(scrape)"
+[ -n "${GMS_SMOKE_OUT:-}" ] && printf '%s\n' "${body}" >"${GMS_SMOKE_OUT}/metrics-idle.txt"
 grep -v '^#' "${counters}" | while IFS=, read -r field type _; do
   [ "$(echo "${type}" | xargs)" = label ] && continue
   v="$(echo "${body}" | awk -v f="${field}" '$0 ~ "^"f"\\{gpu=\"0\"" {print $NF; exit}')"
@@ -158,6 +162,7 @@ PY
   done
   echo "peak DCGM_FI_DEV_GPU_UTIL under load: ${peak}"
   sleep 2
+  [ -n "${GMS_SMOKE_OUT:-}" ] && scrape >"${GMS_SMOKE_OUT}/metrics-load.txt"
   scrape | grep -E '^DCGM_FI_PROF_[A-Z_0-9]+\{gpu="0"' | sed 's/{.*}//' | awk '{printf "under load: %-34s %s\n", $1, $2}' 
   [ "${peak}" -gt 80 ] || { echo "FAIL: utilization did not rise above 80"; fail=1; }
   kill "${load}" 2>/dev/null || true; wait "${load}" 2>/dev/null || true; load=""

@@ -63,6 +63,48 @@ var fieldValues = []fieldValue{
 	{field: exposition.PCIeRXBytes, id: nvml.FI_DEV_PCIE_COUNT_RX_BYTES, rate: true, scale: 1},
 }
 
+// slowFields are read at most every Options.SlowInterval, their last
+// reading carried in between: counters and states that change rarely or
+// slowly, some costly to read (on an H200, driver 580, the energy counter
+// alone takes 4.2 ms of CPU, the thermal violation time 0.7 ms, where a
+// round's other calls take microseconds: docs/gpu-smoke.md). None is a
+// rate: a rate needs both of its readings from the same cadence.
+var slowFields = exposition.FieldsOf(
+	exposition.TotalEnergy, exposition.PCIeReplayCounter,
+	exposition.PowerViolation, exposition.ThermalViolation, exposition.SyncBoostViolation,
+	exposition.BoardLimitViolation, exposition.LowUtilViolation, exposition.ReliabilityViolation,
+	exposition.ECCSBEVolatileTotal, exposition.ECCDBEVolatileTotal,
+	exposition.ECCSBEAggregateTotal, exposition.ECCDBEAggregateTotal,
+	exposition.RetiredPagesSBE, exposition.RetiredPagesDBE, exposition.RetiredPagesPending,
+	exposition.NVLinkCRCFlitErrors, exposition.NVLinkCRCDataErrors,
+	exposition.NVLinkReplayErrors, exposition.NVLinkRecoveryErrors,
+	exposition.UncorrectableRemappedRows, exposition.CorrectableRemappedRows, exposition.RowRemapFailure,
+	exposition.VGPULicenseStatus,
+)
+
+// slowDue reports whether a round at now reads the slow fields: the first
+// round, every interval after the last read, and when the clock went back.
+func (d *device) slowDue(now time.Time, interval time.Duration) bool {
+	return interval <= 0 || d.slowAt.IsZero() || now.Sub(d.slowAt) >= interval || now.Before(d.slowAt)
+}
+
+// keepOrCarrySlow ends a successful round: one that read the slow fields
+// keeps their values for the rounds until the next read; any other carries
+// the last read values (a field absent from that read stays absent).
+func (x *fieldReader) keepOrCarrySlow(now time.Time) {
+	d := x.d
+	if x.slowDue {
+		d.slow, d.slowAt = x.r, now
+		d.slow.Restrict(slowFields)
+		return
+	}
+	for f := range exposition.NumFields {
+		if v, ok := d.slow.Get(f); ok && slowFields.Has(f) {
+			x.r.Set(f, v)
+		}
+	}
+}
+
 // nvlinkFields are the fields only a GPU with NVLink has: on one without,
 // they are absent (not 0), whatever the driver answers for them.
 var nvlinkFields = exposition.FieldsOf(exposition.NVLinkCRCFlitErrors, exposition.NVLinkCRCDataErrors,
@@ -146,6 +188,9 @@ func (fb *fieldBatch) build(want exposition.FieldSet) {
 func (x *fieldReader) readFieldValues(want exposition.FieldSet, now time.Time) {
 	d := x.d
 	want.Remove(d.unsupported)
+	if !x.slowDue {
+		want.Remove(slowFields)
+	}
 	if d.gpm != nil {
 		// GPM supplies the PCIe rates.
 		want.Remove(gpmFields)
@@ -289,10 +334,12 @@ func fieldFloat(v *nvml.FieldValue) (float64, bool) {
 	return 0, false
 }
 
-// readLicense reads a vGPU guest's license status as DCGM does: 0 when the
-// GPU has no licensing or the vGPU feature is not licensed, 1 when it is.
+// readLicense reads a vGPU guest's license status: 1 when the vGPU feature
+// is licensed, 0 when it is not. A GPU without licensing (bare metal, a
+// passthrough VM: NVML answers with no licensing, as an H200 does) has no
+// license status: the field is absent there and not asked again.
 func (x *fieldReader) readLicense() {
-	if !x.want(exposition.VGPULicenseStatus) {
+	if !x.slowDue || !x.want(exposition.VGPULicenseStatus) {
 		return
 	}
 	lf, ret := x.d.handle.GetGridLicensableFeatures()
@@ -300,7 +347,7 @@ func (x *fieldReader) readLicense() {
 		return
 	}
 	if lf.IsGridLicenseSupported == 0 {
-		x.r.Set(exposition.VGPULicenseStatus, 0)
+		x.d.unsupported.Add(exposition.VGPULicenseStatus)
 		return
 	}
 	for i := 0; i < int(min(lf.LicensableFeaturesCount, uint32(len(lf.GridLicensableFeatures)))); i++ {

@@ -280,7 +280,7 @@ func TestNVMLLicense(t *testing.T) {
 		want any
 	}{
 		{"bare metal", nvml.GridLicensableFeatures{}, nvml.ERROR_NOT_SUPPORTED, nil},
-		{"no licensing", nvml.GridLicensableFeatures{}, nvml.SUCCESS, 0.0},
+		{"no licensing (an H200)", nvml.GridLicensableFeatures{}, nvml.SUCCESS, nil},
 		{"vGPU licensed", feature(nvml.GRID_LICENSE_FEATURE_CODE_VGPU, 1), nvml.SUCCESS, 1.0},
 		{"vGPU not licensed", feature(nvml.GRID_LICENSE_FEATURE_CODE_VGPU, 0), nvml.SUCCESS, 0.0},
 		{"no vGPU feature", feature(nvml.GRID_LICENSE_FEATURE_CODE_VWORKSTATION, 1), nvml.SUCCESS, nil},
@@ -456,5 +456,58 @@ func TestXIDEvents(t *testing.T) {
 	case <-b.xid.done:
 	default:
 		t.Error("watcher goroutine still running after Close")
+	}
+}
+
+// TestNVMLSlowFields: with a SlowInterval the slow fields are asked on the
+// first round and then once per interval (and again when the clock goes
+// back); the rounds between carry their last reading, the other fields are
+// read every round, and a slow field unsupported at its read stays absent.
+func TestNVMLSlowFields(t *testing.T) {
+	n := h100Node(t)
+	f := n.fields[0]
+	f.values[nvml.FI_DEV_TOTAL_ENERGY_CONSUMPTION] = scriptedValue{v: 1000}
+	f.values[nvml.FI_DEV_MEMORY_TEMP] = scriptedValue{v: 40}
+	delete(f.values, nvml.FI_DEV_PCIE_REPLAY_COUNTER) // not supported
+	b, err := newBackend(n.Server, Options{SlowInterval: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	t0 := time.Unix(1_800_000_000, 0)
+	rounds := []struct {
+		at          time.Duration
+		energy, mem uint64 // the driver's values this round
+		asked       bool   // the energy counter is in the request
+		want        float64
+	}{
+		{0, 1000, 40, true, 1000},
+		{time.Second, 2000, 41, false, 1000},
+		{9 * time.Second, 3000, 42, false, 1000},
+		{10 * time.Second, 4000, 43, true, 4000},
+		{11 * time.Second, 5000, 44, false, 4000},
+		{5 * time.Second, 6000, 45, true, 6000}, // the clock went back
+		{6 * time.Second, 7000, 46, false, 6000},
+	}
+	for i, r := range rounds {
+		f.values[nvml.FI_DEV_TOTAL_ENERGY_CONSUMPTION] = scriptedValue{v: r.energy}
+		f.values[nvml.FI_DEV_MEMORY_TEMP] = scriptedValue{v: r.mem}
+		readings, errs := b.Sample(t0.Add(r.at))
+		if len(errs) != 0 {
+			t.Fatalf("round %d: %v", i, errs)
+		}
+		if asked := slices.Contains(f.asked, nvml.FI_DEV_TOTAL_ENERGY_CONSUMPTION); asked != r.asked {
+			t.Errorf("round %d: energy asked %v, want %v", i, asked, r.asked)
+		}
+		got := readings[0].Reading
+		if v, ok := got.Get(exposition.TotalEnergy); !ok || v != r.want {
+			t.Errorf("round %d: energy %v (%v), want %v", i, v, ok, r.want)
+		}
+		if v, ok := got.Get(exposition.MemoryTemp); !ok || v != float64(r.mem) {
+			t.Errorf("round %d: memory temperature %v (%v), want this round's %v", i, v, ok, r.mem)
+		}
+		if v, ok := got.Get(exposition.PCIeReplayCounter); ok {
+			t.Errorf("round %d: unsupported PCIe replay counter carried as %v", i, v)
+		}
 	}
 }

@@ -34,6 +34,11 @@ type Options struct {
 	// Registerer receives the backend's self-metrics (XID events); nil
 	// for none.
 	Registerer prometheus.Registerer
+	// SlowInterval is how often the slow fields (slowFields: energy,
+	// violation times, error and row-remapping counters, PCIe replays,
+	// vGPU license) are read; between reads each round carries their
+	// last reading. 0 reads them every round.
+	SlowInterval time.Duration
 }
 
 // backend reads devices through NVML. Nothing touches NVML before a
@@ -69,6 +74,9 @@ type device struct {
 	batch fieldBatch
 	xid   xidState
 	procs processState
+	// slow is the last reading of the slow fields, taken at slowAt.
+	slow   collector.Reading
+	slowAt time.Time
 }
 
 // New loads libnvidia-ml, initialises NVML and enumerates the devices, and
@@ -210,8 +218,10 @@ type fieldReader struct {
 	d *device
 	// fields are the fields to read.
 	fields exposition.FieldSet
-	r      collector.Reading
-	err    error
+	// slowDue: the slow fields are read this round (else carried).
+	slowDue bool
+	r       collector.Reading
+	err     error
 }
 
 // want reports whether the call reading fields fs should be made: one of
@@ -249,7 +259,7 @@ func (x *fieldReader) checkSet(what string, ret nvml.Return, fs exposition.Field
 // read reads every selected, supported field of a GPU, and its processes
 // when attribution is on and the GPU is not in MIG mode.
 func (b *backend) read(d *device, now time.Time) (collector.Reading, collector.Processes, error) {
-	x := fieldReader{d: d, fields: b.fields}
+	x := fieldReader{d: d, fields: b.fields, slowDue: d.slowDue(now, b.opts.SlowInterval)}
 	h := d.handle
 	if x.want(exposition.GPUUtil, exposition.MemCopyUtil) {
 		u, ret := h.GetUtilizationRates()
@@ -308,6 +318,7 @@ func (b *backend) read(d *device, now time.Time) (collector.Reading, collector.P
 	if x.err != nil {
 		return collector.Reading{}, collector.Processes{}, x.err
 	}
+	x.keepOrCarrySlow(now)
 	// A call may have read fields beside those asked.
 	x.r.Restrict(b.fields)
 	var procs collector.Processes

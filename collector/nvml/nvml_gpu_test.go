@@ -25,6 +25,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
+	"github.com/gpu-metrics-server/gpu-metrics-server/collector/counters"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/internal/collectortest"
 	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
@@ -252,9 +253,11 @@ func TestRealSharedGPUShares(t *testing.T) {
 	b := realBackend(t)
 	needTorch(t)
 	resolver := collectortest.Resolver{}
+	var lightPID uint32
 	for _, p := range []struct{ duty, uid string }{{"1.0", uidA}, {"0.2", uidB}} {
 		cmd := startPython(t, torchDuty, p.duty, "90")
 		resolver[uint32(cmd.Process.Pid)] = p.uid
+		lightPID = uint32(cmd.Process.Pid)
 	}
 	readings, _ := b.Sample(time.Now())
 	owners := sharedOwners(readings[0].Device.UUID)
@@ -276,10 +279,21 @@ func TestRealSharedGPUShares(t *testing.T) {
 	const rounds = 12
 	var mu sync.Mutex
 	var got []collector.DeviceSample
+	// The driver's own samples of the light process at each round (what
+	// its share was made from), logged beside the round.
+	var raw []string
 	opts.OnSample = func(s *collector.Snapshot) {
+		samples, ret := b.devices[0].handle.GetProcessUtilization(0)
+		var light []string
+		for _, smp := range samples {
+			if smp.Pid == lightPID {
+				light = append(light, fmt.Sprintf("%d:%d", smp.TimeStamp/1000, smp.SmUtil))
+			}
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, s.Devices[0])
+		raw = append(raw, fmt.Sprintf("%v (ret %d, %d samples in all)", light, ret, len(samples)))
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -299,7 +313,7 @@ func TestRealSharedGPUShares(t *testing.T) {
 		}
 		dev, _ := ds.Reading.Get(exposition.GPUUtil)
 		a, b := ds.Shares[0].SMUtil, ds.Shares[1].SMUtil
-		t.Logf("round %d: device %v%%, inf/a %v%%, inf/b %v%%", round, dev, a, b)
+		t.Logf("round %d: device %v%%, inf/a %v%%, inf/b %v%%; driver's samples of inf/b (ms:SM%%) %s", round, dev, a, b, raw[round])
 		if b == 0 {
 			t.Errorf("round %d: the light pod reads idle", round)
 		}
@@ -309,5 +323,133 @@ func TestRealSharedGPUShares(t *testing.T) {
 	t.Logf("means: device %.1f%%, inf/a %.1f%%, inf/b %.1f%%", meanDev, meanA, meanB)
 	if math.Abs(meanA+meanB-meanDev) > 5 || meanA <= meanB {
 		t.Errorf("shares %.1f + %.1f do not add up to the device's %.1f", meanA, meanB, meanDev)
+	}
+}
+
+// BenchmarkRealRound is one sampling round of every GPU on the machine
+// through the real driver: the built-in field list (what the agent reads by
+// default) in the rounds between two reads of the slow fields ("fast") and
+// in one that reads them ("slow"), the same with the processes read for
+// attribution, and every field the backend knows. ns/GPU is a round's cost
+// per GPU. go test -tags gpu -run '^$' -bench Real ./collector/nvml/
+func BenchmarkRealRound(b *testing.B) {
+	def := Options{Fields: counters.Default().Fields, Labels: exposition.DefaultLabels(), SlowInterval: time.Hour}
+	every, procs, procsEvery := def, def, def
+	every.SlowInterval = 0
+	procs.Processes = true
+	procsEvery.Processes, procsEvery.SlowInterval = true, 0
+	for _, c := range []struct {
+		name string
+		opts Options
+	}{
+		{"default-fields-fast", def},
+		{"default-fields-slow", every},
+		{"default-fields-processes-fast", procs},
+		{"default-fields-processes-slow", procsEvery},
+		{"all-fields-slow", Options{}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			be, err := newBackend(nvml.New(), c.opts)
+			if errors.Is(err, ErrUnavailable) {
+				b.Skip("no NVIDIA driver library (libnvidia-ml.so.1)")
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				if err := be.Close(); err != nil {
+					b.Error(err)
+				}
+			}()
+			if len(be.devices) == 0 {
+				b.Skip("NVML sees no GPU")
+			}
+			b.ReportAllocs()
+			failed := 0
+			for b.Loop() {
+				if _, errs := be.Sample(time.Now()); len(errs) > 0 {
+					if failed == 0 {
+						b.Logf("first failed round: %v", errs)
+					}
+					failed++
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(be.devices)), "ns/GPU")
+			b.ReportMetric(float64(failed)/float64(b.N), "failed/op")
+		})
+	}
+}
+
+// BenchmarkRealCalls is the cost of each NVML call a round makes, on GPU 0
+// through the real driver: where a round's time goes.
+// go test -tags gpu -run '^$' -bench RealCalls ./collector/nvml/
+func BenchmarkRealCalls(b *testing.B) {
+	lib := nvml.New()
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		b.Skipf("NVML init: %v", nvmlError(ret))
+	}
+	defer lib.Shutdown()
+	h, ret := lib.DeviceGetHandleByIndex(0)
+	if ret != nvml.SUCCESS {
+		b.Skipf("GPU 0: %v", nvmlError(ret))
+	}
+	var batch fieldBatch
+	batch.build(counters.Default().Fields)
+	gpm, err := newGPMSampler(lib, h, -1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer gpm.free(lib)
+	var req nvml.GpmMetricsGetType
+	var r collector.Reading
+	var unsupported exposition.FieldSet
+	calls := []struct {
+		name string
+		call func() nvml.Return
+	}{
+		{"UtilizationRates", func() nvml.Return { _, ret := h.GetUtilizationRates(); return ret }},
+		{"EncoderUtilization", func() nvml.Return { _, _, ret := h.GetEncoderUtilization(); return ret }},
+		{"DecoderUtilization", func() nvml.Return { _, _, ret := h.GetDecoderUtilization(); return ret }},
+		{"MemoryInfo_v2", func() nvml.Return { _, ret := h.GetMemoryInfo_v2(); return ret }},
+		{"PowerUsage", func() nvml.Return { _, ret := h.GetPowerUsage(); return ret }},
+		{"Temperature", func() nvml.Return { _, ret := h.GetTemperature(nvml.TEMPERATURE_GPU); return ret }},
+		{"ClockInfoSM", func() nvml.Return { _, ret := h.GetClockInfo(nvml.CLOCK_SM); return ret }},
+		{"ClockInfoMem", func() nvml.Return { _, ret := h.GetClockInfo(nvml.CLOCK_MEM); return ret }},
+		{"GridLicensableFeatures", func() nvml.Return { _, ret := h.GetGridLicensableFeatures(); return ret }},
+		{"ComputeRunningProcesses", func() nvml.Return { _, ret := h.GetComputeRunningProcesses(); return ret }},
+		{"MPSComputeRunningProcesses", func() nvml.Return { _, ret := h.GetMPSComputeRunningProcesses(); return ret }},
+		{"ProcessUtilization", func() nvml.Return { _, ret := h.GetProcessUtilization(0); return ret }},
+		{"ProcessUtilizationLast10s", func() nvml.Return {
+			_, ret := h.GetProcessUtilization(uint64(time.Now().Add(-processWindow).UnixMicro()))
+			return ret
+		}},
+		{"FieldValuesDefault", func() nvml.Return { return h.GetFieldValues(batch.req) }},
+		{"GPMSampleAndMetrics", func() nvml.Return {
+			return gpm.read(lib, &req, gpmFields, &r, &unsupported)
+		}},
+	}
+	for _, f := range fieldValues {
+		id, scope := f.id, f.scope
+		calls = append(calls, struct {
+			name string
+			call func() nvml.Return
+		}{"FieldValue/" + f.field.Name(), func() nvml.Return {
+			v := []nvml.FieldValue{{FieldId: id, ScopeId: scope}}
+			if ret := h.GetFieldValues(v); ret != nvml.SUCCESS {
+				return ret
+			}
+			return nvml.Return(v[0].NvmlReturn)
+		}})
+	}
+	for _, c := range calls {
+		b.Run(c.name, func(b *testing.B) {
+			ret := c.call()
+			for b.Loop() {
+				c.call()
+			}
+			if ret != nvml.SUCCESS {
+				b.Logf("returns %s", nvmlError(ret))
+			}
+		})
 	}
 }

@@ -14,13 +14,16 @@ import (
 // NVML averages a process's SM utilization over the driver's samples after
 // the timestamp it is given, and the driver updates a lightly loaded process
 // that shares the GPU only every few seconds (measured on an H200, driver
-// 580: every 2.4-3.2 s next to a busy process, while a lone process is
-// updated every second). Asking only for samples after the previous round's
-// newest gives such a process 0 in most rounds and a multiple of its share
-// in the others; asking for the window before the newest sample gives every
-// process its average over the same recent span, steady from round to round,
-// and the processes' values add up to the device's.
-const processWindow = 5 * time.Second
+// 580: every 2.4-4.6 s next to a busy process, while a lone process is
+// updated every second; a 5 s window once lost such a process for two
+// rounds). Asking only for samples after the previous round's newest gives
+// such a process 0 in most rounds and a multiple of its share in the
+// others; asking for the window before the newest sample gives every
+// process its average over the same recent span, steady from round to
+// round, and the processes' values add up to the device's. The window is
+// twice the longest update gap seen; the price is that a process that
+// stops keeps its last share for up to the window.
+const processWindow = 10 * time.Second
 
 // processState is what the NVML backend keeps per GPU between rounds for
 // reading its processes.

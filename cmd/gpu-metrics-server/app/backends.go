@@ -40,7 +40,7 @@ func openBackend(o *options.AgentOptions, processes bool, reg prometheus.Registe
 		return simulated, loopbackOnly(sim.Handler(simulated)), nil
 	}
 	c := o.Counters()
-	b, err := nvml.New(nvml.Options{Processes: processes, Fields: c.Fields, Labels: c.Labels, Registerer: reg})
+	b, err := nvml.New(nvml.Options{Processes: processes, Fields: c.Fields, Labels: c.Labels, Registerer: reg, SlowInterval: o.SlowSampleInterval})
 	if err != nil {
 		return nil, nil, err
 	}

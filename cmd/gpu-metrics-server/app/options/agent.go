@@ -1,6 +1,7 @@
 package options
 
 import (
+	"fmt"
 	"os"
 	"time"
 
@@ -28,6 +29,8 @@ type AgentOptions struct {
 	SimUtilization float64 // percent, every simulated GPU's at start
 	NodeName       string
 	SampleInterval time.Duration
+	// SlowSampleInterval is how often NVML's slow fields are read.
+	SlowSampleInterval time.Duration
 
 	ListenAddress string
 	WebConfigFile string
@@ -65,6 +68,7 @@ func NewAgentOptions() *AgentOptions {
 		SimGPUs:              2,
 		NodeName:             node,
 		SampleInterval:       time.Second,
+		SlowSampleInterval:   10 * time.Second,
 		ListenAddress:        ":9400",
 		PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
 		PodResourcesInterval: 2 * time.Second,
@@ -81,6 +85,9 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.Backend, "backend", o.Backend, "GPU backend: nvml (real GPUs through libnvidia-ml) or sim (simulated GPUs, for demos and tests).")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Node name, exported as the node label (--hostname-label; default $NODE_NAME, else the host name).")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", o.SampleInterval, "Interval between GPU sampling rounds.")
+	fs.DurationVar(&o.SlowSampleInterval, "slow-sample-interval", o.SlowSampleInterval, "Interval between readings of the fields that change slowly "+
+		"or cost most to read (energy, violation times, ECC, retired-page, row-remapping and NVLink error counters, PCIe replays, vGPU license), "+
+		"with --backend=nvml; the rounds in between serve their last reading. At least --sample-interval; 0 reads them every round.")
 	fs.StringVarP(&o.Collectors, "collectors", "f", o.Collectors, "Counters file in dcgm-exporter's CSV format (\"DCGM_FIELD, type, help\" per line): the fields to serve, "+
 		"with its types and help texts. Empty: the built-in list, dcgm-exporter's dcp-metrics-included.csv. The fields the aggregator reads are always served.")
 	fs.BoolVar(&o.CollectorsSkipUnsupported, "collectors-skip-unsupported", o.CollectorsSkipUnsupported, "Skip the fields of --collectors that the agent cannot read "+
@@ -116,6 +123,11 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 func (o *AgentOptions) Complete(fs *pflag.FlagSet) {
 	if !fs.Changed("pod-resources-timeout") && o.PodResourcesInterval > 0 {
 		o.PodResourcesTimeout = min(o.PodResourcesTimeout, o.PodResourcesInterval)
+	}
+	// Likewise a --sample-interval longer than the default
+	// --slow-sample-interval lengthens it.
+	if !fs.Changed("slow-sample-interval") && o.SlowSampleInterval > 0 && checkInterval(o.SampleInterval) == nil {
+		o.SlowSampleInterval = max(o.SlowSampleInterval, o.SampleInterval)
 	}
 }
 
@@ -172,8 +184,16 @@ func (o *AgentOptions) Validate() []error {
 	default:
 		errs.add(flagErrorf("hostname-label", "%q: use %s, %s or %s", o.HostnameLabel, exposition.LabelHostname, exposition.LabelHostnameLower, hostnameNone))
 	}
-	if err := checkInterval(o.SampleInterval); err != nil {
-		errs.add(&FlagError{Flag: "sample-interval", Err: err})
+	sampleErr := checkInterval(o.SampleInterval)
+	if sampleErr != nil {
+		errs.add(&FlagError{Flag: "sample-interval", Err: sampleErr})
+	}
+	if o.SlowSampleInterval != 0 {
+		if err := checkInterval(o.SlowSampleInterval); err != nil {
+			errs.add(&FlagError{Flag: "slow-sample-interval", Err: fmt.Errorf("%w (0 reads every round)", err)})
+		} else if sampleErr == nil && o.SlowSampleInterval < o.SampleInterval {
+			errs.add(flagErrorf("slow-sample-interval", "%v is shorter than --sample-interval (%v): use 0 to read every round", o.SlowSampleInterval, o.SampleInterval))
+		}
 	}
 	if err := checkListenAddress(o.ListenAddress); err != nil {
 		errs.add(&FlagError{Flag: "web.listen-address", Err: err})
