@@ -5,7 +5,9 @@
 # aggregator's default interval).
 # Usage: hack/agent-footprint.sh [DURATION=60] [GPUS=8] [PODS=0]
 # GMS_BACKEND=nvml reads the machine's real GPUs instead (GPUS is ignored).
-# Needs curl or python3, and awk.
+# The scrapes reuse one keep-alive connection, as Prometheus and the
+# aggregator do; GMS_SCRAPE=new-connection opens one per scrape (curl).
+# Needs python3 (keep-alive) or curl, and awk.
 set -euo pipefail
 duration="${1:-60}"; gpus="${2:-8}"; pods="${3:-0}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,10 +55,32 @@ cpu0="$(awk '{print $14+$15}' /proc/${agent}/stat)"
 start="$(date +%s.%N)"
 end=$(( $(date +%s) + duration ))
 scrapes=0
-while [ "$(date +%s)" -lt "${end}" ]; do
-  get "http://127.0.0.1:${port}/metrics" >/dev/null && scrapes=$((scrapes + 1))
-  sleep 2
-done
+if [ "${GMS_SCRAPE:-keep-alive}" = keep-alive ]; then
+  # One client process for the whole run: its start-up is not in the
+  # figures, and every scrape rides the same connection.
+  scrapes="$(python3 - "${port}" "${duration}" <<'PY'
+import http.client, sys, time
+port, duration = int(sys.argv[1]), float(sys.argv[2])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+end, n = time.time() + duration, 0
+while time.time() < end:
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        r.read()
+        n += r.status == 200
+    except (OSError, http.client.HTTPException):
+        conn.close()
+    time.sleep(2)
+print(n)
+PY
+)"
+else
+  while [ "$(date +%s)" -lt "${end}" ]; do
+    get "http://127.0.0.1:${port}/metrics" >/dev/null && scrapes=$((scrapes + 1))
+    sleep 2
+  done
+fi
 cpu1="$(awk '{print $14+$15}' /proc/${agent}/stat)"
 ns1="$(oncpu)"
 elapsed="$(calc "$(date +%s.%N) - ${start}")"
@@ -65,7 +89,7 @@ anon="$(awk '/^Pss_Anon/ {print $2}' /proc/${agent}/smaps_rollup)"
 file="$(awk '/^Pss_File/ {print $2}' /proc/${agent}/smaps_rollup)"
 hwm="$(awk '/^VmHWM/ {print $2}' /proc/${agent}/status)"
 series="$(get "http://127.0.0.1:${port}/metrics" | grep -c '^DCGM_FI_DEV_GPU_UTIL{' || true)"
-printf 'agent footprint: %s GPUs, %s pods, %s GPU_UTIL series, %ss, %s scrapes\n' "${gpus}" "${pods}" "${series}" "${duration}" "${scrapes}"
+printf 'agent footprint: %s GPUs, %s pods, %s GPU_UTIL series, %ss, %s scrapes (%s)\n' "${gpus}" "${pods}" "${series}" "${duration}" "${scrapes}" "${GMS_SCRAPE:-keep-alive}"
 printf '  RSS %.1f MiB (peak %.1f MiB): anonymous %.1f MiB, file-backed (the binary) %.1f MiB\n' \
   "$(calc "${rss}/1024")" "$(calc "${hwm}/1024")" "$(calc "${anon}/1024")" "$(calc "${file}/1024")"
 printf '  read-ahead of the disk holding the binary: %s KiB\n' "$(cat /sys/block/*/queue/read_ahead_kb 2>/dev/null | sort -n | tail -1)"
