@@ -14,7 +14,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,13 +64,7 @@ func startDoctorEnv(t *testing.T) *doctorEnv {
 		d.scrapes = append(d.scrapes, fwd)
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/metrics", fwd.Port))
 	}
-	d.agg = cluster.StartAggregator(t, framework.TempDir(t, "gms-e2e-doctor-"), urls,
-		"--authentication-kubeconfig="+cluster.Kubeconfig,
-		"--authorization-kubeconfig="+cluster.Kubeconfig,
-		"--scrape-interval="+framework.ScrapeInterval.String(),
-		"--window=2s",
-		"--stale-after="+framework.StaleAfter.String(),
-	)
+	d.agg = cluster.StartAggregator(t, framework.TempDir(t, "gms-e2e-doctor-"), urls, cluster.AggregatorFlags()...)
 	cluster.RegisterCustomMetrics(t, d.agg.Port)
 
 	d.grantAggregator(t)
@@ -162,23 +155,7 @@ func (d *doctorEnv) selectAggregator(t *testing.T, agg *corev1.Pod, port int) {
 		t.Fatalf("selecting the aggregator pod: %v", err)
 	}
 	slices := cluster.Client.DiscoveryV1().EndpointSlices(d.server)
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: d.ns + "-aggregator",
-			Labels: map[string]string{
-				discoveryv1.LabelServiceName: framework.APIServiceName,
-				discoveryv1.LabelManagedBy:   "e2e.gpu-metrics-server",
-			},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{agg.Status.PodIP},
-			Conditions: discoveryv1.EndpointConditions{Ready: new(true)},
-			NodeName:   new(agg.Spec.NodeName),
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: agg.Namespace, Name: agg.Name, UID: agg.UID},
-		}},
-		Ports: []discoveryv1.EndpointPort{{Name: new("https"), Port: new(int32(port)), Protocol: new(corev1.ProtocolTCP)}},
-	}
+	slice := framework.StandInEndpointSlice(d.ns+"-aggregator", framework.APIServiceName, agg, "https", port, true)
 	if _, err := slices.Create(ctx, slice, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -96,11 +96,20 @@ func (cp *ControlPlane) CreateNamespace(t testing.TB, name string) {
 // deleted at the end of the test.
 func (cp *ControlPlane) CreateLoopbackService(t testing.TB, namespace, name string, port int) {
 	t.Helper()
+	cp.CreateExternalNameService(t, namespace, name, "localhost", port)
+}
+
+// CreateExternalNameService creates the Service namespace/name of type
+// ExternalName for host (a name or an IPv4 address) on port, the way
+// kube-apiserver (without endpoint routing) reaches an APIService's server
+// at host:port. It is deleted at the end of the test.
+func (cp *ControlPlane) CreateExternalNameService(t testing.TB, namespace, name, host string, port int) {
+	t.Helper()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Spec: corev1.ServiceSpec{
 			Type:         corev1.ServiceTypeExternalName,
-			ExternalName: "localhost",
+			ExternalName: host,
 			Ports: []corev1.ServicePort{{
 				Name: "https", Port: int32(port), TargetPort: intstr.FromInt(port),
 			}},

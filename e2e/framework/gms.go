@@ -243,13 +243,7 @@ func StartGMS(t testing.TB, cp *ControlPlane, namespace string, opts GMSOptions)
 	if opts.AgentAuth {
 		authArgs = []string{"--scrape-ca-file=" + cp.CAFile(), "--scrape-bearer-token-file=" + g.tokenFile}
 	}
-	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs, append(append([]string{
-		"--authentication-kubeconfig=" + cp.Kubeconfig,
-		"--authorization-kubeconfig=" + cp.Kubeconfig,
-		"--scrape-interval=" + ScrapeInterval.String(),
-		"--window=" + metricsWindow.String(),
-		"--stale-after=" + StaleAfter.String(),
-	}, authArgs...), opts.AggregatorArgs...)...)
+	g.Aggregator = cp.StartAggregator(t, g.dir, agentURLs, append(append(cp.AggregatorFlags(), authArgs...), opts.AggregatorArgs...)...)
 	if !opts.Unregistered {
 		cp.RegisterCustomMetrics(t, g.Aggregator.Port)
 	}
@@ -426,6 +420,19 @@ func (cp *ControlPlane) StartAggregator(t testing.TB, dir string, agentURLs []st
 		t.Fatal(err)
 	}
 	return a
+}
+
+// AggregatorFlags are the aggregator's flags of the scenarios, as StartGMS
+// starts it: delegated authentication and authorization with the admin
+// kubeconfig, and the suite's scrape interval, window and stale-after.
+func (cp *ControlPlane) AggregatorFlags() []string {
+	return []string{
+		"--authentication-kubeconfig=" + cp.Kubeconfig,
+		"--authorization-kubeconfig=" + cp.Kubeconfig,
+		"--scrape-interval=" + ScrapeInterval.String(),
+		"--window=" + metricsWindow.String(),
+		"--stale-after=" + StaleAfter.String(),
+	}
 }
 
 // chunkURLs joins urls with commas into values of at most limit bytes.

@@ -90,14 +90,22 @@ func (cp *ControlPlane) NewNamespace(t testing.TB, prefix string) string {
 			}
 		})
 	}
-	WaitFor(t, 60*time.Second, "the default service account of "+ns.Name, func(ctx context.Context) (bool, string, error) {
-		_, err := cp.Client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+	cp.WaitDefaultServiceAccount(t, ns.Name)
+	return ns.Name
+}
+
+// WaitDefaultServiceAccount waits until the service account controller
+// has created the default ServiceAccount of namespace (pods without a
+// ServiceAccount are refused before that).
+func (cp *ControlPlane) WaitDefaultServiceAccount(t testing.TB, namespace string) {
+	t.Helper()
+	WaitFor(t, 60*time.Second, "the default service account of "+namespace, func(ctx context.Context) (bool, string, error) {
+		_, err := cp.Client.CoreV1().ServiceAccounts(namespace).Get(ctx, "default", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, "not created yet", nil
 		}
 		return err == nil, fmt.Sprint(err), nil
 	})
-	return ns.Name
 }
 
 // DeleteWorkloadsAtEnd deletes, at the end of the test, the Deployments,
@@ -431,10 +439,18 @@ func (cp *ControlPlane) WatchDeployments(t testing.TB, namespace string, selecto
 			seen(d)
 		}
 	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	runInformer(t, factory, informer, cache.ResourceEventHandlerFuncs{
 		AddFunc:    on,
 		UpdateFunc: func(_, obj any) { on(obj) },
-	}); err != nil {
+	}, "the Deployment watch of "+namespace)
+}
+
+// runInformer adds handler to informer (one of factory's), starts factory
+// until the end of the test and waits until informer has synced; what
+// names the watch.
+func runInformer(t testing.TB, factory informers.SharedInformerFactory, informer cache.SharedIndexInformer, handler cache.ResourceEventHandler, what string) {
+	t.Helper()
+	if _, err := informer.AddEventHandler(handler); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -443,7 +459,7 @@ func (cp *ControlPlane) WatchDeployments(t testing.TB, namespace string, selecto
 		close(stop)
 		factory.Shutdown()
 	})
-	WaitFor(t, testutil.DefaultTimeout, "the Deployment watch of "+namespace+" to sync", func(context.Context) (bool, string, error) {
+	WaitFor(t, testutil.DefaultTimeout, what+" to sync", func(context.Context) (bool, string, error) {
 		return informer.HasSynced(), "not synced", nil
 	})
 }

@@ -129,6 +129,20 @@ func (p *Process) Stop() {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
+// Kill sends SIGKILL to the process (kill -9: nothing of its shutdown
+// runs; the kernel closes its sockets) and waits until it is reaped. Safe
+// to call more than once, and Stop after it.
+func (p *Process) Kill() {
+	p.stopping.Store(true)
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if done, _ := p.Exited(); done {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
 // stopped reports whether Stop was called.
 func (p *Process) stopped() bool {
 	return p.stopping.Load()

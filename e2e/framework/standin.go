@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -51,9 +52,11 @@ func (cp *ControlPlane) NodeInternalIP(t testing.TB, node string) string {
 // and port give to a process listening on loopback.
 type Forwarder struct {
 	// Port is where it listens.
-	Port   int
-	target string
-	ln     net.Listener
+	Port int
+	// pick chooses the target of each new connection (false: none, the
+	// connection is closed at once).
+	pick func() (string, bool)
+	ln   net.Listener
 
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
@@ -66,6 +69,13 @@ type Forwarder struct {
 // the end of the test or Close.
 func StartForwarder(t testing.TB, ip, target string) *Forwarder {
 	t.Helper()
+	return startForwarder(t, ip, target, func() (string, bool) { return target, true })
+}
+
+// startForwarder is StartForwarder with the target of each connection
+// chosen by pick when it is accepted; what names the forwarder in errors.
+func startForwarder(t testing.TB, ip, what string, pick func() (string, bool)) *Forwarder {
+	t.Helper()
 	var ln net.Listener
 	for range 20 {
 		ports, err := FreePorts(1)
@@ -77,9 +87,9 @@ func StartForwarder(t testing.TB, ip, target string) *Forwarder {
 		}
 	}
 	if ln == nil {
-		t.Fatalf("no free port on %s for a forwarder to %s", ip, target)
+		t.Fatalf("no free port on %s for a forwarder to %s", ip, what)
 	}
-	f := &Forwarder{Port: ln.Addr().(*net.TCPAddr).Port, target: target, ln: ln, conns: map[net.Conn]bool{}}
+	f := &Forwarder{Port: ln.Addr().(*net.TCPAddr).Port, pick: pick, ln: ln, conns: map[net.Conn]bool{}}
 	f.wg.Add(1)
 	go f.serve()
 	t.Cleanup(f.Close)
@@ -117,7 +127,11 @@ func (f *Forwarder) track(c net.Conn, add bool) bool {
 func (f *Forwarder) relay(in net.Conn) {
 	defer f.wg.Done()
 	defer func() { _ = in.Close() }()
-	out, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+	target, ok := f.pick()
+	if !ok {
+		return // nowhere to go: the client sees the connection closed
+	}
+	out, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		return // the process is down: the client sees the connection closed
 	}
@@ -274,6 +288,32 @@ func (cp *ControlPlane) DeleteStandInPod(t testing.TB, namespace, name string) {
 		return false, fmt.Sprint(err), nil
 	}); err != nil && !errors.Is(err, context.Canceled) {
 		t.Error(err)
+	}
+}
+
+// StandInEndpointSlice is the EndpointSlice named name that the
+// EndpointSlice controller (not run in this suite) writes for a Service
+// whose selector selects the stand-in pod: the pod's IP with its port
+// portName, ready (and serving) as the kubelet reports the pod: ready
+// false is a pod whose readiness probe fails, not terminating.
+func StandInEndpointSlice(name, service string, pod *corev1.Pod, portName string, port int, ready bool) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: pod.Namespace,
+			Labels: map[string]string{
+				discoveryv1.LabelServiceName: service,
+				discoveryv1.LabelManagedBy:   "e2e.gpu-metrics-server",
+			},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{pod.Status.PodIP},
+			Conditions: discoveryv1.EndpointConditions{Ready: new(ready), Serving: new(ready), Terminating: new(false)},
+			NodeName:   new(pod.Spec.NodeName),
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+		}},
+		Ports: []discoveryv1.EndpointPort{{Name: new(portName), Port: new(int32(port)), Protocol: new(corev1.ProtocolTCP)}},
 	}
 }
 
