@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/e2e/framework"
 )
@@ -98,6 +99,30 @@ func hpaSyncs(t *testing.T) framework.HPASyncs {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// apiServiceFlippedSince reports, for the log, whether each
+// custom.metrics.k8s.io APIService's Available condition changed at or
+// after since (its lastTransitionTime has whole seconds).
+func apiServiceFlippedSince(t *testing.T, since time.Time) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, v := range framework.CustomMetricsVersions {
+		obj, err := cluster.APIServices(t).Get(t.Context(), v+".custom.metrics.k8s.io", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+		for _, c := range conds {
+			cond, _ := c.(map[string]any)
+			if cond["type"] != "Available" {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339, fmt.Sprint(cond["lastTransitionTime"]))
+			out[v] = err == nil && !at.Before(since.Truncate(time.Second))
+		}
+	}
+	return out
 }
 
 // TestAggregatorReplicaKilled: two aggregator replicas (both scraping the
@@ -196,6 +221,7 @@ func TestAggregatorReplicaKilled(t *testing.T) {
 	}
 	routed := time.Now()
 	atRoute := hpaSyncs(t)
+	flipped := apiServiceFlippedSince(t, killed)
 
 	var after framework.HPASyncs
 	back := framework.WaitFor(t, framework.ScaleTimeout, "an HPA sync with the metric after the route is back", func(ctx context.Context) (bool, string, error) {
@@ -243,11 +269,11 @@ func TestAggregatorReplicaKilled(t *testing.T) {
 	if exited, err := survivor.agg.Process.Exited(); exited {
 		t.Fatalf("the surviving aggregator exited: %v", err)
 	}
-	t.Logf("measured: aggregator replica killed (-9): HPA reported FailedGetPodsMetric after %v; pod unready after %v; endpoint dropped by the Service proxy after %v; API serving through the survivor after %v; first good HPA sync %v after that (%d failed after the route, %d failed syncs in all: %+v → %+v); %d connections went to the dead replica",
+	t.Logf("measured: aggregator replica killed (-9): HPA reported FailedGetPodsMetric after %v; pod unready after %v; endpoint dropped by the Service proxy after %v; API serving through the survivor after %v; first good HPA sync %v after that (%d failed after the route, %d failed syncs in all: %+v → %+v); %d connections went to the dead replica; APIServices turned unavailable and back meanwhile: %v",
 		noticed.Sub(killed).Round(100*time.Millisecond), unready.Sub(killed).Round(100*time.Millisecond),
 		dropped.Sub(killed).Round(100*time.Millisecond), routed.Sub(killed).Round(100*time.Millisecond),
 		back.Sub(routed).Round(100*time.Millisecond), after.Failed-atRoute.Failed, after.Failed-before.Failed, before, after,
-		routedToVictim)
+		routedToVictim, flipped)
 
 	// The HPA scales on the survivor's values.
 	step := env.SetAllUtilization(100)
