@@ -144,7 +144,7 @@ var fields = [NumFields]fieldRow{
 	NVLinkBandwidthTotal: {Family{"DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", Counter, "Total number of NVLink bandwidth counters for all lanes.", MiBPerSecond, RoleNone},
 		PerGPU, true, "field values NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX + _TX over all links: KiB per second between two rounds / 1000, as DCGM computes it"},
 	VGPULicenseStatus: {Family{"DCGM_FI_DEV_VGPU_LICENSE_STATUS", Gauge, "vGPU License status", Count, RoleNone},
-		PerGPU, true, "nvmlDeviceGetGridLicensableFeatures: 1 when the vGPU feature is licensed, 0 when not (or no licensing)"},
+		PerGPU, true, "nvmlDeviceGetGridLicensableFeatures: 1 when the vGPU feature is licensed, 0 when not; absent without licensing"},
 	UncorrectableRemappedRows: {Family{"DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", Counter, "Number of remapped rows for uncorrectable errors", Count, RoleNone},
 		PerGPU, true, "field value NVML_FI_DEV_REMAPPED_UNC"},
 	CorrectableRemappedRows: {Family{"DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", Counter, "Number of remapped rows for correctable errors", Count, RoleNone},
