@@ -21,6 +21,16 @@ type Backend interface {
 	Close() error
 }
 
+// ProcessSelector is a Backend whose process tables (read for per-pod
+// attribution) cost enough to read them every round only where they make
+// the values: on devices several pods hold. The Sampler calls
+// SelectProcesses before each Sample; the backend reads the processes of
+// the devices shared reports true every round, and those of the others at
+// a slower cadence of its own, carrying the last table in between.
+type ProcessSelector interface {
+	SelectProcesses(shared func(*Device) bool)
+}
+
 // DeviceError is one device's failure in one sample.
 type DeviceError struct {
 	// Device names the device: its UUID when known, else "index:<n>".

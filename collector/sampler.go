@@ -73,12 +73,15 @@ func (s *Sampler) Run(ctx context.Context) {
 // SampleOnce runs one round stamped now, publishes and returns it.
 func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 	start := time.Now()
-	readings, errs := s.backend.Sample(now)
-
 	var owners podmap.Lookup
 	if s.opts.Owners != nil {
 		owners = s.opts.Owners()
 	}
+	if ps, ok := s.backend.(ProcessSelector); ok && s.attr != nil {
+		ps.SelectProcesses(func(d *Device) bool { return owners != nil && sharedByPods(owners.Owners(d.Key())) })
+	}
+	readings, errs := s.backend.Sample(now)
+
 	snap := &Snapshot{
 		Time:    now,
 		Devices: make([]DeviceSample, len(readings)),
@@ -111,6 +114,18 @@ func (s *Sampler) SampleOnce(now time.Time) *Snapshot {
 		s.opts.OnSample(snap)
 	}
 	return snap
+}
+
+// sharedByPods reports whether owners (ordered by namespace and pod) hold
+// the device for more than one pod: the devices whose values per-process
+// attribution splits.
+func sharedByPods(owners []podmap.Owner) bool {
+	for i := 1; i < len(owners); i++ {
+		if owners[i].Namespace != owners[0].Namespace || owners[i].Pod != owners[0].Pod {
+			return true
+		}
+	}
+	return false
 }
 
 // layoutMIG gives each MIG instance its GPU's whole-GPU fields from the

@@ -300,3 +300,26 @@ func TestFormatHostname(t *testing.T) {
 		t.Errorf("escapeHelp = %q", got)
 	}
 }
+
+func TestSharedByPods(t *testing.T) {
+	o := func(ns, pod, container, replica string) podmap.Owner {
+		return podmap.Owner{Namespace: ns, Pod: pod, Container: container, Resource: "nvidia.com/gpu", Replica: replica}
+	}
+	tests := []struct {
+		name   string
+		owners []podmap.Owner
+		want   bool
+	}{
+		{"idle", nil, false},
+		{"one pod", []podmap.Owner{o("inf", "a", "srv", "")}, false},
+		{"two containers of one pod", []podmap.Owner{o("inf", "a", "srv", ""), o("inf", "a", "side", "")}, false},
+		{"two replicas held by one pod", []podmap.Owner{o("inf", "a", "srv", "0"), o("inf", "a", "srv", "1")}, false},
+		{"two pods", []podmap.Owner{o("inf", "a", "srv", "0"), o("inf", "b", "srv", "1")}, true},
+		{"same pod name, two namespaces", []podmap.Owner{o("inf", "a", "srv", "0"), o("ml", "a", "srv", "1")}, true},
+	}
+	for _, tt := range tests {
+		if got := sharedByPods(tt.owners); got != tt.want {
+			t.Errorf("%s: shared %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ package nvml
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -36,8 +37,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// SlowInterval is how often the slow fields (slowFields: energy,
 	// violation times, error and row-remapping counters, PCIe replays,
-	// vGPU license) are read; between reads each round carries their
-	// last reading. 0 reads them every round.
+	// vGPU license), and the processes of a GPU the sampler does not
+	// select (SelectProcesses), are read; between reads each round
+	// carries their last reading. 0 reads them every round.
 	SlowInterval time.Duration
 }
 
@@ -52,7 +54,15 @@ type backend struct {
 	// (it holds room for every GPM metric: ~20 KiB).
 	gpmRequest *nvml.GpmMetricsGetType
 	xid        *xidWatcher
+	// shared, set by the sampler, names the devices whose processes are
+	// read every round (nil: all of them).
+	shared func(*collector.Device) bool
 }
+
+// SelectProcesses implements collector.ProcessSelector: the processes of a
+// GPU shared reports false are read with the slow fields (every
+// SlowInterval), the last table carried in between.
+func (b *backend) SelectProcesses(shared func(*collector.Device) bool) { b.shared = shared }
 
 type device struct {
 	handle nvml.Device
@@ -323,9 +333,18 @@ func (b *backend) read(d *device, now time.Time) (collector.Reading, collector.P
 	x.r.Restrict(b.fields)
 	var procs collector.Processes
 	if b.opts.Processes && !d.migEnabled {
-		var err error
-		if procs, err = d.readProcesses(); err != nil {
-			return collector.Reading{}, collector.Processes{}, err
+		if x.slowDue || b.shared == nil || b.shared(&d.info) || !d.procs.haveLast {
+			var err error
+			if procs, err = d.readProcesses(); err != nil {
+				return collector.Reading{}, collector.Processes{}, err
+			}
+			// Kept apart from what the attribution writes into.
+			d.procs.last, d.procs.haveLast = procs, true
+			d.procs.last.List = slices.Clone(procs.List)
+		} else {
+			// The attribution writes into the list: each round its copy.
+			procs = d.procs.last
+			procs.List = slices.Clone(procs.List)
 		}
 	}
 	return x.r, procs, nil

@@ -39,6 +39,10 @@ type processState struct {
 	// stamps is scratch space: the timestamp of the sample each list entry
 	// took its utilization from.
 	stamps []uint64
+	// last is the last table read, carried on a GPU one pod holds between
+	// reads (backend.SelectProcesses); haveLast: there is one.
+	last     collector.Processes
+	haveLast bool
 }
 
 var (

@@ -378,3 +378,54 @@ func BenchmarkSampleOnce8WithProcesses(b *testing.B) {
 		}
 	}
 }
+
+// TestProcessesReadEveryRoundOnlyWhereShared: with a SlowInterval and the
+// sampler's selection, a GPU two pods hold has its processes read every
+// round; one a single pod holds, or none, at the first round and then with
+// the slow fields, its last table carried in between (a copy: the
+// attribution's writes do not reach the carried table), its attribution
+// mode steady.
+func TestProcessesReadEveryRoundOnlyWhereShared(t *testing.T) {
+	n := h100Node(t)
+	calls := make([]int, 3)
+	for i := range calls {
+		d := n.Devices[i].(*server.Device)
+		setProcesses(d, []nvml.ProcessInfo{{Pid: uint32(1001 + 2*i), UsedGpuMemory: gib}}, nil,
+			[]nvml.ProcessUtilizationSample{{Pid: uint32(1001 + 2*i), TimeStamp: 1, SmUtil: 40}})
+		inner := d.GetProcessUtilizationFunc
+		d.GetProcessUtilizationFunc = func(ts uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+			calls[i]++
+			return inner(ts)
+		}
+	}
+	uuid := func(i int) string { return n.Devices[i].(*server.Device).UUID }
+	owners := sharedOwners(uuid(0))
+	owners[uuid(1)] = []podmap.Owner{{Namespace: "inf", Pod: "b", Container: "srv", Resource: "nvidia.com/gpu"}}
+	b, err := newBackend(n.Server, Options{Processes: true, SlowInterval: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	s := collector.NewSampler(b, collector.SamplerOptions{
+		Node:        "n",
+		Interval:    time.Second,
+		Owners:      func() podmap.Lookup { return owners },
+		Attribution: &collector.Attribution{Resolver: cgroup.NewResolver(fakeProc), Pods: testPods},
+	})
+	t0 := time.Unix(1_800_000_000, 0)
+	for round, at := range []time.Duration{0, time.Second, 2 * time.Second, 10 * time.Second, 11 * time.Second} {
+		snap := s.SampleOnce(t0.Add(at))
+		if mode := snap.Devices[1].Attribution; mode != collector.AttributionProcess {
+			t.Errorf("round %d: the dedicated GPU's attribution mode %d, want process", round, mode)
+		}
+		if p := snap.Devices[1].Processes; !p.Read || len(p.List) != 1 || p.List[0].PID != 1003 {
+			t.Errorf("round %d: the dedicated GPU's processes %+v, want its one process", round, p)
+		}
+	}
+	if want := []int{5, 2, 2}; !slices.Equal(calls, want) {
+		t.Errorf("process utilization read %v times on the shared, dedicated and idle GPU, want %v", calls, want)
+	}
+	if last := b.devices[1].procs.last.List; last[0].Pod != (collector.PodRef{}) {
+		t.Errorf("the carried table was written to by the attribution: %+v", last[0])
+	}
+}

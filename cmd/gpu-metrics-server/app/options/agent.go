@@ -86,8 +86,9 @@ func (o *AgentOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Node name, exported as the node label (--hostname-label; default $NODE_NAME, else the host name).")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", o.SampleInterval, "Interval between GPU sampling rounds.")
 	fs.DurationVar(&o.SlowSampleInterval, "slow-sample-interval", o.SlowSampleInterval, "Interval between readings of the fields that change slowly "+
-		"or cost most to read (energy, violation times, ECC, retired-page, row-remapping and NVLink error counters, PCIe replays, vGPU license), "+
-		"with --backend=nvml; the rounds in between serve their last reading. At least --sample-interval; 0 reads them every round.")
+		"or cost most to read (energy, violation times, ECC, retired-page, row-remapping and NVLink error counters, PCIe replays, vGPU license, "+
+		"and the process table of a GPU at most one pod holds), with --backend=nvml; the rounds in between serve their last reading. "+
+		"At least --sample-interval; 0 reads them every round.")
 	fs.StringVarP(&o.Collectors, "collectors", "f", o.Collectors, "Counters file in dcgm-exporter's CSV format (\"DCGM_FIELD, type, help\" per line): the fields to serve, "+
 		"with its types and help texts. Empty: the built-in list, dcgm-exporter's dcp-metrics-included.csv. The fields the aggregator reads are always served.")
 	fs.BoolVar(&o.CollectorsSkipUnsupported, "collectors-skip-unsupported", o.CollectorsSkipUnsupported, "Skip the fields of --collectors that the agent cannot read "+
