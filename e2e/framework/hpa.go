@@ -5,13 +5,10 @@ package framework
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"sync"
 	"testing"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,22 +36,9 @@ type HPASyncs struct {
 func (cp *ControlPlane) HPASyncs(ctx context.Context) (HPASyncs, error) {
 	var s HPASyncs
 	url := loopbackURL("https", cp.ports.controllerManager) + "/metrics"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	families, err := ScrapeFamiliesAs(ctx, cp.selfSignedClient(), "", url)
 	if err != nil {
 		return s, err
-	}
-	resp, err := cp.selfSignedClient().Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return s, fmt.Errorf("parsing %s: %w", url, err)
 	}
 	const prefix = "horizontal_pod_autoscaler_controller_"
 	for _, m := range families[prefix+"num_horizontal_pod_autoscalers"].GetMetric() {
