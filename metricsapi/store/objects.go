@@ -169,7 +169,7 @@ func (o *objects) load(k objectKey) *view {
 // update stores the samples of one object (all of key) received at now,
 // publishes the new view if any was stored, and returns how many were
 // stored and how many were duplicates.
-func (o *objects) update(key objectKey, samples []Sample, now, window, staleAfter int64) (stored, dups int) {
+func (o *objects) update(key objectKey, samples []Sample, now int64, lim limits) (stored, dups int) {
 	sh := o.shard(key)
 	for {
 		e := sh.getOrAdd(key)
@@ -179,7 +179,7 @@ func (o *objects) update(key objectKey, samples []Sample, now, window, staleAfte
 			continue
 		}
 		cur := e.view.Load()
-		next, newSeries := cur.with(samples, now, window, staleAfter, &stored, &dups)
+		next, newSeries := cur.with(samples, now, lim, &stored, &dups)
 		if next != cur {
 			e.view.Store(next)
 			o.series.Add(int64(newSeries))
@@ -197,7 +197,7 @@ func (o *objects) update(key objectKey, samples []Sample, now, window, staleAfte
 
 // with returns the view with samples stored, received at now, or v itself
 // when none was (all duplicates), and the number of new device series.
-func (v *view) with(samples []Sample, now, window, staleAfter int64, stored, dups *int) (*view, int) {
+func (v *view) with(samples []Sample, now int64, lim limits, stored, dups *int) (*view, int) {
 	var next *view
 	newSeries := 0
 	for i := range samples {
@@ -225,7 +225,7 @@ func (v *view) with(samples []Sample, now, window, staleAfter int64, stored, dup
 			newSeries++
 		}
 		next = cur.copyFor(d, li, found, smp)
-		next.devices[d].levels[li].store(smp, sampled, now, window, staleAfter)
+		next.devices[d].levels[li].store(smp, sampled, now, lim)
 		*stored++
 	}
 	if next == nil {
@@ -309,9 +309,11 @@ func (dv *deviceView) levelIndex(prec uint8) (int, bool) {
 // store records a new reading in a level copied for a new view: each field
 // it carries replaces that field's value; the others keep theirs (and their
 // age). A level that had gone stale starts a new window: points from before
-// the gap are not mixed with the new ones, whenever the sweep runs.
-func (lv *levelView) store(smp *Sample, sampled, received, window, staleAfter int64) {
-	if lv.newestReceived < received-staleAfter {
+// the gap are not mixed with the new ones, whenever the sweep runs. So does
+// a level whose load stepped up (see steppedUp): the points before the
+// step leave the window.
+func (lv *levelView) store(smp *Sample, sampled, received int64, lim limits) {
+	if lv.newestReceived < received-lim.staleAfter {
 		lv.points, lv.sum = nil, 0
 	}
 	lv.newestSampled, lv.newestReceived = sampled, received
@@ -324,13 +326,56 @@ func (lv *levelView) store(smp *Sample, sampled, received, window, staleAfter in
 	set(FieldMemoryUsed, &lv.memUsed, smp.MemoryUsedBytes)
 	set(FieldMemoryTotal, &lv.memTotal, smp.MemoryTotalBytes)
 	set(FieldPower, &lv.power, smp.PowerWatts)
-	lv.trim(received - window)
+	lv.trim(received - lim.window)
 	if smp.Present.Has(FieldUtilization) {
 		pts, dropped := appendPoint(lv.points, point{received: received, sampled: sampled, utilization: smp.Utilization})
 		lv.points = pts
 		lv.sum += smp.Utilization
 		lv.resum(dropped)
+		if lim.stepUp > 0 && steppedUp(lv.points, lim.stepUp) {
+			n := len(lv.points) - stepPoints
+			var gone float64
+			for _, p := range lv.points[:n] {
+				gone += p.utilization
+			}
+			lv.points = lv.points[n:]
+			lv.resum(gone)
+		}
 	}
+}
+
+// The step test (Config.StepUp): the newest stepPoints points against at
+// least stepBefore points before them in the window, by a margin of
+// stepRange times their range.
+const (
+	stepPoints = 2
+	stepBefore = 3
+	stepRange  = 3
+)
+
+// steppedUp reports whether the newest stepPoints utilization points of
+// pts all lie above the window's earlier points (at least stepBefore of
+// them) by more than minChange and by more than stepRange times those
+// points' range: the load rose to a new level, rather than the points
+// being noise around the old one. A margin of the earlier points' own
+// range makes the test scale with the load's noise: a load that swings
+// widely must rise further, and one point alone never counts.
+func steppedUp(pts []point, minChange float64) bool {
+	n := len(pts) - stepPoints
+	if n < stepBefore {
+		return false
+	}
+	lo, hi := pts[0].utilization, pts[0].utilization
+	for _, p := range pts[1:n] {
+		lo, hi = min(lo, p.utilization), max(hi, p.utilization)
+	}
+	floor := hi + max(minChange, stepRange*(hi-lo))
+	for _, p := range pts[n:] {
+		if p.utilization <= floor {
+			return false
+		}
+	}
+	return true
 }
 
 // trimPoints drops the points received before cutoff (a reslice: the

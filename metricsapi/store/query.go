@@ -15,7 +15,8 @@ const (
 	// Utilization is the mean, over the window, of the utilization of the
 	// pod's devices, in percent (each device weighs the same). A device's
 	// mean uses only the points of its highest precedence whose newest
-	// point is fresh and within the window.
+	// point is fresh and within the window, and of those only the points
+	// since the device's load last stepped up (Config.StepUp).
 	Utilization Metric = iota
 	// MemoryUsedBytes is the sum of the frame buffer in use on the pod's
 	// devices, at their newest reading.

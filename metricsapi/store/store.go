@@ -32,6 +32,19 @@ type Config struct {
 	// MaxWindowFeeds feeds, which the store could not hold in full; zero
 	// skips that check.
 	FeedInterval time.Duration
+	// StepUp, in percentage points, restarts a device's utilization
+	// window when the load steps up to a new level: when its two newest
+	// points both lie above the window's earlier points (at least three)
+	// by more than StepUp and by more than three times those points' own
+	// range. The mean then covers the new level only, instead of taking
+	// most of the window to reach it; the points before the step leave the
+	// window. Noise around one level, however wide, does not restart it
+	// (the margin grows with the points' range), nor does one point alone.
+	// Only rises count: the HPA scales up at its next sync but scales down
+	// only after its stabilization window (five minutes by default), so a
+	// faster fall would buy nothing and would follow every dip of the load.
+	// Zero keeps the plain window mean.
+	StepUp float64
 }
 
 // Validate reports the first invalid setting.
@@ -43,6 +56,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stale-after must be positive, got %v", c.StaleAfter)
 	case c.FeedInterval < 0:
 		return fmt.Errorf("feed interval must not be negative, got %v", c.FeedInterval)
+	case !(c.StepUp >= 0 && c.StepUp <= 100):
+		return fmt.Errorf("step-up must be 0-100 percentage points, got %v", c.StepUp)
 	case c.FeedInterval > 0 && c.FeedInterval <= math.MaxInt64/MaxWindowFeeds && c.Window > MaxWindowFeeds*c.FeedInterval:
 		return fmt.Errorf("window %v spans more than %d feeds of %v, more than the store holds: use a window of at most %v or a longer feed interval",
 			c.Window, MaxWindowFeeds, c.FeedInterval, MaxWindowFeeds*c.FeedInterval)
@@ -61,6 +76,7 @@ func (c Config) Validate() error {
 type Store struct {
 	window     int64 // nanoseconds
 	staleAfter int64 // nanoseconds
+	stepUp     float64
 
 	pods objects
 	// nodes holds each node's devices, held or idle (AppendNodes), keyed
@@ -85,7 +101,18 @@ func New(cfg Config) (*Store, error) {
 	return &Store{
 		window:     int64(cfg.Window),
 		staleAfter: int64(cfg.StaleAfter),
+		stepUp:     cfg.StepUp,
 	}, nil
+}
+
+// limits is what an append needs of the store's configuration.
+type limits struct {
+	window, staleAfter int64 // nanoseconds
+	stepUp             float64
+}
+
+func (s *Store) limits() limits {
+	return limits{window: s.window, staleAfter: s.staleAfter, stepUp: s.stepUp}
 }
 
 // AppendResult counts what one Append did with its samples.
@@ -130,7 +157,7 @@ func (s *Store) Append(sourceName string, at time.Time, samples []Sample) (Appen
 		for j < len(samples) && samples[j].Namespace == smp.Namespace && samples[j].Pod == smp.Pod && valid(&samples[j]) {
 			j++
 		}
-		stored, dups := s.pods.update(objectKey{smp.Namespace, smp.Pod}, samples[i:j], now, s.window, s.staleAfter)
+		stored, dups := s.pods.update(objectKey{smp.Namespace, smp.Pod}, samples[i:j], now, s.limits())
 		res.Stored += stored
 		res.Duplicates += dups
 		i = j
@@ -167,7 +194,7 @@ func (s *Store) AppendNodes(sourceName string, at time.Time, samples []Sample) (
 		for j < len(samples) && samples[j].Node == smp.Node && validNode(&samples[j]) {
 			j++
 		}
-		stored, dups := s.nodes.update(objectKey{name: smp.Node}, samples[i:j], now, s.window, s.staleAfter)
+		stored, dups := s.nodes.update(objectKey{name: smp.Node}, samples[i:j], now, s.limits())
 		res.Stored += stored
 		res.Duplicates += dups
 		i = j

@@ -17,6 +17,9 @@ import (
 type StoreOptions struct {
 	Window     time.Duration
 	StaleAfter time.Duration
+	// StepUp restarts a GPU's window when its load steps up by more than
+	// this many percentage points (store.Config.StepUp); 0: never.
+	StepUp float64
 
 	feed          *time.Duration // the feed interval, owned by another group
 	feedFlag      string         // its flag
@@ -26,13 +29,15 @@ type StoreOptions struct {
 // NewStoreOptions returns the defaults for a store fed every *feed, the
 // value of --feedFlag.
 func NewStoreOptions(feed *time.Duration, feedFlag string) *StoreOptions {
-	return &StoreOptions{Window: 15 * time.Second, feed: feed, feedFlag: feedFlag}
+	return &StoreOptions{Window: 15 * time.Second, StepUp: 10, feed: feed, feedFlag: feedFlag}
 }
 
-// AddFlags registers --window and --stale-after.
+// AddFlags registers --window, --step-up-threshold and --stale-after.
 func (o *StoreOptions) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs := fss.FlagSet(sectionStore)
 	fs.DurationVar(&o.Window, "window", o.Window, "Window of the gpu_utilization mean.")
+	fs.Float64Var(&o.StepUp, "step-up-threshold", o.StepUp,
+		"When a GPU's utilization steps up by more than this many percentage points (and by more than three times the window's own range) in two rounds in a row, its window restarts at the step, so the value reaches the new level at once instead of over --window. 0 keeps the plain mean.")
 	fs.DurationVar(&o.StaleAfter, "stale-after", o.StaleAfter,
 		"A pod whose newest sample was received longer ago is not served (default: 3 × --"+o.feedFlag+").")
 }
@@ -45,7 +50,8 @@ func (o *StoreOptions) Complete(fs *pflag.FlagSet) {
 	}
 }
 
-// Validate reports --window and --stale-after, each on its own. The checks
+// Validate reports --window, --step-up-threshold and --stale-after, each
+// on its own. The checks
 // against the feed interval are left out while that interval is itself
 // invalid (its group reports it), and so is a --stale-after derived from
 // it.
@@ -63,6 +69,9 @@ func (o *StoreOptions) Validate() []error {
 		errs = append(errs, flagErrorf("window", "%v spans more than %d rounds of --%s (%v), more than the store holds: use a window of at most %v or a longer interval",
 			o.Window, store.MaxWindowFeeds, o.feedFlag, feed, times(store.MaxWindowFeeds, feed)))
 	}
+	if !(o.StepUp >= 0 && o.StepUp <= 100) {
+		errs = append(errs, flagErrorf("step-up-threshold", "must be 0-100 percentage points, got %v", o.StepUp))
+	}
 	switch {
 	case !o.staleAfterSet && !feedOK:
 	case o.StaleAfter <= 0:
@@ -76,7 +85,7 @@ func (o *StoreOptions) Validate() []error {
 
 // Config is the store's configuration.
 func (o *StoreOptions) Config() store.Config {
-	return store.Config{Window: o.Window, StaleAfter: o.StaleAfter, FeedInterval: *o.feed}
+	return store.Config{Window: o.Window, StaleAfter: o.StaleAfter, FeedInterval: *o.feed, StepUp: o.StepUp}
 }
 
 // times is n×d, saturating instead of overflowing (n > 0, d >= 0).
