@@ -35,6 +35,11 @@ const MaxScrapesInFlight = 8
 // (the body is rebuilt after an interval even when no new snapshot came).
 // o.Runtime's (the Go runtime's and the process's own, which read several
 // /proc files each) are gathered at most once per o.RuntimeEvery.
+//
+// A request naming families (exposition.FamilyParam) gets only those,
+// from the same body; the filtered body of the last filter asked for is
+// kept with it (and gzipped at most once), so that every aggregator asking
+// for the families it reads costs one filtering per snapshot.
 func MetricsHandler(s *Sampler, g prometheus.Gatherer, o HandlerOptions) http.Handler {
 	return newMetricsHandler(s, g, o, MaxScrapesInFlight)
 }
@@ -96,6 +101,19 @@ type metricsBody struct {
 	gzOnce sync.Once
 	gz     []byte
 	h      *metricsHandler // counts compressions
+
+	// filtered is the body of the last family filter asked for
+	// (exposition.FamilyParam): one per snapshot for the aggregators, which all ask
+	// for the same families.
+	filtered atomic.Pointer[filteredBody]
+}
+
+// filteredBody is a metricsBody's families of one filter.
+type filteredBody struct {
+	key    string // FamilyFilter.key
+	b      []byte
+	gzOnce sync.Once
+	gz     []byte
 }
 
 var exposed = expfmt.NewFormat(expfmt.TypeTextPlain)
@@ -123,6 +141,18 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b := h.current()
 	w.Header().Set("Content-Type", string(exposed))
 	w.Header().Add("Vary", "Accept-Encoding")
+	if f, ok := FamilyFilterOf(r.URL.Query()); ok {
+		fb := b.filter(f)
+		body := fb.b
+		if AcceptsGzip(r) {
+			fb.gzOnce.Do(func() { fb.gz = h.compress(fb.b) })
+			body = fb.gz
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+		return
+	}
 	if AcceptsGzip(r) {
 		gz := b.gzipped()
 		w.Header().Set("Content-Encoding", "gzip")
@@ -201,21 +231,44 @@ func encode(b []byte, what string, g prometheus.Gatherer) []byte {
 // gzipped returns the body compressed, compressing it on first use.
 func (b *metricsBody) gzipped() []byte {
 	b.gzOnce.Do(func() {
-		b.h.compressions.Add(1)
-		var buf bytes.Buffer
-		gz := gzipWriters.Get().(*gzip.Writer)
-		gz.Reset(&buf)
-		// Writes to a bytes.Buffer do not fail.
+		var exp []byte
 		if b.snap != nil {
-			_, _ = gz.Write(b.snap.Exposition())
+			exp = b.snap.Exposition()
 		}
-		_, _ = gz.Write(b.trailer)
-		_ = gz.Close()
-		gz.Reset(io.Discard) // drop the reference to buf
-		gzipWriters.Put(gz)
-		b.gz = buf.Bytes()
+		b.gz = b.h.compress(exp, b.trailer)
 	})
 	return b.gz
+}
+
+// filter returns the body's families of f, built on first use (and again
+// when another filter was asked for since).
+func (b *metricsBody) filter(f FamilyFilter) *filteredBody {
+	if fb := b.filtered.Load(); fb != nil && fb.key == f.key {
+		return fb
+	}
+	var exp []byte
+	if b.snap != nil {
+		exp = b.snap.Exposition()
+	}
+	fb := &filteredBody{key: f.key, b: f.Body(exp, b.trailer)}
+	b.filtered.Store(fb)
+	return fb
+}
+
+// compress gzips the concatenation of parts.
+func (h *metricsHandler) compress(parts ...[]byte) []byte {
+	h.compressions.Add(1)
+	var buf bytes.Buffer
+	gz := gzipWriters.Get().(*gzip.Writer)
+	gz.Reset(&buf)
+	for _, p := range parts {
+		// Writes to a bytes.Buffer do not fail.
+		_, _ = gz.Write(p)
+	}
+	_ = gz.Close()
+	gz.Reset(io.Discard) // drop the reference to buf
+	gzipWriters.Put(gz)
+	return buf.Bytes()
 }
 
 // gzipWriters reuses compressors: a new gzip.Writer allocates about 800 KB

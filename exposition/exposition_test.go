@@ -277,3 +277,20 @@ func TestSmokeListsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFamilies: one family per role, each one RoleOf finds: what the
+// aggregator asks the agents for is what its parser reads.
+func TestReadFamilies(t *testing.T) {
+	names := ReadFamilies()
+	if len(names) != int(NumRoles)-1 {
+		t.Fatalf("%d families, want one per role (%d)", len(names), NumRoles-1)
+	}
+	seen := map[Role]bool{}
+	for _, n := range names {
+		r, ok := RoleOf([]byte(n))
+		if !ok || seen[r] {
+			t.Errorf("%s: role %d, found %v, seen before %v", n, r, ok, seen[r])
+		}
+		seen[r] = true
+	}
+}

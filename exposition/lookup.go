@@ -78,3 +78,24 @@ func RoleOf(name []byte) (Role, bool) {
 
 // Family returns the family the aggregator reads r from.
 func (r Role) Family() Family { return roleFamilies[r] }
+
+// ReadFamilies returns the names of the families the aggregator reads, one
+// per role, in the order of the roles: what it asks an agent for with
+// FamilyParam.
+func ReadFamilies() []string {
+	names := make([]string, 0, NumRoles-1)
+	for r := RoleNone + 1; r < NumRoles; r++ {
+		names = append(names, r.Family().Name)
+	}
+	return names
+}
+
+// FamilyParam is the /metrics query parameter of the agent naming a family
+// to serve: `/metrics?name[]=DCGM_FI_DEV_GPU_UTIL&name[]=DCGM_FI_DEV_FB_USED`
+// serves only those families, in the order of the whole body, with their
+// HELP and TYPE lines. The aggregator asks the agents for the families it
+// reads (ReadFamilies); a Prometheus scrape may ask for the ones it keeps
+// (`params` in its scrape config). An exposition that does not know the
+// parameter (dcgm-exporter, an older agent) ignores it and serves every
+// family, which the aggregator skips as before.
+const FamilyParam = "name[]"

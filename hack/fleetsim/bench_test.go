@@ -4,9 +4,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 )
 
@@ -34,18 +36,27 @@ func BenchmarkNodeSample(b *testing.B) {
 // new sample: the render of the exposition plus the write, the fleet's cost
 // per scrape when every scrape finds a new snapshot (aggregator: no gzip).
 func BenchmarkNodeScrape(b *testing.B) {
-	benchmarkScrape(b, "")
+	benchmarkScrape(b, "", "/metrics")
 }
+
+// BenchmarkNodeScrapeRead is the same for the families the aggregator asks
+// for (exposition.ReadFamilies), filtered for the request.
+func BenchmarkNodeScrapeRead(b *testing.B) {
+	benchmarkScrape(b, "", readPath)
+}
+
+// readPath asks for the families the aggregator reads, as it does.
+var readPath = "/metrics?" + url.Values{exposition.FamilyParam: exposition.ReadFamilies()}.Encode()
 
 // BenchmarkNodeScrapeGzip is the same for a client asking gzip
 // (Prometheus).
 func BenchmarkNodeScrapeGzip(b *testing.B) {
-	benchmarkScrape(b, "gzip")
+	benchmarkScrape(b, "gzip", "/metrics")
 }
 
-func benchmarkScrape(b *testing.B, encoding string) {
+func benchmarkScrape(b *testing.B, encoding, path string) {
 	n := mustFleet(b, testConfig(1, 8, "fill")).nodes[0]
-	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req := httptest.NewRequest(http.MethodGet, path, nil)
 	if encoding != "" {
 		req.Header.Set("Accept-Encoding", encoding)
 	}
@@ -61,11 +72,22 @@ func benchmarkScrape(b *testing.B, encoding string) {
 
 // BenchmarkAggregatorParseNode parses one node's body (8 GPUs, 8 pods, the
 // device series and the self-metrics) with the aggregator's parser: the
-// aggregator's parse cost per scrape at fleet scale.
+// aggregator's parse cost per scrape at fleet scale, before it asked for
+// the families it reads.
 func BenchmarkAggregatorParseNode(b *testing.B) {
+	benchmarkParse(b, "/metrics")
+}
+
+// BenchmarkAggregatorParseNodeRead parses the families the aggregator asks
+// for: its parse cost per scrape.
+func BenchmarkAggregatorParseNodeRead(b *testing.B) {
+	benchmarkParse(b, readPath)
+}
+
+func benchmarkParse(b *testing.B, path string) {
 	n := mustFleet(b, testConfig(1, 8, "fill")).nodes[0]
 	rec := httptest.NewRecorder()
-	n.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	n.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 	body := rec.Body.Bytes()
 	p := scrape.NewParser()
 	b.SetBytes(int64(len(body)))

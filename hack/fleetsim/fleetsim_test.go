@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +25,10 @@ import (
 
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector"
 	"github.com/gpu-metrics-server/gpu-metrics-server/collector/sim"
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/internal/testutil"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
+	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/store"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap"
 	"github.com/gpu-metrics-server/gpu-metrics-server/podmap/fakekubelet"
 )
@@ -194,8 +198,8 @@ func TestNodeServeHTTP(t *testing.T) {
 			if !bytes.Equal(body, plain) {
 				t.Errorf("body is not the snapshot's exposition followed by the self-metrics")
 			}
-			if ct := rec.Header().Get("Content-Type"); ct != exposition {
-				t.Errorf("Content-Type %q, want %q", ct, exposition)
+			if ct := rec.Header().Get("Content-Type"); ct != contentType {
+				t.Errorf("Content-Type %q, want %q", ct, contentType)
 			}
 		})
 	}
@@ -334,23 +338,37 @@ func TestAggregatorReadsTheFleet(t *testing.T) {
 	}
 	at := time.Unix(1700000000, 500_000_000)
 	n.sampler.SampleOnce(at)
-	rec := httptest.NewRecorder()
-	n.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-
-	samples, stats, err := scrape.NewParser().Parse(rec.Body.Bytes(), time.Now())
-	if err != nil {
-		t.Fatalf("the aggregator's parser rejects the body: %v", err)
-	}
-	if len(samples) != 8 || stats.Invalid != 0 || !stats.SnapshotTime {
-		t.Fatalf("%d samples (%+v), want 8 with the snapshot time", len(samples), stats)
-	}
-	for _, s := range samples {
-		want, pod := 10.0, n.name+"-gpu"
-		if s.Device == sim.UUID(n.name, 5) {
-			want, pod = 90, "a"
+	// The whole body (Prometheus, older aggregators) and the families the
+	// aggregator asks for give the same samples.
+	read := "/metrics?" + url.Values{exposition.FamilyParam: exposition.ReadFamilies()}.Encode()
+	var whole []store.Sample
+	for _, path := range []string{"/metrics", read} {
+		rec := httptest.NewRecorder()
+		n.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		samples, stats, err := scrape.NewParser().Parse(rec.Body.Bytes(), time.Now())
+		if err != nil {
+			t.Fatalf("%s: the aggregator's parser rejects the body: %v", path, err)
 		}
-		if s.Utilization != want || !strings.HasPrefix(s.Pod, pod) || !s.Time.Equal(at) {
-			t.Errorf("sample %s/%s on %s: utilization %v at %v, want %v at %v", s.Namespace, s.Pod, s.Device, s.Utilization, s.Time, want, at)
+		if len(samples) != 8 || stats.Invalid != 0 || !stats.SnapshotTime {
+			t.Fatalf("%s: %d samples (%+v), want 8 with the snapshot time", path, len(samples), stats)
+		}
+		for _, s := range samples {
+			want, pod := 10.0, n.name+"-gpu"
+			if s.Device == sim.UUID(n.name, 5) {
+				want, pod = 90, "a"
+			}
+			if s.Utilization != want || !strings.HasPrefix(s.Pod, pod) || !s.Time.Equal(at) {
+				t.Errorf("%s: sample %s/%s on %s: utilization %v at %v, want %v at %v", path, s.Namespace, s.Pod, s.Device, s.Utilization, s.Time, want, at)
+			}
+		}
+		if whole == nil {
+			whole = samples
+			t.Logf("%s: %d bytes", path, rec.Body.Len())
+			continue
+		}
+		t.Logf("%s: %d bytes", path, rec.Body.Len())
+		if !reflect.DeepEqual(samples, whole) {
+			t.Errorf("the families asked for give other samples than the whole body:\n%+v\nwant\n%+v", samples, whole)
 		}
 	}
 }

@@ -26,8 +26,8 @@ const (
 	fillContainer = "main"
 )
 
-// exposition is the content type of every node's /metrics, as the agent's.
-var exposition = string(expfmt.NewFormat(expfmt.TypeTextPlain))
+// contentType is the content type of every node's /metrics, as the agent's.
+var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 
 // node is one simulated agent: the agent's own simulated backend and
 // sampler, fed a pod mapping built by podmap from kubelet-shaped pod
@@ -133,7 +133,8 @@ func (b *body) gzipped() []byte {
 
 // ServeHTTP serves the node's /metrics: the device series of the latest
 // snapshot, then the self-metrics, gzipped when the client accepts it
-// (Prometheus does; the aggregator does not), as the agent's handler.
+// (Prometheus does; the aggregator does not), or only the families the
+// request names (exposition.FamilyParam), as the agent's handler.
 func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -141,8 +142,14 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := n.current()
-	w.Header().Set("Content-Type", exposition)
+	w.Header().Set("Content-Type", contentType)
 	w.Header().Add("Vary", "Accept-Encoding")
+	if f, ok := collector.FamilyFilterOf(r.URL.Query()); ok {
+		// The families asked for (the aggregator's), filtered for each
+		// request: one scraper per node, so nothing to share. Not gzipped.
+		_, _ = w.Write(f.Body(b.snap.Exposition(), *b.trailer))
+		return
+	}
 	if collector.AcceptsGzip(r) {
 		w.Header().Set("Content-Encoding", "gzip")
 		_, _ = w.Write(b.gzipped())

@@ -343,6 +343,20 @@ func TestPodDiscoveryTargets(t *testing.T) {
 	if len(got) != len(want) || got["agent/gms/agent-a"] != want["agent/gms/agent-a"] || got["agent/gms/agent-b"] != want["agent/gms/agent-b"] {
 		t.Errorf("Targets = %v, want %v", got, want)
 	}
+
+	// Asking for families: the query names each, in order.
+	fd, err := NewPodDiscovery(client, DiscoveryConfig{Kind: "agent", Namespace: "gms", Selector: "app=agent", Scheme: "http", Port: 9400,
+		Families: []string{"DCGM_FI_DEV_GPU_UTIL", "gpu_metrics_server_sample_timestamp_seconds"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.informer.GetStore().Add(pod("agent-a", "10.1.2.3", corev1.PodRunning)); err != nil {
+		t.Fatal(err)
+	}
+	const wantURL = "http://10.1.2.3:9400/metrics?name%5B%5D=DCGM_FI_DEV_GPU_UTIL&name%5B%5D=gpu_metrics_server_sample_timestamp_seconds"
+	if tg := fd.Targets(); len(tg) != 1 || tg[0].URL != wantURL {
+		t.Errorf("Targets = %+v, want %s", tg, wantURL)
+	}
 	if (Sources{d, StaticTargets{}}).HasSynced() {
 		t.Error("Sources synced before the informer listed")
 	}

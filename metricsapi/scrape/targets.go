@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/kube"
 )
 
@@ -82,12 +83,17 @@ type DiscoveryConfig struct {
 	// /metrics.
 	Scheme string
 	Port   int
+	// Families, when set, are the only families asked for
+	// (exposition.FamilyParam): the agents serve just those; other
+	// expositions ignore the parameter.
+	Families []string
 }
 
 // PodDiscovery lists the running pods matching a selector in a namespace,
 // through a pod informer limited to them, and makes them targets.
 type PodDiscovery struct {
 	cfg      DiscoveryConfig
+	path     string // path and query of the targets' URLs
 	informer cache.SharedIndexInformer
 }
 
@@ -106,7 +112,11 @@ func NewPodDiscovery(client kubernetes.Interface, cfg DiscoveryConfig) (*PodDisc
 	if err != nil {
 		return nil, fmt.Errorf("%s discovery: %w", cfg.Kind, err)
 	}
-	return &PodDiscovery{cfg: cfg, informer: inf}, nil
+	path := "/metrics"
+	if len(cfg.Families) > 0 {
+		path += "?" + url.Values{exposition.FamilyParam: cfg.Families}.Encode()
+	}
+	return &PodDiscovery{cfg: cfg, path: path, informer: inf}, nil
 }
 
 // Run runs the informer until ctx is done.
@@ -127,7 +137,7 @@ func (d *PodDiscovery) Targets() []Target {
 		}
 		t = append(t, Target{
 			Name: d.cfg.Kind + "/" + p.Namespace + "/" + p.Name,
-			URL:  d.cfg.Scheme + "://" + net.JoinHostPort(p.Status.PodIP, port) + "/metrics",
+			URL:  d.cfg.Scheme + "://" + net.JoinHostPort(p.Status.PodIP, port) + d.path,
 			Node: p.Spec.NodeName,
 		})
 	}

@@ -355,8 +355,9 @@ func TestAggregatorDefaults(t *testing.T) {
 			if errs := o.Validate(); len(errs) > 0 {
 				t.Fatal(errors.Join(errs...))
 			}
-			if d := o.Scrape.Discovery(); len(d) != 1 || d[0].Kind != "agent" || d[0].Namespace != "gms" {
-				t.Errorf("discovery %+v, want the agents in $POD_NAMESPACE", d)
+			if d := o.Scrape.Discovery(); len(d) != 1 || d[0].Kind != "agent" || d[0].Namespace != "gms" ||
+				!slices.Equal(d[0].Families, exposition.ReadFamilies()) {
+				t.Errorf("discovery %+v, want the agents in $POD_NAMESPACE, asked for the families read", d)
 			}
 			if o.Scrape.Timeout != tc.timeout || o.Store.StaleAfter != tc.staleAft {
 				t.Errorf("timeout %v, stale-after %v; want %v, %v", o.Scrape.Timeout, o.Store.StaleAfter, tc.timeout, tc.staleAft)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	cliflag "k8s.io/component-base/cli/flag"
 
+	"github.com/gpu-metrics-server/gpu-metrics-server/exposition"
 	"github.com/gpu-metrics-server/gpu-metrics-server/metricsapi/scrape"
 )
 
@@ -183,6 +184,8 @@ func (o *ScrapeOptions) Discovery() []scrape.DiscoveryConfig {
 	if o.agentDiscovery() {
 		d = append(d, scrape.DiscoveryConfig{
 			Kind: "agent", Namespace: o.AgentNamespace, Selector: o.AgentSelector, Scheme: o.AgentScheme, Port: o.AgentPort,
+			// Only what the aggregator reads: a fifth of the body.
+			Families: exposition.ReadFamilies(),
 		})
 	}
 	if o.DCGMSelector != "" {
