@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -41,6 +42,30 @@ func NewStaticTargets(urls []string) (StaticTargets, error) {
 		t = append(t, Target{Name: raw, URL: u.String()})
 	}
 	return t, nil
+}
+
+// AskingFor returns the targets with families asked for
+// (exposition.FamilyParam) in each URL that has no query of its own: the
+// agents serve just those, other expositions ignore the parameter. Names
+// stay the URLs as given.
+func (s StaticTargets) AskingFor(families []string) StaticTargets {
+	q := familyQuery(families)
+	out := make(StaticTargets, len(s))
+	for i, t := range s {
+		if q != "" && !strings.Contains(t.URL, "?") {
+			t.URL += "?" + q
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// familyQuery is the query asking for families ("" for none).
+func familyQuery(families []string) string {
+	if len(families) == 0 {
+		return ""
+	}
+	return url.Values{exposition.FamilyParam: families}.Encode()
 }
 
 // Targets returns the list.
@@ -113,8 +138,8 @@ func NewPodDiscovery(client kubernetes.Interface, cfg DiscoveryConfig) (*PodDisc
 		return nil, fmt.Errorf("%s discovery: %w", cfg.Kind, err)
 	}
 	path := "/metrics"
-	if len(cfg.Families) > 0 {
-		path += "?" + url.Values{exposition.FamilyParam: cfg.Families}.Encode()
+	if q := familyQuery(cfg.Families); q != "" {
+		path += "?" + q
 	}
 	return &PodDiscovery{cfg: cfg, path: path, informer: inf}, nil
 }

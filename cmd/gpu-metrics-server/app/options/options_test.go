@@ -3,6 +3,7 @@ package options
 import (
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -371,7 +372,29 @@ func TestAggregatorDefaults(t *testing.T) {
 			if o.Serving.SecureServing.BindPort != 6443 || o.Scrape.MaxBodyBytes != 4<<20 {
 				t.Errorf("secure port %d, body limit %d; want 6443 and 4MiB", o.Serving.SecureServing.BindPort, o.Scrape.MaxBodyBytes)
 			}
+			if o.Store.StepUp != 10 {
+				t.Errorf("step-up threshold %v, want 10", o.Store.StepUp)
+			}
 		})
+	}
+}
+
+// TestStaticTargetsAskForTheFamiliesRead: --agent-urls without a query of
+// their own ask for the families the aggregator reads.
+func TestStaticTargetsAskForTheFamiliesRead(t *testing.T) {
+	cleanEnv(t)
+	o := NewAggregator()
+	parse(t, o, "--agent-urls=http://10.0.0.1:9400,http://10.0.0.2:9400/metrics?x=1")
+	if errs := o.Validate(); len(errs) > 0 {
+		t.Fatal(errors.Join(errs...))
+	}
+	st, err := o.Scrape.StaticTargets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"http://10.0.0.1:9400/metrics?" + url.Values{exposition.FamilyParam: exposition.ReadFamilies()}.Encode(), "http://10.0.0.2:9400/metrics?x=1"}
+	if len(st) != 2 || st[0].URL != want[0] || st[1].URL != want[1] {
+		t.Errorf("targets %+v, want URLs %q", st, want)
 	}
 }
 

@@ -174,7 +174,12 @@ func (o *ScrapeOptions) Config() scrape.Config {
 
 // StaticTargets are the --agent-urls.
 func (o *ScrapeOptions) StaticTargets() (scrape.StaticTargets, error) {
-	return scrape.NewStaticTargets(o.AgentURLs)
+	t, err := scrape.NewStaticTargets(o.AgentURLs)
+	if err != nil {
+		return nil, err
+	}
+	// Only what the aggregator reads, where the URL asks for nothing else.
+	return t.AskingFor(exposition.ReadFamilies()), nil
 }
 
 // Discovery says which pods to discover: the agents, existing
