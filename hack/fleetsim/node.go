@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -147,14 +148,20 @@ func (n *node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f, ok := collector.FamilyFilterOf(r.URL.Query()); ok {
 		// The families asked for (the aggregator's), filtered for each
 		// request: one scraper per node, so nothing to share. Not gzipped.
-		_, _ = w.Write(f.Body(b.snap.Exposition(), *b.trailer))
+		body := f.Body(b.snap.Exposition(), *b.trailer)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
 		return
 	}
 	if collector.AcceptsGzip(r) {
+		gz := b.gzipped()
 		w.Header().Set("Content-Encoding", "gzip")
-		_, _ = w.Write(b.gzipped())
+		w.Header().Set("Content-Length", strconv.Itoa(len(gz)))
+		_, _ = w.Write(gz)
 		return
 	}
+	// Sized, as the agent's: the client reads a known length, not chunks.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b.snap.Exposition())+len(*b.trailer)))
 	if _, err := w.Write(b.snap.Exposition()); err != nil {
 		return
 	}
