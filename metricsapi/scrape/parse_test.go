@@ -317,3 +317,59 @@ func TestParserReuse(t *testing.T) {
 		t.Errorf("second Parse kept the first body's timestamp: %v", second[0].Time)
 	}
 }
+
+// TestParseFleetNode: one node of the fleet benchmark (hack/fleetsim, the
+// agent's whole exposition with its self-metrics: 8 GPUs, each held by one
+// pod) gives one sample per pod and GPU, as the reference parser does.
+func TestParseFleetNode(t *testing.T) {
+	body := readTestdata(t, "fleet-node.prom")
+	uuids := []string{
+		"GPU-16ec7f62-54cc-961c-f251-540a2b7c95ab", "GPU-2f3eff0a-e2ac-f5f6-a3b7-72543c027fd3",
+		"GPU-a74df3b1-f8d9-673c-0c1d-480574260132", "GPU-d3851c46-f7de-d273-fa64-f312c431f274",
+		"GPU-6726eb8e-798e-daaf-4302-d17f874887b7", "GPU-508cfd3c-7b2e-5ac8-a849-93dd7349a621",
+		"GPU-48f5f713-013e-bcf9-ce5b-f29f135b803a", "GPU-467c33f5-16d6-ad30-46d3-c3973a036085",
+	}
+	p := NewParser()
+	got, stats, err := p.Parse(body, receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStats := ParseStats{Series: 49, Samples: 8, NodeSamples: 8, SnapshotTime: true}
+	if stats != wantStats {
+		t.Errorf("stats = %+v, want %+v", stats, wantStats)
+	}
+	snapshot := time.UnixMilli(1796047757554)
+	var want []store.Sample
+	for i, uuid := range uuids {
+		s := store.Sample{Namespace: "bench", Pod: fmt.Sprintf("fleet-node-0-gpu%d", i), Container: "main", Device: uuid,
+			Time: snapshot, Precedence: store.PrecedenceAgent, Present: allFields,
+			Utilization: 10, MemoryUsedBytes: 0, MemoryTotalBytes: (80978 + 581) * mib, PowerWatts: 133}
+		if len(got) > i {
+			// The snapshot time is a float of seconds: its millisecond,
+			// not its nanoseconds.
+			if d := got[i].Time.Sub(snapshot).Abs(); d < time.Millisecond {
+				s.Time = got[i].Time
+			}
+		}
+		want = append(want, s)
+	}
+	if err := sameSamples(got, want); err != nil {
+		t.Error(err)
+	}
+	nodes := sortSamples(p.NodeSamples())
+	ref, refNodes, err := parseWithReferenceNodes(body, receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameSamples(got, ref); err != nil {
+		t.Errorf("reference parser: %v", err)
+	}
+	if err := sameSamples(nodes, refNodes); err != nil {
+		t.Errorf("reference parser's node samples: %v", err)
+	}
+	for _, n := range nodes {
+		if n.Node != "fleet-node-0" || !slices.Contains(uuids, n.Device) {
+			t.Errorf("node sample %+v: want node fleet-node-0 and one of the GPUs", n)
+		}
+	}
+}
