@@ -141,6 +141,10 @@ func (p *Parser) parseFast(b []byte) error {
 	p.sets.reset()
 	// The cache refers to the body: let it go with the parse.
 	defer p.sets.reset()
+	// skip is the name of the last series skipped: a family's lines come
+	// together, and the next line of the same name is skipped on a
+	// comparison of its start.
+	var skip []byte
 	for len(b) > 0 {
 		p.line++
 		end := bytes.IndexByte(b, '\n')
@@ -165,6 +169,10 @@ func (p *Parser) parseFast(b []byte) error {
 		case c == '{' || c == '"':
 			return errFallback
 		case isNameStart(c):
+			if n := len(skip); n > 0 && len(line)-i >= n && bytes.Equal(line[i:i+n], skip) &&
+				(i+n == len(line) || charClass[line[i+n]]&className == 0 && line[i+n] != '"') {
+				continue
+			}
 			j := i + 1
 			for j < len(line) && charClass[line[j]]&className != 0 {
 				j++
@@ -172,10 +180,13 @@ func (p *Parser) parseFast(b []byte) error {
 			if j < len(line) && line[j] == '"' {
 				return errFallback
 			}
-			if f, ok := exposition.RoleOf(line[i:j]); ok {
-				if err := p.series(f, line[j:]); err != nil {
-					return err
-				}
+			f, ok := exposition.RoleOf(line[i:j])
+			if !ok {
+				skip = line[i:j]
+				continue
+			}
+			if err := p.series(f, line[j:]); err != nil {
+				return err
 			}
 		default:
 			return p.errorf("invalid metric name")
@@ -310,6 +321,10 @@ type labelSetCache struct {
 	seed  maphash.Seed
 	index map[uint64]int32 // hash of a set's text -> sets
 	sets  []cachedSet
+	// last is the index of the set of the last line read: the families
+	// list the same sets in the same order, so the next line's is most
+	// likely the set after it, which find tries first, without hashing.
+	last int
 }
 
 // cachedSet is one label set parsed in this parse.
@@ -327,6 +342,7 @@ func (c *labelSetCache) reset() {
 	clear(c.index)
 	clear(c.sets) // drop the references to the body and the strings
 	c.sets = c.sets[:0]
+	c.last = -1
 }
 
 func (c *labelSetCache) hash(text []byte) uint64 { return maphash.Bytes(c.seed, text) }
@@ -341,8 +357,16 @@ func (c *labelSetCache) find(b []byte) (set *cachedSet, h uint64, n int) {
 		return nil, 0, 0
 	}
 	text := b[:end+1]
+	if next := c.last + 1; next < len(c.sets) && bytes.Equal(c.sets[next].text, text) {
+		c.last = next
+		return &c.sets[next], 0, len(text)
+	} else if next == len(c.sets) && next > 0 && bytes.Equal(c.sets[0].text, text) {
+		c.last = 0
+		return &c.sets[0], 0, len(text)
+	}
 	h = c.hash(text)
 	if k, ok := c.index[h]; ok && bytes.Equal(c.sets[k].text, text) {
+		c.last = int(k)
 		return &c.sets[k], h, len(text)
 	}
 	return nil, h, len(text)
@@ -352,6 +376,7 @@ func (c *labelSetCache) find(b []byte) (set *cachedSet, h uint64, n int) {
 // hash another set has is kept but not found again.
 func (c *labelSetCache) add(text []byte, h uint64, l *lineLabels) *cachedSet {
 	c.sets = append(c.sets, cachedSet{text: text, lbl: *l})
+	c.last = len(c.sets) - 1
 	if _, taken := c.index[h]; !taken {
 		c.index[h] = int32(len(c.sets) - 1)
 	}
@@ -499,6 +524,18 @@ func unescape(v []byte) []byte {
 // parseFloat parses a sample value as expfmt does: Go's float syntax without
 // hexadecimal exponents or digit separators.
 func parseFloat(b []byte) (float64, error) {
+	// Most values are small integers: up to 15 digits, exact in a
+	// float64, as strconv would give them.
+	if len(b) > 0 && len(b) <= 15 {
+		var n uint64
+		i := 0
+		for ; i < len(b) && isDigit(b[i]); i++ {
+			n = n*10 + uint64(b[i]-'0')
+		}
+		if i == len(b) {
+			return float64(n), nil
+		}
+	}
 	if bytes.ContainsAny(b, "pP_") {
 		return 0, errors.New("unsupported character in float")
 	}
