@@ -2,6 +2,7 @@ package scrape
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"net/http/httptest"
 	"slices"
@@ -179,4 +180,36 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGunzipNode is what gzip would add to a scrape of one node of the
+// fleet benchmark (hack/fleetsim gzips at the default level when asked):
+// decompressing its body, against Parse/node's parse of it. The scraper
+// asks for no compression (client.request): on a cluster network the
+// decompression costs more CPU than the bytes it saves.
+func BenchmarkGunzipNode(b *testing.B) {
+	node := readTestdata(b, "fleet-node.prom")
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	if _, err := zw.Write(node); err != nil {
+		b.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var zr gzip.Reader
+	out := bytes.NewBuffer(make([]byte, 0, len(node)+bytes.MinRead))
+	b.SetBytes(int64(len(node)))
+	b.ReportAllocs()
+	defer b.ReportMetric(float64(zipped.Len()), "gzipped-bytes")
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		if err := zr.Reset(bytes.NewReader(zipped.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+		out.Reset()
+		if _, err := out.ReadFrom(&zr); err != nil || out.Len() != len(node) {
+			b.Fatalf("gunzip: %d bytes, %v", out.Len(), err)
+		}
+	}
 }
