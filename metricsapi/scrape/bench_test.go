@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
@@ -137,27 +138,41 @@ func (discard) AppendNodes(string, time.Time, []store.Sample) (store.AppendResul
 }
 
 // BenchmarkScrape is one scrape of one node of the fleet benchmark over a
-// kept loopback connection, body sent chunked as the agent sends it: the
-// scraper's per-scrape path (request, response, body, parse) into a sink
-// that keeps nothing. The in-process server's work counts too; the
-// profile tells them apart.
+// kept loopback connection into a sink that keeps nothing: the scraper's
+// per-scrape path (request, response, body, parse). The body comes with
+// its Content-Length, as the agent sends it (collector's handler), or
+// chunked, as hack/fleetsim's nodes send it. The in-process server's work
+// counts too; the profile tells them apart.
 func BenchmarkScrape(b *testing.B) {
 	node := readTestdata(b, "fleet-node.prom")
-	srv := httptest.NewServer(body(node))
-	b.Cleanup(srv.Close)
-	s, err := New(Config{Interval: time.Minute, Timeout: time.Minute, MaxBodyBytes: 1 << 20}, nil, discard{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	t := Target{Name: "node-0", URL: srv.URL + "/metrics"}
-	st := &targetState{}
-	b.SetBytes(int64(len(node)))
-	b.ReportAllocs()
-	defer cpuPerOp(b)()
-	for b.Loop() {
-		if err := s.scrapeOne(b.Context(), t, st); err != nil {
-			b.Fatal(err)
-		}
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+	}{
+		{"content-length", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(node)))
+			_, _ = w.Write(node)
+		}},
+		{"chunked", body(node)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := httptest.NewServer(tc.handler)
+			b.Cleanup(srv.Close)
+			s, err := New(Config{Interval: time.Minute, Timeout: time.Minute, MaxBodyBytes: 1 << 20}, nil, discard{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			t := Target{Name: "node-0", URL: srv.URL + "/metrics"}
+			st := &targetState{}
+			b.SetBytes(int64(len(node)))
+			b.ReportAllocs()
+			defer cpuPerOp(b)()
+			for b.Loop() {
+				if err := s.scrapeOne(b.Context(), t, st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
