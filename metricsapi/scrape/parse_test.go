@@ -321,10 +321,19 @@ func TestParserReuse(t *testing.T) {
 }
 
 // TestParseFleetNode: one node of the fleet benchmark (hack/fleetsim, the
-// agent's whole exposition with its self-metrics: 8 GPUs, each held by one
-// pod) gives one sample per pod and GPU, as the reference parser does.
+// agent's exposition: 8 GPUs, each held by one pod), whole with its
+// self-metrics or with just the families the aggregator asks for, gives
+// one sample per pod and GPU, as the reference parser does.
 func TestParseFleetNode(t *testing.T) {
-	body := readTestdata(t, "fleet-node.prom")
+	for _, file := range []struct{ name, snapshot string }{
+		{"fleet-node.prom", "1796047757554"}, {"fleet-node-read.prom", "1796049368412"},
+	} {
+		t.Run(file.name, func(t *testing.T) { testParseFleetNode(t, file.name, file.snapshot) })
+	}
+}
+
+func testParseFleetNode(t *testing.T, file string, snapshotMillis string) {
+	body := readTestdata(t, file)
 	uuids := []string{
 		"GPU-16ec7f62-54cc-961c-f251-540a2b7c95ab", "GPU-2f3eff0a-e2ac-f5f6-a3b7-72543c027fd3",
 		"GPU-a74df3b1-f8d9-673c-0c1d-480574260132", "GPU-d3851c46-f7de-d273-fa64-f312c431f274",
@@ -340,7 +349,11 @@ func TestParseFleetNode(t *testing.T) {
 	if stats != wantStats {
 		t.Errorf("stats = %+v, want %+v", stats, wantStats)
 	}
-	snapshot := time.UnixMilli(1796047757554)
+	ms, err := strconv.ParseInt(snapshotMillis, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot := time.UnixMilli(ms)
 	var want []store.Sample
 	for i, uuid := range uuids {
 		s := store.Sample{Namespace: "bench", Pod: fmt.Sprintf("fleet-node-0-gpu%d", i), Container: "main", Device: uuid,
