@@ -2,10 +2,14 @@ package scrape
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,20 +56,32 @@ func agentBody(node, gpus, pods int, snapshot time.Time) []byte {
 
 func BenchmarkParse(b *testing.B) {
 	body := agentBody(0, 8, 110, receipt)
-	b.Run("fast", func(b *testing.B) {
-		p := NewParser()
-		b.SetBytes(int64(len(body)))
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, _, err := p.Parse(body, receipt); err != nil {
-				b.Fatal(err)
+	parse := func(body []byte) func(*testing.B) {
+		return func(b *testing.B) {
+			p := NewParser()
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			defer cpuPerOp(b)()
+			for b.Loop() {
+				if _, _, err := p.Parse(body, receipt); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
-	})
+	}
+	b.Run("fast", parse(body))
+	// One node of the fleet benchmark (hack/fleetsim, the agent's
+	// exposition): 8 GPUs each held by one pod, every built-in family and
+	// the agent's self-metrics, 74.5 KB of which the parser reads 49 lines.
+	b.Run("node", parse(readTestdata(b, "fleet-node.prom")))
+	// The same node's answer to the aggregator, which asks for the
+	// families it reads (exposition.ReadFamilies): those 49 lines, 14.4 KB.
+	b.Run("node-read", parse(readTestdata(b, "fleet-node-read.prom")))
 	b.Run("reference", func(b *testing.B) {
 		var acc accumulator
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()
+		defer cpuPerOp(b)()
 		for b.Loop() {
 			acc.reset()
 			if err := parseReference(body, &acc); err != nil {
@@ -91,6 +107,7 @@ func BenchmarkParseAndStore(b *testing.B) {
 	at := receipt
 	b.SetBytes(int64(len(full)))
 	b.ReportAllocs()
+	defer cpuPerOp(b)()
 	for b.Loop() {
 		at = at.Add(2 * time.Second)
 		body = fmt.Appendf(body[:len(prefix)], "gpu_metrics_server_sample_timestamp_seconds %.3f\n", float64(at.UnixMilli())/1000-0.5)
@@ -100,6 +117,109 @@ func BenchmarkParseAndStore(b *testing.B) {
 		}
 		if res, err := st.Append("agent-0", at, samples); err != nil || res.Stored != 110 {
 			b.Fatalf("Append = %+v, %v; want 110 stored", res, err)
+		}
+	}
+}
+
+// discard is an Appender that keeps nothing.
+type discard struct{}
+
+func (discard) Append(string, time.Time, []store.Sample) (store.AppendResult, error) {
+	return store.AppendResult{}, nil
+}
+
+func (discard) AppendNodes(string, time.Time, []store.Sample) (store.AppendResult, error) {
+	return store.AppendResult{}, nil
+}
+
+// BenchmarkScrape is one scrape of one node of the fleet benchmark (the
+// families the aggregator asks for) over a kept loopback connection into a
+// sink that keeps nothing: the scraper's per-scrape path (request,
+// response, body, parse). The body comes with its Content-Length, as the
+// agent and hack/fleetsim send it, or chunked, as a server that sends none.
+// The in-process server's work counts too; the profile tells them apart.
+func BenchmarkScrape(b *testing.B) {
+	node := readTestdata(b, "fleet-node-read.prom")
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+	}{
+		{"content-length", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(node)))
+			_, _ = w.Write(node)
+		}},
+		{"chunked", body(node)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := httptest.NewServer(tc.handler)
+			b.Cleanup(srv.Close)
+			s, err := New(Config{Interval: time.Minute, Timeout: time.Minute, MaxBodyBytes: 1 << 20}, nil, discard{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			t := Target{Name: "node-0", URL: srv.URL + "/metrics"}
+			st := &targetState{}
+			b.SetBytes(int64(len(node)))
+			b.ReportAllocs()
+			defer cpuPerOp(b)()
+			for b.Loop() {
+				if err := s.scrapeOne(b.Context(), t, st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// cpuPerOp, deferred before a benchmark's loop, reports the process's CPU
+// time (user and system, every goroutine's, the garbage collector's too)
+// per iteration as cpu-ns/op: unlike ns/op, a figure that a loaded machine
+// taking the CPU away does not inflate.
+func cpuPerOp(b *testing.B) func() {
+	start := processCPU(b)
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGunzipNode is what gzip would add to a scrape of one node of the
+// fleet benchmark (hack/fleetsim gzips at the default level when asked):
+// decompressing its body, against Parse/node's parse of it. The scraper
+// asks for no compression (client.request): on a cluster network the
+// decompression costs more CPU than the bytes it saves.
+func BenchmarkGunzipNode(b *testing.B) {
+	node := readTestdata(b, "fleet-node.prom")
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	if _, err := zw.Write(node); err != nil {
+		b.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var zr gzip.Reader
+	out := bytes.NewBuffer(make([]byte, 0, len(node)+bytes.MinRead))
+	b.SetBytes(int64(len(node)))
+	b.ReportAllocs()
+	defer b.ReportMetric(float64(zipped.Len()), "gzipped-bytes")
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		if err := zr.Reset(bytes.NewReader(zipped.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+		out.Reset()
+		if _, err := out.ReadFrom(&zr); err != nil || out.Len() != len(node) {
+			b.Fatalf("gunzip: %d bytes, %v", out.Len(), err)
 		}
 	}
 }

@@ -183,8 +183,9 @@ func (e *endpoint) close() {
 }
 
 // request is the scrape's request: GET, no compression (on a cluster
-// network gunzip costs more CPU than the bytes it saves), the bearer
-// token over TLS only so that it never travels in clear text.
+// network gunzip costs more CPU than the bytes it saves: BenchmarkGunzipNode
+// against BenchmarkParse/node), the bearer token over TLS only so that it
+// never travels in clear text.
 func (c *client) request(e *endpoint) ([]byte, error) {
 	var b strings.Builder
 	b.Grow(160 + len(e.path) + len(e.host))

@@ -170,8 +170,17 @@ func valid(r role, v float64) bool {
 	return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 && v <= roleLimits[r].max
 }
 
-// add records one series line.
-func (a *accumulator) add(r role, l *lineLabels, v float64) {
+// seriesSlots remembers where the lines of one label set went in the
+// accumulator, so that the next line with the same labels finds its
+// partials without the map lookups: the index plus one in parts and in
+// nodes.parts, 0 while unknown. Valid within one parse.
+type seriesSlots struct {
+	part, node int32
+}
+
+// add records one series line. slots, if not nil, are the slots of the
+// line's label set in this parse, filled in as they become known.
+func (a *accumulator) add(r role, l *lineLabels, v float64, slots *seriesSlots) {
 	a.stats.Series++
 	if r == exposition.RoleSampleTime {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
@@ -182,7 +191,7 @@ func (a *accumulator) add(r role, l *lineLabels, v float64) {
 		return
 	}
 	if r != exposition.RolePodUtilization && r != exposition.RolePodMemoryUsed && l[lblUUID] != "" && valid(r, v) {
-		a.nodes.add(a, r, l, roleLimits[r].unit.ToBase(v))
+		a.nodes.add(r, l, roleLimits[r].unit.ToBase(v), slots)
 	}
 	// Prometheus-style relabelling renames the workload's labels to
 	// exported_*; when present they name the pod, and the plain labels
@@ -215,12 +224,20 @@ func (a *accumulator) add(r role, l *lineLabels, v float64) {
 		a.shares[sk] = sh
 		return
 	}
-	k := seriesKey{namespace: ns, pod: pod, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
-	i, ok := a.index[k]
-	if !ok {
-		i = len(a.parts)
-		a.index[k] = i
-		a.parts = append(a.parts, partial{key: k, container: ctr})
+	var i int
+	if slots != nil && slots.part > 0 {
+		i = int(slots.part - 1)
+	} else {
+		k := seriesKey{namespace: ns, pod: pod, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
+		var ok bool
+		if i, ok = a.index[k]; !ok {
+			i = len(a.parts)
+			a.index[k] = i
+			a.parts = append(a.parts, partial{key: k, container: ctr})
+		}
+		if slots != nil {
+			slots.part = int32(i + 1)
+		}
 	}
 	p := &a.parts[i]
 	if ctr != p.container {

@@ -59,18 +59,27 @@ func (n *nodeAccumulator) reset() {
 }
 
 // add records one valid device line, its value in base units. The lines
-// of a device held by several pods repeat its whole-device values.
-func (n *nodeAccumulator) add(a *accumulator, r role, l *lineLabels, v float64) {
-	host := l[lblHostname]
-	if host == "" {
-		host = l[lblHostnameLower]
-	}
-	k := nodeKey{host: host, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
-	i, ok := n.index[k]
-	if !ok {
-		i = len(n.parts)
-		n.index[k] = i
-		n.parts = append(n.parts, nodePartial{key: k})
+// of a device held by several pods repeat its whole-device values. slots,
+// if not nil, are the slots of the line's label set (see seriesSlots).
+func (n *nodeAccumulator) add(r role, l *lineLabels, v float64, slots *seriesSlots) {
+	var i int
+	if slots != nil && slots.node > 0 {
+		i = int(slots.node - 1)
+	} else {
+		host := l[lblHostname]
+		if host == "" {
+			host = l[lblHostnameLower]
+		}
+		k := nodeKey{host: host, uuid: l[lblUUID], gpuInstance: l[lblGPUInstance]}
+		var ok bool
+		if i, ok = n.index[k]; !ok {
+			i = len(n.parts)
+			n.index[k] = i
+			n.parts = append(n.parts, nodePartial{key: k})
+		}
+		if slots != nil {
+			slots.node = int32(i + 1)
+		}
 	}
 	p := &n.parts[i]
 	p.seen |= 1 << r

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"time"
@@ -50,8 +51,9 @@ type ParseStats struct {
 // (store.PrecedenceExporter) where both report a device.
 //
 // A fast scanner reads the common syntax and skips every other series
-// without parsing it; a body using the newer quoted-name syntax goes to
-// expfmt's parser instead. On any input expfmt accepts, both give the same
+// without parsing it (a line's family name is looked up before anything
+// else of the line is read); a body using the newer quoted-name syntax goes
+// to expfmt's parser instead. On any input expfmt accepts, both give the same
 // samples (FuzzParse checks it); the fast scanner is laxer only about
 // series it does not read.
 //
@@ -61,6 +63,7 @@ type Parser struct {
 	acc  accumulator
 	line int
 	lbl  lineLabels
+	sets labelSetCache
 	// badType holds, per role, the error of a TYPE line declaring a type
 	// without a plain value; it fails the parse once a series of the
 	// family appears (a family declared but empty is harmless).
@@ -113,10 +116,35 @@ func isLabelStart(c byte) bool {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
+// Character classes of the scanner's inner loops, one table lookup a byte.
+const (
+	className  = 1 << iota // isNameStart or isDigit: a metric name's rest
+	classLabel             // isLabelStart or isDigit: a label name's rest
+)
+
+var charClass = func() (t [256]uint8) {
+	for c := range 256 {
+		if isNameStart(byte(c)) || isDigit(byte(c)) {
+			t[c] |= className
+		}
+		if isLabelStart(byte(c)) || isDigit(byte(c)) {
+			t[c] |= classLabel
+		}
+	}
+	return t
+}()
+
 // parseFast scans body line by line.
 func (p *Parser) parseFast(b []byte) error {
 	p.line = 0
 	p.badType = [exposition.NumRoles]error{}
+	p.sets.reset()
+	// The cache refers to the body: let it go with the parse.
+	defer p.sets.reset()
+	// skip is the name of the last series skipped: a family's lines come
+	// together, and the next line of the same name is skipped on a
+	// comparison of its start.
+	var skip []byte
 	for len(b) > 0 {
 		p.line++
 		end := bytes.IndexByte(b, '\n')
@@ -141,17 +169,24 @@ func (p *Parser) parseFast(b []byte) error {
 		case c == '{' || c == '"':
 			return errFallback
 		case isNameStart(c):
+			if n := len(skip); n > 0 && len(line)-i >= n && bytes.Equal(line[i:i+n], skip) &&
+				(i+n == len(line) || charClass[line[i+n]]&className == 0 && line[i+n] != '"') {
+				continue
+			}
 			j := i + 1
-			for j < len(line) && (isNameStart(line[j]) || isDigit(line[j])) {
+			for j < len(line) && charClass[line[j]]&className != 0 {
 				j++
 			}
 			if j < len(line) && line[j] == '"' {
 				return errFallback
 			}
-			if f, ok := exposition.RoleOf(line[i:j]); ok {
-				if err := p.series(f, line[j:]); err != nil {
-					return err
-				}
+			f, ok := exposition.RoleOf(line[i:j])
+			if !ok {
+				skip = line[i:j]
+				continue
+			}
+			if err := p.series(f, line[j:]); err != nil {
+				return err
 			}
 		default:
 			return p.errorf("invalid metric name")
@@ -228,13 +263,25 @@ func (p *Parser) series(f role, b []byte) error {
 	if err := p.badType[f]; err != nil {
 		return p.errorf("%v", err)
 	}
+	lbl, slots := &p.lbl, (*seriesSlots)(nil)
 	p.lbl = lineLabels{}
 	i := skipBlanks(b, 0)
 	if i < len(b) && b[i] == '{' {
-		var err error
-		if i, err = p.labelSet(f, b, i+1); err != nil {
-			return err
+		set, h, n := p.sets.find(b[i:])
+		if set == nil {
+			end, err := p.labelSet(f, b, i+1)
+			if err != nil {
+				return err
+			}
+			if end-i != n {
+				h = p.sets.hash(b[i:end])
+			}
+			set = p.sets.add(b[i:end], h, &p.lbl)
+			i = end
+		} else {
+			i += len(set.text)
 		}
+		lbl, slots = &set.lbl, &set.slots
 		i = skipBlanks(b, i)
 	}
 	j := i
@@ -259,8 +306,81 @@ func (p *Parser) series(f role, b []byte) error {
 			return p.errorf("spurious string after timestamp: %q", b[j:])
 		}
 	}
-	p.acc.add(f, &p.lbl, v)
+	p.acc.add(f, lbl, v, slots)
 	return nil
+}
+
+// labelSetCache holds, within one parse, the label sets of the lines read:
+// the agent and dcgm-exporter repeat a device's label set, byte for byte,
+// in every family, so that each is parsed once per body. A line whose
+// label set has the same text as one parsed before takes its labels, and
+// the accumulator's slots for them, from the cache. Only label sets parsed
+// without error are kept, and a set's labels depend on its text alone, so
+// a line gives what parsing it again would give.
+type labelSetCache struct {
+	seed  maphash.Seed
+	index map[uint64]int32 // hash of a set's text -> sets
+	sets  []cachedSet
+	// last is the index of the set of the last line read: the families
+	// list the same sets in the same order, so the next line's is most
+	// likely the set after it, which find tries first, without hashing.
+	last int
+}
+
+// cachedSet is one label set parsed in this parse.
+type cachedSet struct {
+	text  []byte // in the body, from '{' to '}'
+	lbl   lineLabels
+	slots seriesSlots
+}
+
+func (c *labelSetCache) reset() {
+	if c.index == nil {
+		c.seed = maphash.MakeSeed()
+		c.index = make(map[uint64]int32)
+	}
+	clear(c.index)
+	clear(c.sets) // drop the references to the body and the strings
+	c.sets = c.sets[:0]
+	c.last = -1
+}
+
+func (c *labelSetCache) hash(text []byte) uint64 { return maphash.Bytes(c.seed, text) }
+
+// find returns the cached set that b, a line's rest from its '{', starts
+// with, if any, with the length and hash of the text it looked up: b up to
+// its last '}', where a label set ends unless the line is malformed (a
+// length of 0: b has no '}').
+func (c *labelSetCache) find(b []byte) (set *cachedSet, h uint64, n int) {
+	end := bytes.LastIndexByte(b, '}')
+	if end < 0 {
+		return nil, 0, 0
+	}
+	text := b[:end+1]
+	if next := c.last + 1; next < len(c.sets) && bytes.Equal(c.sets[next].text, text) {
+		c.last = next
+		return &c.sets[next], 0, len(text)
+	} else if next == len(c.sets) && next > 0 && bytes.Equal(c.sets[0].text, text) {
+		c.last = 0
+		return &c.sets[0], 0, len(text)
+	}
+	h = c.hash(text)
+	if k, ok := c.index[h]; ok && bytes.Equal(c.sets[k].text, text) {
+		c.last = int(k)
+		return &c.sets[k], h, len(text)
+	}
+	return nil, h, len(text)
+}
+
+// add caches the label set text, parsed into l, of hash h. A text whose
+// hash another set has is kept but not found again.
+func (c *labelSetCache) add(text []byte, h uint64, l *lineLabels) *cachedSet {
+	c.sets = append(c.sets, cachedSet{text: text, lbl: *l})
+	c.last = len(c.sets) - 1
+	if _, taken := c.index[h]; !taken {
+		c.index[h] = int32(len(c.sets) - 1)
+	}
+	return &c.sets[len(c.sets)-1]
 }
 
 // labelSet parses a label set from b[i:], just after its '{', keeping the
@@ -282,7 +402,7 @@ func (p *Parser) labelSet(f role, b []byte, i int) (int, error) {
 			return 0, p.errorf("invalid label name for metric %q", f.Family().Name)
 		}
 		j := i + 1
-		for j < len(b) && (isLabelStart(b[j]) || isDigit(b[j])) {
+		for j < len(b) && charClass[b[j]]&classLabel != 0 {
 			j++
 		}
 		if j < len(b) && b[j] == '"' {
@@ -327,6 +447,15 @@ func (p *Parser) labelSet(f role, b []byte, i int) (int, error) {
 // quote, storing it as label l when keep is set, and returns the index after
 // the closing quote.
 func (p *Parser) labelValue(b []byte, i int, l label, keep bool) (int, error) {
+	// The common case: no escape before the closing quote.
+	if n := bytes.IndexByte(b[i:], '"'); n >= 0 && bytes.IndexByte(b[i:i+n], '\\') < 0 {
+		if keep {
+			if err := p.keepValue(l, b[i:i+n]); err != nil {
+				return 0, err
+			}
+		}
+		return i + n + 1, nil
+	}
 	start, escaped := i, false
 	for ; i < len(b); i++ {
 		switch b[i] {
@@ -351,13 +480,27 @@ func (p *Parser) labelValue(b []byte, i int, l label, keep bool) (int, error) {
 		if escaped {
 			v = unescape(v)
 		}
-		if !utf8.Valid(v) {
-			return 0, p.errorf("invalid label value %q", v)
+		if err := p.keepValue(l, v); err != nil {
+			return 0, err
 		}
-		p.lbl[l] = p.acc.intern(v)
 		return i + 1, nil
 	}
 	return 0, p.errorf("unexpected end of label value")
+}
+
+// keepValue stores v, unescaped, as label l, once it is checked to be
+// UTF-8. A value interned in this parse was checked already: every string
+// the fast scanner interns is a checked value or made of such values.
+func (p *Parser) keepValue(l label, v []byte) error {
+	if s, ok := p.acc.strs[string(v)]; ok {
+		p.lbl[l] = s
+		return nil
+	}
+	if !utf8.Valid(v) {
+		return p.errorf("invalid label value %q", v)
+	}
+	p.lbl[l] = p.acc.intern(v)
+	return nil
 }
 
 // unescape resolves the \\, \" and \n escapes of a label value already
@@ -381,6 +524,18 @@ func unescape(v []byte) []byte {
 // parseFloat parses a sample value as expfmt does: Go's float syntax without
 // hexadecimal exponents or digit separators.
 func parseFloat(b []byte) (float64, error) {
+	// Most values are small integers: up to 15 digits, exact in a
+	// float64, as strconv would give them.
+	if len(b) > 0 && len(b) <= 15 {
+		var n uint64
+		i := 0
+		for ; i < len(b) && isDigit(b[i]); i++ {
+			n = n*10 + uint64(b[i]-'0')
+		}
+		if i == len(b) {
+			return float64(n), nil
+		}
+	}
 	if bytes.ContainsAny(b, "pP_") {
 		return 0, errors.New("unsupported character in float")
 	}

@@ -2,11 +2,13 @@ package scrape
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +317,198 @@ func TestParserReuse(t *testing.T) {
 	}
 	if !second[0].Time.Equal(receipt) {
 		t.Errorf("second Parse kept the first body's timestamp: %v", second[0].Time)
+	}
+}
+
+// TestParseFleetNode: one node of the fleet benchmark (hack/fleetsim, the
+// agent's exposition: 8 GPUs, each held by one pod), whole with its
+// self-metrics or with just the families the aggregator asks for, gives
+// one sample per pod and GPU, as the reference parser does.
+func TestParseFleetNode(t *testing.T) {
+	for _, file := range []struct{ name, snapshot string }{
+		{"fleet-node.prom", "1796047757554"}, {"fleet-node-read.prom", "1796049368412"},
+	} {
+		t.Run(file.name, func(t *testing.T) { testParseFleetNode(t, file.name, file.snapshot) })
+	}
+}
+
+func testParseFleetNode(t *testing.T, file string, snapshotMillis string) {
+	body := readTestdata(t, file)
+	uuids := []string{
+		"GPU-16ec7f62-54cc-961c-f251-540a2b7c95ab", "GPU-2f3eff0a-e2ac-f5f6-a3b7-72543c027fd3",
+		"GPU-a74df3b1-f8d9-673c-0c1d-480574260132", "GPU-d3851c46-f7de-d273-fa64-f312c431f274",
+		"GPU-6726eb8e-798e-daaf-4302-d17f874887b7", "GPU-508cfd3c-7b2e-5ac8-a849-93dd7349a621",
+		"GPU-48f5f713-013e-bcf9-ce5b-f29f135b803a", "GPU-467c33f5-16d6-ad30-46d3-c3973a036085",
+	}
+	p := NewParser()
+	got, stats, err := p.Parse(body, receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStats := ParseStats{Series: 49, Samples: 8, NodeSamples: 8, SnapshotTime: true}
+	if stats != wantStats {
+		t.Errorf("stats = %+v, want %+v", stats, wantStats)
+	}
+	ms, err := strconv.ParseInt(snapshotMillis, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot := time.UnixMilli(ms)
+	var want []store.Sample
+	for i, uuid := range uuids {
+		s := store.Sample{Namespace: "bench", Pod: fmt.Sprintf("fleet-node-0-gpu%d", i), Container: "main", Device: uuid,
+			Time: snapshot, Precedence: store.PrecedenceAgent, Present: allFields,
+			Utilization: 10, MemoryUsedBytes: 0, MemoryTotalBytes: (80978 + 581) * mib, PowerWatts: 133}
+		if len(got) > i {
+			// The snapshot time is a float of seconds: its millisecond,
+			// not its nanoseconds.
+			if d := got[i].Time.Sub(snapshot).Abs(); d < time.Millisecond {
+				s.Time = got[i].Time
+			}
+		}
+		want = append(want, s)
+	}
+	if err := sameSamples(got, want); err != nil {
+		t.Error(err)
+	}
+	nodes := sortSamples(p.NodeSamples())
+	ref, refNodes, err := parseWithReferenceNodes(body, receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameSamples(got, ref); err != nil {
+		t.Errorf("reference parser: %v", err)
+	}
+	if err := sameSamples(nodes, refNodes); err != nil {
+		t.Errorf("reference parser's node samples: %v", err)
+	}
+	for _, n := range nodes {
+		if n.Node != "fleet-node-0" || !slices.Contains(uuids, n.Device) {
+			t.Errorf("node sample %+v: want node fleet-node-0 and one of the GPUs", n)
+		}
+	}
+}
+
+// TestParseRepeatedLabelSets: a label set seen before (the scanner parses
+// each text once per body) gives what parsing it again gives, in any order
+// of the families and sets, and a line that only starts like one, or
+// whose label set ends in a later '}', is read as itself.
+func TestParseRepeatedLabelSets(t *testing.T) {
+	set := func(gpu, pod string) string {
+		return `{UUID="GPU-` + gpu + `",pod="` + pod + `",namespace="ns",container="c",Hostname="n"}`
+	}
+	a, b, c := set("1", "p"), set("2", "q"), set("3", "r")
+	tests := []struct {
+		name, body string
+		wantErr    string // "" when the reference's samples are wanted
+	}{
+		{"same order in every family", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_GPU_UTIL" + b + " 2\nDCGM_FI_DEV_GPU_UTIL" + c + " 3\n" +
+			"DCGM_FI_DEV_POWER_USAGE" + a + " 4\nDCGM_FI_DEV_POWER_USAGE" + b + " 5\nDCGM_FI_DEV_POWER_USAGE" + c + " 6\n" +
+			"DCGM_FI_DEV_FB_USED" + a + " 7\nDCGM_FI_DEV_FB_USED" + b + " 8 1700000000000\nDCGM_FI_DEV_FB_USED" + c + " 9\n", ""},
+		{"another order, a set left out, a new one", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_GPU_UTIL" + b + " 2\n" +
+			"DCGM_FI_DEV_POWER_USAGE" + b + " 5\nDCGM_FI_DEV_POWER_USAGE" + a + " 4\nDCGM_FI_DEV_POWER_USAGE" + c + " 6\n" +
+			"DCGM_FI_DEV_FB_USED" + c + " 9\nDCGM_FI_DEV_FB_USED" + a + " 7\n", ""},
+		{"the same set twice in a row", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_POWER_USAGE" + a + " 4\nDCGM_FI_DEV_FB_USED" + a + " 7\n", ""},
+		{"a set and a longer one", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\n" +
+			"DCGM_FI_DEV_POWER_USAGE" + a[:len(a)-1] + `,vgpu="1"}` + " 4\n", ""},
+		{"blanks make another text of the same set", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\n" +
+			"DCGM_FI_DEV_POWER_USAGE" + strings.ReplaceAll(a, ",", " , ") + " 4\n", ""},
+		{"escaped values", "DCGM_FI_DEV_GPU_UTIL" + `{UUID="GPU-1",pod="p\"x",namespace="n\\s"} 1` + "\n" +
+			"DCGM_FI_DEV_POWER_USAGE" + `{UUID="GPU-1",pod="p\"x",namespace="n\\s"} 2` + "\n", ""},
+		{"a brace after the value", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_POWER_USAGE" + a + " 4 }\n",
+			`line 2: expected integer as timestamp, got "}"`},
+		{"a brace in a value after the set", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_POWER_USAGE" + a + " 4} 5\n",
+			`line 2: expected float as value, got "4}"`},
+		{"a bad set after a good one", "DCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_POWER_USAGE" + a[:len(a)-1] + `,pod="x"} 4` + "\n",
+			`line 2: duplicate label names for metric "DCGM_FI_DEV_POWER_USAGE"`},
+		{"a summary's set seen before", "# TYPE DCGM_FI_DEV_POWER_USAGE summary\nDCGM_FI_DEV_GPU_UTIL" + a + " 1\nDCGM_FI_DEV_POWER_USAGE" + a + " 4\n",
+			`line 3: DCGM_FI_DEV_POWER_USAGE has type "summary", want gauge`},
+	}
+	p := NewParser()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// Twice with one parser: nothing of a parse stays in the next.
+			for range 2 {
+				got, _, err := p.Parse([]byte(tc.body), receipt)
+				if tc.wantErr != "" {
+					if err == nil || err.Error() != tc.wantErr {
+						t.Fatalf("Parse error = %v, want %s", err, tc.wantErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				nodes := sortSamples(p.NodeSamples())
+				want, wantNodes, err := parseWithReferenceNodes([]byte(tc.body), receipt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(want) == 0 {
+					t.Fatal("the reference parser found no sample: a test of nothing")
+				}
+				if err := sameSamples(got, want); err != nil {
+					t.Error(err)
+				}
+				if err := sameSamples(nodes, wantNodes); err != nil {
+					t.Errorf("node samples: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestParseSkipsFamiliesByName: a line of the family skipped just before is
+// skipped on its name alone, and only a line of that very name.
+func TestParseSkipsFamiliesByName(t *testing.T) {
+	const owner = `{UUID="GPU-1",pod="p",namespace="ns",container="c"}`
+	tests := []struct {
+		name, body string
+		wantUtil   float64 // the sample's utilization; -1: no sample
+		wantErr    string
+		fallback   bool
+	}{
+		{"a read family whose name starts with the skipped one", "DCGM_FI_DEV_GPU{x} 1\nDCGM_FI_DEV_GPU_UTIL" + owner + " 7\n", 7, "", false},
+		{"the skipped name then a read family", "DCGM_FI_DEV_SM_CLOCK 1\nDCGM_FI_DEV_SM_CLOCK{x} 1\nDCGM_FI_DEV_GPU_UTIL" + owner + " 7\n", 7, "", false},
+		{"the skipped name alone on a line", "DCGM_FI_DEV_SM_CLOCK{x} 1\nDCGM_FI_DEV_SM_CLOCK\nDCGM_FI_DEV_GPU_UTIL" + owner + " 7\n", 7, "", false},
+		{"a skipped name then a quote falls back", "DCGM_FI_DEV_SM_CLOCK 1\nDCGM_FI_DEV_SM_CLOCK\"x\" 1\nDCGM_FI_DEV_GPU_UTIL" + owner + " 7\n", 7, "", true},
+		{"a skipped name then a bad name", "DCGM_FI_DEV_SM_CLOCK 1\nDCGM_FI_DEV_SM_CLOCK 1\n9x 1\n", -1, "line 3: invalid metric name", false},
+		{"the skipped name after blanks", "DCGM_FI_DEV_SM_CLOCK 1\n \tDCGM_FI_DEV_SM_CLOCK{x} 1\nDCGM_FI_DEV_GPU_UTIL" + owner + " 7\n", 7, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, stats, err := NewParser().Parse([]byte(tc.body), receipt)
+			if stats.Fallback != tc.fallback {
+				t.Errorf("Fallback = %v, want %v", stats.Fallback, tc.fallback)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse error = %v, want one with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Utilization != tc.wantUtil {
+				t.Errorf("samples %+v, want one of utilization %v", got, tc.wantUtil)
+			}
+		})
+	}
+}
+
+// TestParseFloatIntegers: the integers read without strconv give what
+// strconv gives.
+func TestParseFloatIntegers(t *testing.T) {
+	for _, s := range []string{"0", "7", "007", "80978", "999999999999999", "1000000000000000", "9007199254740993",
+		"123456789012345678901234567890", "1e3", "1.5", "-3", "+3", "", "1_000", "0x10", "NaN"} {
+		got, err := parseFloat([]byte(s))
+		want, wantErr := strconv.ParseFloat(s, 64)
+		if strings.ContainsAny(s, "pP_") {
+			wantErr = errors.New("unsupported")
+		}
+		if (err != nil) != (wantErr != nil) || err == nil && !(got == want || math.IsNaN(got) && math.IsNaN(want)) {
+			t.Errorf("parseFloat(%q) = %v, %v; want %v, %v", s, got, err, want, wantErr)
+		}
 	}
 }

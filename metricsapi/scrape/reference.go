@@ -48,7 +48,7 @@ func parseReference(body []byte, acc *accumulator) error {
 			default:
 				v = m.GetUntyped().GetValue()
 			}
-			acc.add(r, &l, v)
+			acc.add(r, &l, v, nil)
 		}
 	}
 	return nil
