@@ -103,8 +103,8 @@ type metricsBody struct {
 	h      *metricsHandler // counts compressions
 
 	// filtered is the body of the last family filter asked for
-	// (exposition.FamilyParam): one per snapshot for the aggregators, which all ask
-	// for the same families.
+	// (exposition.FamilyParam): one per snapshot for the aggregators,
+	// which all ask for the same families.
 	filtered atomic.Pointer[filteredBody]
 }
 

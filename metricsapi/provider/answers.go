@@ -23,6 +23,9 @@ type StateSource interface {
 	Watermark() store.StateWatermark
 	// PodStates appends the named pods' current states.
 	PodStates(namespace string, names []string, dst []store.PodState) []store.PodState
+	// RefreshStates is PodStates for the names prev was taken for,
+	// cheaper.
+	RefreshStates(namespace string, names []string, prev, dst []store.PodState) []store.PodState
 	// Changed reports whether any state is no longer its pod's.
 	Changed(states []store.PodState, w store.StateWatermark) bool
 	// StateValue returns a state's value as of now, and until when it
@@ -205,7 +208,8 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 		return prev
 	}
 	a := &answer{key: key, gen: gen, hasGen: hasGen}
-	if prev != nil && hasGen && prev.gen == gen {
+	samePods := prev != nil && hasGen && prev.gen == gen
+	if samePods {
 		a.names = prev.names
 	} else {
 		names, err := p.pods.ListPods(namespace, selector)
@@ -215,7 +219,11 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 		a.names = names
 	}
 	a.w = src.Watermark()
-	a.states = src.PodStates(namespace, a.names, make([]store.PodState, 0, len(a.names)))
+	if samePods {
+		a.states = src.RefreshStates(namespace, a.names, prev.states, make([]store.PodState, 0, len(a.names)))
+	} else {
+		a.states = src.PodStates(namespace, a.names, make([]store.PodState, 0, len(a.names)))
+	}
 	a.vals, a.ok, a.ends = make([]store.Value, len(a.names)), make([]bool, len(a.names)), make([]int, len(a.names))
 	a.until = time.Unix(0, 1<<63-1)
 	// The previous answer's items by name, when its names differ.

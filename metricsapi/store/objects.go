@@ -106,8 +106,9 @@ type objectKey struct{ namespace, name string }
 type entry struct {
 	mu sync.Mutex
 	// removed is set, under mu, when the sweep takes the entry out of the
-	// index; a writer that finds it set starts over with a new entry.
-	removed bool
+	// index; a writer that finds it set starts over with a new entry, and
+	// a reader holding the entry (RefreshStates) looks the object up again.
+	removed atomic.Bool
 	view    atomic.Pointer[view]
 }
 
@@ -174,7 +175,7 @@ func (o *objects) update(key objectKey, samples []Sample, now int64, lim limits)
 	for {
 		e := sh.getOrAdd(key)
 		e.mu.Lock()
-		if e.removed {
+		if e.removed.Load() {
 			e.mu.Unlock()
 			continue
 		}
@@ -457,7 +458,7 @@ func (o *objects) sweep(now, staleAfter int64) {
 		}
 		o.series.Add(-int64(gone))
 		if next == nil {
-			e.removed = true
+			e.removed.Store(true)
 			e.view.Store(nil)
 			o.shard(k).remove(k, e)
 			o.held.Add(-1)

@@ -30,16 +30,39 @@ func (s *Store) Watermark() StateWatermark { return StateWatermark(s.pods.added.
 // namespace, in the order of names (the zero PodState for a pod not held).
 func (s *Store) PodStates(namespace string, names []string, dst []PodState) []PodState {
 	for _, name := range names {
-		k := objectKey{namespace, name}
-		var st PodState
-		if e := s.pods.shard(k).get(k); e != nil {
+		dst = append(dst, s.podState(namespace, name))
+	}
+	return dst
+}
+
+// RefreshStates is PodStates for the names an earlier PodStates (or
+// RefreshStates) returned prev for, prev[i] being names[i]'s: a pod held
+// then, whose entry the store still holds, is read from that entry
+// without a lookup in the index (at 40,000 pods, most of a 1,000-pod
+// query's cost); the others are looked up.
+func (s *Store) RefreshStates(namespace string, names []string, prev, dst []PodState) []PodState {
+	for i, name := range names {
+		if e := prev[i].e; e != nil && !e.removed.Load() {
+			var st PodState
 			if v := e.view.Load(); v != nil {
 				st = PodState{e, v}
 			}
+			dst = append(dst, st)
+			continue
 		}
-		dst = append(dst, st)
+		dst = append(dst, s.podState(namespace, name))
 	}
 	return dst
+}
+
+func (s *Store) podState(namespace, name string) PodState {
+	k := objectKey{namespace, name}
+	if e := s.pods.shard(k).get(k); e != nil {
+		if v := e.view.Load(); v != nil {
+			return PodState{e, v}
+		}
+	}
+	return PodState{}
 }
 
 // Changed reports whether any of states is no longer its pod's state: the

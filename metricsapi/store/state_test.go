@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -28,6 +29,12 @@ func TestChangedAfterEachKindOfChange(t *testing.T) {
 		{"the held pod swept (stale)", func(t *testing.T, s *Store) {
 			mustAppend(t, s, []appendStep{{"agent-b", 20, []Sample{util("ns", "b", "GPU-2", sec(20), 5)}}})
 		}, true},
+		{"the held pod swept and back", func(t *testing.T, s *Store) {
+			mustAppend(t, s, []appendStep{
+				{"agent-b", 20, []Sample{util("ns", "b", "GPU-2", sec(20), 5)}},
+				{"agent-a", 21, []Sample{util("ns", "a", "GPU-1", sec(21), 60)}},
+			})
+		}, true},
 		{"the missing pod appears", func(t *testing.T, s *Store) {
 			mustAppend(t, s, []appendStep{{"agent-c", 2, []Sample{util("ns", "missing", "GPU-3", sec(2), 5)}}})
 		}, true},
@@ -53,6 +60,13 @@ func TestChangedAfterEachKindOfChange(t *testing.T) {
 			tc.change(t, s)
 			if got := s.Changed(states, w); got != tc.wantChanged {
 				t.Errorf("Changed = %v, want %v", got, tc.wantChanged)
+			}
+			// Refreshed from the states held, the states are the ones
+			// looked up afresh.
+			names := []string{"a", "missing"}
+			fresh := s.PodStates("ns", names, nil)
+			if again := s.RefreshStates("ns", names, states, nil); !slices.Equal(again, fresh) {
+				t.Errorf("RefreshStates = %+v, PodStates = %+v", again, fresh)
 			}
 		})
 	}

@@ -78,6 +78,11 @@ func TestConfigValidate(t *testing.T) {
 			"window 5m0s spans more than 128 feeds of 2s, more than the store holds: use a window of at most 4m16s or a longer feed interval"},
 		{"one nanosecond too long", Config{Window: MaxWindowFeeds*time.Second + 1, StaleAfter: time.Second, FeedInterval: time.Second}, "spans more than 128 feeds"},
 		{"huge feed interval", Config{Window: time.Hour, StaleAfter: time.Second, FeedInterval: time.Duration(math.MaxInt64)}, ""},
+		{"step-up threshold", Config{Window: time.Second, StaleAfter: time.Second, StepUp: 10}, ""},
+		{"step-up threshold 100", Config{Window: time.Second, StaleAfter: time.Second, StepUp: 100}, ""},
+		{"negative step-up threshold", Config{Window: time.Second, StaleAfter: time.Second, StepUp: -1}, "step-up must be 0-100 percentage points, got -1"},
+		{"step-up threshold above 100", Config{Window: time.Second, StaleAfter: time.Second, StepUp: 100.5}, "step-up must be 0-100"},
+		{"step-up threshold NaN", Config{Window: time.Second, StaleAfter: time.Second, StepUp: math.NaN()}, "step-up must be 0-100"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
