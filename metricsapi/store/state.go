@@ -84,8 +84,8 @@ func (s *Store) Changed(states []PodState, w StateWatermark) bool {
 
 // StateValue returns the value of m in st as of now, as PodValue would for
 // a pod in that state, and until when, the state unchanged, the value stays
-// the same (a point leaves the window, a reading goes stale): a bound, at
-// most that late.
+// the same (a point leaves the window, a reading goes stale): it holds at
+// every time before until, and may differ from until on.
 func (s *Store) StateValue(m Metric, st PodState, now time.Time) (v Value, ok bool, until time.Time) {
 	if st.v == nil {
 		return Value{}, false, time.Unix(0, math.MaxInt64)
@@ -97,12 +97,16 @@ func (s *Store) StateValue(m Metric, st PodState, now time.Time) (v Value, ok bo
 
 // nextChange returns the earliest time after now at which a query of v
 // may answer differently than at now: a level or reading going stale, a
-// point leaving the window.
+// point leaving the window. A reading received at r is fresh up to and
+// including r + stale-after and stale a nanosecond later; a point is in
+// the window up to and including r + window.
 func (s *Store) nextChange(v *view, now int64) int64 {
 	next := int64(math.MaxInt64)
-	consider := func(t int64) {
-		if t > now {
-			next = min(next, t)
+	// last is the last instant at which something still holds: what a
+	// query answers changes at last+1.
+	consider := func(last int64) {
+		if last >= now && last < math.MaxInt64 {
+			next = min(next, last+1)
 		}
 	}
 	for _, dv := range v.devices {
@@ -115,7 +119,7 @@ func (s *Store) nextChange(v *view, now int64) int64 {
 				}
 			}
 			for _, p := range lv.points {
-				if p.received+s.window > now {
+				if p.received+s.window >= now {
 					consider(p.received + s.window)
 					break
 				}

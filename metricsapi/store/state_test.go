@@ -74,7 +74,8 @@ func TestChangedAfterEachKindOfChange(t *testing.T) {
 
 // TestStateValueUntil checks that a state's value is what PodValue
 // answers, that it holds until the time StateValue gives, and changes
-// there: the oldest point leaves the window, or the pod goes stale.
+// there: the oldest point leaves the window, or the pod goes stale, a
+// nanosecond after the last instant it holds.
 func TestStateValueUntil(t *testing.T) {
 	// Readings every 2 s from 1 to 9: 10, 20, 30, 40, 50 (window 15 s,
 	// stale-after 6 s).
@@ -89,11 +90,12 @@ func TestStateValueUntil(t *testing.T) {
 		now       float64
 		wantUntil float64
 	}{
-		// The newest reading (9) goes stale at 15, before any point leaves
-		// the window (the first, received at 1, at 16).
+		// The newest reading (9) is fresh up to 15 and stale after, before
+		// any point leaves the window (the first, received at 1, after 16).
 		{"utilization: stale first", Utilization, 10, 15},
-		{"power: stale at 15", PowerWatts, 12, 15},
+		{"power: stale after 15", PowerWatts, 12, 15},
 		{"memory at the edge", MemoryUsedBytes, 14.5, 15},
+		{"memory at its last fresh instant", MemoryUsedBytes, 15, 15},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,24 +107,29 @@ func TestStateValueUntil(t *testing.T) {
 			if ok != wantOK || v != want {
 				t.Fatalf("StateValue = %+v, %v; PodValue = %+v, %v", v, ok, want, wantOK)
 			}
-			if !until.Equal(sec(tc.wantUntil)) {
-				t.Errorf("until = %v, want %v", until.Sub(t0), sec(tc.wantUntil).Sub(t0))
+			if want := sec(tc.wantUntil).Add(time.Nanosecond); !until.Equal(want) {
+				t.Errorf("until = %v, want %v", until.Sub(t0), want.Sub(t0))
 			}
-			// Unchanged on a grid up to until, different at until.
+			// Unchanged on a grid up to until and at its last instant,
+			// different at until.
 			for x := tc.now; sec(x).Before(until); x += 0.25 {
 				if got, gotOK := s.PodValue(tc.metric, "ns", "p", sec(x)); gotOK != ok || got != v {
 					t.Errorf("at %v the value is %+v, %v: changed before until", x, got, gotOK)
 				}
 			}
-			if got, gotOK := s.PodValue(tc.metric, "ns", "p", until.Add(time.Nanosecond)); gotOK == ok && got == v {
-				t.Errorf("the value did not change just after until (%+v)", got)
+			if got, gotOK := s.PodValue(tc.metric, "ns", "p", until.Add(-time.Nanosecond)); gotOK != ok || got != v {
+				t.Errorf("the value changed just before until (%+v)", got)
+			}
+			if got, gotOK := s.PodValue(tc.metric, "ns", "p", until); gotOK == ok && got == v {
+				t.Errorf("the value did not change at until (%+v)", got)
 			}
 		})
 	}
 
 	// A point leaving the window before anything goes stale: readings
 	// every 2 s from 1 to 21; at 21.5 the window [6.5, 21.5] starts with
-	// the point received at 7, which leaves it at 22.
+	// the point received at 7, which is in it up to 22 and leaves it
+	// after.
 	s := newStore(t)
 	for i := range 11 {
 		x := 1 + 2*float64(i)
@@ -130,8 +137,8 @@ func TestStateValueUntil(t *testing.T) {
 	}
 	st := s.PodStates("ns", []string{"p"}, nil)[0]
 	v, ok, until := s.StateValue(Utilization, st, sec(21.5))
-	if !ok || !until.Equal(sec(22)) {
-		t.Fatalf("StateValue = %+v, %v until %v, want a value until 22", v, ok, until.Sub(t0))
+	if !ok || !until.Equal(sec(22).Add(time.Nanosecond)) {
+		t.Fatalf("StateValue = %+v, %v until %v, want a value until 22 s + 1 ns", v, ok, until.Sub(t0))
 	}
 	if next, _ := s.PodValue(Utilization, "ns", "p", sec(22.001)); next == v {
 		t.Errorf("the mean did not change after the oldest point left the window")
