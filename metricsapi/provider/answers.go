@@ -80,20 +80,22 @@ type answer struct {
 	hasGen bool   // the lister has generations: names may be reused
 	w      store.StateWatermark
 	states []store.PodState
-	until  time.Time // a value changes with time
+	until  time.Time // a value changes with time: the earliest of untils
 
 	names []string
-	// vals and ok are each name's value; ends the end of its item in body
-	// (items of pods without a value take no bytes).
-	vals []store.Value
-	ok   []bool
-	ends []int
+	// vals and ok are each name's value, untils (unix nanoseconds) until
+	// when it holds in its state; ends the end of its item in body (items
+	// of pods without a value take no bytes).
+	vals   []store.Value
+	ok     []bool
+	untils []int64
+	ends   []int
 
 	used atomic.Int64 // unix nanoseconds of the last use
 }
 
 func (a *answer) size() int {
-	return len(a.body) + len(a.names)*(16+8+48+1+8+24)
+	return len(a.body) + len(a.names)*(16+8+48+1+8+8+24)
 }
 
 // answers holds the kept answers.
@@ -225,6 +227,7 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 		a.states = src.PodStates(namespace, a.names, make([]store.PodState, 0, len(a.names)))
 	}
 	a.vals, a.ok, a.ends = make([]store.Value, len(a.names)), make([]bool, len(a.names)), make([]int, len(a.names))
+	a.untils = make([]int64, len(a.names))
 	a.until = time.Unix(0, 1<<63-1)
 	// The previous answer's items by name, when its names differ.
 	var prevAt map[string]int
@@ -239,10 +242,10 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 	buf = append(buf, enc.prefix...)
 	first := true
 	var reused, encoded uint64
-	// While no value of the previous answer changed with time, a pod in
-	// the same state as then has the same value: only the pods that
-	// changed are computed again.
-	prevHolds := prev != nil && now.Before(prev.until)
+	// A pod in the same state as in the previous answer has the same
+	// value until that value changes with time (a point leaving the
+	// window, a reading going stale): only the pods that changed, or
+	// whose value aged, are computed again.
 	for i, name := range a.names {
 		j, found := prevIndex(prev, prevAt, i, name)
 		var (
@@ -250,11 +253,12 @@ func (p *Provider) answer(version, namespace, metric string, selector labels.Sel
 			ok    bool
 			until time.Time
 		)
-		if found && prevHolds && prev.states[j] == a.states[i] {
-			v, ok, until = prev.vals[j], prev.ok[j], prev.until
+		if found && prev.states[j] == a.states[i] && now.UnixNano() < prev.untils[j] {
+			v, ok, until = prev.vals[j], prev.ok[j], time.Unix(0, prev.untils[j])
 		} else {
 			v, ok, until = src.StateValue(def.metric, a.states[i], now)
 		}
+		a.untils[i] = until.UnixNano()
 		if until.Before(a.until) {
 			a.until = until
 		}

@@ -180,6 +180,33 @@ func TestAnswerInvalidation(t *testing.T) {
 	}
 }
 
+// TestAnswerPerPodUntil: pods appended at different times have values
+// that change with time at different times (a point leaving the window, a
+// reading going stale); every rebuilt answer, reusing the values that
+// still hold, equals one built from scratch, across 20 s of appends to
+// one pod after another every half second.
+func TestAnswerPerPodUntil(t *testing.T) {
+	for _, version := range []string{VersionV1beta1, VersionV1beta2} {
+		t.Run(version, func(t *testing.T) {
+			p, st, _, now := answerFixture(t)
+			for step := range 40 {
+				if _, ok := p.Answer(version, "ml", GPUUtilization, labels.Everything()); !ok && step == 0 {
+					t.Fatal("no answer")
+				}
+				*now = now.Add(500 * time.Millisecond)
+				// Pods p0..p4 get fresh readings in turn; p5..p9 go
+				// stale at t0+6s.
+				n := fmt.Sprintf("p%d", step%5)
+				mustAppend(t, st, "node-"+n, *now, utilSample("ml", n, *now, float64(step%7*10)))
+				body, _ := p.Answer(version, "ml", GPUUtilization, labels.Everything())
+				if want := fresh(t, p, version); string(body) != string(want) {
+					t.Fatalf("step %d (%v): answer differs from one built from scratch:\n%s\n%s", step, now.Sub(t0), body, want)
+				}
+			}
+		})
+	}
+}
+
 func mustAppend(t *testing.T, st *store.Store, source string, at time.Time, samples ...store.Sample) {
 	t.Helper()
 	if _, err := st.Append(source, at, samples); err != nil {
