@@ -25,9 +25,11 @@ func benchStore(b *testing.B, pods int) *store.Store {
 		b.Fatal(err)
 	}
 	for i := 7; i >= 0; i-- {
-		at := t0.Add(-time.Duration(2*i) * time.Second)
-		// One source per node of 8 pods.
+		// One source per node of 8 pods, scraped at its own offset within
+		// the 2 s interval, as the aggregator spreads them: the pods'
+		// points leave the window at different times.
 		for node := 0; node < pods/8; node++ {
+			at := t0.Add(-time.Duration(2*i)*time.Second - time.Duration(node%250)*8*time.Millisecond)
 			samples := make([]store.Sample, 8)
 			for j := range samples {
 				samples[j] = store.Sample{Namespace: "bench", Pod: fmt.Sprintf("worker-%d", node*8+j), Container: "main",
