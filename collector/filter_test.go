@@ -120,22 +120,7 @@ func TestMetricsHandlerFamilyFilter(t *testing.T) {
 		if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(rec.Body.Len()) {
 			t.Errorf("%s: Content-Length %s, body %d bytes", target, cl, rec.Body.Len())
 		}
-		var body io.Reader = rec.Body
-		if gz {
-			if rec.Header().Get("Content-Encoding") != "gzip" {
-				t.Fatalf("%s: not gzipped", target)
-			}
-			zr, err := gzip.NewReader(rec.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body = zr
-		}
-		out, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out)
+		return responseBody(t, rec, gz)
 	}
 	full := get("/metrics", false)
 	const q = "/metrics?name%5B%5D=DCGM_FI_DEV_GPU_UTIL&name%5B%5D=gpu_metrics_server_devices"
@@ -163,6 +148,28 @@ func TestMetricsHandlerFamilyFilter(t *testing.T) {
 	if get(q, true) == "" || h.compressions.Load() != 1 {
 		t.Errorf("the filtered body was compressed again: %d compressions", h.compressions.Load())
 	}
+}
+
+// responseBody returns rec's body, gunzipped when gz (and failing the test
+// when it is not gzipped then).
+func responseBody(t *testing.T, rec *httptest.ResponseRecorder, gz bool) string {
+	t.Helper()
+	var body io.Reader = rec.Body
+	if gz {
+		if rec.Header().Get("Content-Encoding") != "gzip" {
+			t.Fatal("gzip not used")
+		}
+		zr, err := gzip.NewReader(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = zr
+	}
+	out, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 func mustFilter(t *testing.T, query string) FamilyFilter {

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -113,22 +112,7 @@ func TestMetricsHandler(t *testing.T) {
 		if v := rec.Header().Values("Vary"); len(v) != 1 || v[0] != "Accept-Encoding" {
 			t.Errorf("Vary %q, want Accept-Encoding", v)
 		}
-		var body io.Reader = rec.Body
-		if gz {
-			if rec.Header().Get("Content-Encoding") != "gzip" {
-				t.Fatal("gzip not used")
-			}
-			zr, err := gzip.NewReader(rec.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body = zr
-		}
-		out, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out)
+		return responseBody(t, rec, gz)
 	}
 
 	before := get(false)
